@@ -1,0 +1,162 @@
+"""Data assets: raw sources -> clean full-depth table -> L3 taxonomy and experiment table.
+
+Thin wiring: the rules live in taxo_pipeline.dataset. Each table is written to data/ as the
+seed's Parquet file and to the warehouse, and only after everything it needs has been read
+and validated, so bad input leaves both as they were.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from taxo_pipeline import settings
+from taxo_pipeline.assets.metadata import table_metadata
+from taxo_pipeline.dataset.cleaning import clean_products
+from taxo_pipeline.dataset.fetch import cache_name_for, resolve_source
+from taxo_pipeline.dataset.products import IMAGE, read_products
+from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
+from taxo_pipeline.dataset.trimming import trim_products
+from taxo_pipeline.files import write_parquet_atomic
+from taxo_pipeline.resources import StorageResource
+
+GROUP = "dataset"
+
+
+class SourceConfig(dg.Config):
+    source: str | None = Field(
+        default=None, description="Local path or URL. Unset: the env var, else the reference's source."
+    )
+    refresh: bool = Field(default=False, description="Download again even when data/ holds a cached copy.")
+
+
+def _fetch(config: SourceConfig, storage: StorageResource, *, what, env_var, default_source, default_url, default_name):
+    source = config.source or default_source
+    cache_name = cache_name_for(source, default_url, default_name)
+    path = resolve_source(
+        source,
+        what=what,
+        env_var=env_var,
+        cache_dir=storage.data_path(""),
+        cache_name=cache_name,
+        refresh=config.refresh,
+    )
+    return source, path
+
+
+@dg.asset(group_name=GROUP, code_version="1")
+def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
+    """The raw product file (Parquet, JSON Lines or CSV), validated; its local path flows downstream."""
+    source, path = _fetch(
+        config, storage, what="products", env_var="TAXO_PRODUCTS", default_source=settings.products_source(),
+        default_url=settings.PRODUCTS_URL, default_name=settings.RAW_PRODUCTS_FILE,
+    )
+    frame = read_products(path)
+    context.log.info("products: %d rows from %s", frame.height, path)
+    return dg.Output(
+        str(path),
+        metadata={
+            "source": source,
+            "local_path": dg.MetadataValue.path(str(path)),
+            "dagster/row_count": frame.height,
+            "columns": ", ".join(frame.columns),
+            "has_images": IMAGE in frame.columns,
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, code_version="1")
+def raw_taxonomy(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
+    """Shopify's categories.txt, validated; its local path flows downstream."""
+    source, path = _fetch(
+        config, storage, what="taxonomy", env_var="TAXO_TAXONOMY", default_source=settings.taxonomy_source(),
+        default_url=settings.TAXONOMY_URL, default_name=settings.RAW_TAXONOMY_FILE,
+    )
+    categories = parse_categories(path)
+    context.log.info("taxonomy: %d categories from %s", len(categories), path)
+    return dg.Output(
+        str(path),
+        metadata={"source": source, "local_path": dg.MetadataValue.path(str(path)), "categories": len(categories)},
+    )
+
+
+def _warehouse_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """Image bytes stay in the Parquet file; the warehouse gets a has_image flag instead."""
+    if IMAGE not in frame.columns:
+        return frame.with_columns(pl.lit(False).alias("has_image"))
+    return frame.with_columns(pl.col(IMAGE).is_not_null().alias("has_image")).drop(IMAGE)
+
+
+def _write(storage: StorageResource, table: str, file_name: str, frame: pl.DataFrame) -> Path:
+    """Warehouse first (one transaction), then the Parquet file (atomic rename)."""
+    storage.warehouse().replace_table(table, _warehouse_frame(frame).to_arrow())
+    path = storage.data_path(file_name)
+    write_parquet_atomic(frame.to_arrow(), path)
+    return path
+
+
+@dg.asset(group_name=GROUP, code_version="1")
+def clean_products_full_depth(
+    context: dg.AssetExecutionContext, storage: StorageResource, raw_products: str, raw_taxonomy: str
+) -> dg.MaterializeResult:
+    """Products with every required field and labels that are valid taxonomy categories."""
+    clean, report = clean_products(read_products(Path(raw_products)), parse_categories(Path(raw_taxonomy)))
+    dropped = sum(report.dropped.values())
+    context.log.info("cleaning: %d rows in, %d dropped %s, %d out", report.rows_in, dropped, report.dropped, report.rows_out)
+    path = _write(storage, "clean_products_full_depth", settings.CLEAN_FULL_DEPTH_FILE, clean)
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(_warehouse_frame(clean)),
+            "rows_in": report.rows_in,
+            "rows_dropped": dropped,
+            **{f"dropped_{reason}": n for reason, n in report.dropped.items()},
+            "rows_out": report.rows_out,
+            "local_path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, code_version="1")
+def taxonomy_l3(context: dg.AssetExecutionContext, storage: StorageResource, raw_taxonomy: str) -> dg.MaterializeResult:
+    """Every taxonomy node trimmed to at most 3 levels: L1, L2 and L3 nodes, sorted and unique."""
+    taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)))
+    frame = pl.from_arrow(taxonomy.to_arrow())
+    path = _write(storage, "taxonomy_l3", settings.TAXONOMY_L3_FILE, frame)
+    counts = taxonomy.level_counts()
+    context.log.info("L3 taxonomy: %s nodes by level, %d in all", counts, len(taxonomy.paths))
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(frame),
+            **{f"l{level}_nodes": n for level, n in sorted(counts.items())},
+            "total_nodes": len(taxonomy.paths),
+            "local_path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+def load_taxonomy_l3(storage: StorageResource) -> TaxonomyL3:
+    return TaxonomyL3(pl.read_parquet(storage.data_path(settings.TAXONOMY_L3_FILE))["path"].to_list())
+
+
+def load_experiment(storage: StorageResource, with_images: bool = False) -> pl.DataFrame:
+    frame = pl.read_parquet(storage.data_path(settings.EXPERIMENT_L3_FILE))
+    return frame if with_images or IMAGE not in frame.columns else frame.drop(IMAGE)
+
+
+@dg.asset(group_name=GROUP, code_version="1", deps=[clean_products_full_depth, taxonomy_l3])
+def products_experiment_l3(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """The evaluation table: ground truth and potentials trimmed to 3 levels."""
+    clean = pl.read_parquet(storage.data_path(settings.CLEAN_FULL_DEPTH_FILE))
+    experiment = trim_products(clean, load_taxonomy_l3(storage))
+    path = _write(storage, "products_experiment_l3", settings.EXPERIMENT_L3_FILE, experiment)
+    by_l1 = experiment.group_by(pl.col("ground_truth_category").str.split(" > ").list.first().alias("l1")).len()
+    context.log.info("experiment table: %d products", experiment.height)
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(_warehouse_frame(experiment)),
+            "products": experiment.height,
+            "l1_labels_present": by_l1.height,
+            "local_path": dg.MetadataValue.path(str(path)),
+        }
+    )

@@ -1,0 +1,31 @@
+"""Metadata helpers: row counts, schemas and markdown previews the Dagster UI shows."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+
+def table_metadata(frame: pl.DataFrame, preview_rows: int = 5) -> dict[str, dg.MetadataValue]:
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+    )
+    shown = frame.head(preview_rows).select(
+        [c for c, t in frame.schema.items() if t in (pl.String, pl.Int32, pl.Int64, pl.Float64, pl.Boolean)]
+    )
+    return {
+        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "dagster/column_schema": dg.MetadataValue.table_schema(schema),
+        "preview": dg.MetadataValue.md(_markdown(shown)),
+    }
+
+
+def _markdown(frame: pl.DataFrame, width: int = 80) -> str:
+    def cell(value) -> str:
+        text = "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join([header, rule, *body])

@@ -1,0 +1,135 @@
+"""Read a product file (Parquet with the Hugging Face schema, JSON Lines or CSV) into one frame.
+
+Required columns: product_title, product_description, ground_truth_category. The image and
+potential categories are optional (a text-only catalogue has neither). Every row gets a stable
+`product_id` from its source row, kept through every later table.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from taxo_pipeline.errors import InputError
+
+TEXT_COLUMNS = ("product_title", "product_description", "ground_truth_category")
+POTENTIALS = "potential_product_categories"
+IMAGE = "product_image"
+IMAGE_TYPE = pl.Struct({"bytes": pl.Binary, "path": pl.String})
+FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
+
+
+def read_products(path: Path) -> pl.DataFrame:
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(
+            f"products file {path}: unsupported extension {path.suffix!r} (use .parquet, .jsonl or .csv)"
+        )
+    raw = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[fmt](path)
+    missing = [c for c in TEXT_COLUMNS if c not in raw.columns]
+    if missing:
+        raise InputError(
+            f"products file {path} lacks required column(s) {', '.join(missing)} "
+            f"(it has: {', '.join(raw.columns) or 'none'})"
+        )
+    if raw.height == 0:
+        raise InputError(f"products file {path} holds no rows")
+    return _normalise(raw, path)
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.from_arrow(pq.read_table(path))
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise InputError(f"products file {path} is not a readable Parquet file: {exc}") from exc
+
+
+def _read_jsonl(path: Path) -> pl.DataFrame:
+    records = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"products file {path}, line {number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise InputError(f"products file {path}, line {number}: expected a JSON object")
+            records.append(record)
+    columns = sorted({key for record in records for key in record})
+    return pl.DataFrame({c: [r.get(c) for r in records] for c in columns}, strict=False)
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    try:
+        frame = pl.read_csv(path, infer_schema=False)
+    except Exception as exc:
+        raise InputError(f"products file {path} is not a readable CSV file: {exc}") from exc
+    if POTENTIALS in frame.columns:
+        frame = frame.with_columns(
+            pl.Series(POTENTIALS, [_json_list(v, path, i) for i, v in enumerate(frame[POTENTIALS])])
+        )
+    return frame
+
+
+def _json_list(value: str | None, path: Path, index: int) -> list[str] | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"products file {path}, row {index + 1}: {POTENTIALS} must be a JSON list of paths, got {value[:80]!r}"
+        ) from exc
+    if not isinstance(parsed, list):
+        raise InputError(f"products file {path}, row {index + 1}: {POTENTIALS} must be a JSON list")
+    return parsed
+
+
+def _image_value(value, base_dir: Path, index: int, path: Path) -> dict | None:
+    """JSON/CSV images: a path to an image file, or {"bytes": base64, "path": name}."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        file = (base_dir / value).resolve()
+        if not file.is_file():
+            raise InputError(f"products file {path}, row {index + 1}: image file {file} does not exist")
+        return {"bytes": file.read_bytes(), "path": value}
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        return {"bytes": base64.b64decode(data) if isinstance(data, str) else data, "path": value.get("path")}
+    raise InputError(f"products file {path}, row {index + 1}: {IMAGE} must be a file path or an object")
+
+
+def _stable_ids(raw: pl.DataFrame) -> pl.Series:
+    if "product_id" in raw.columns:
+        return raw["product_id"].cast(pl.String)
+    if "row_index" in raw.columns:
+        index = raw["row_index"].cast(pl.String)
+        if "split" in raw.columns:
+            return (raw["split"].cast(pl.String) + "-" + index).alias("product_id")
+        return index
+    return pl.Series(range(raw.height)).cast(pl.String)
+
+
+def _normalise(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
+    columns = [_stable_ids(raw).alias("product_id")]
+    columns += [raw[c].cast(pl.String) for c in TEXT_COLUMNS]
+    if POTENTIALS in raw.columns:
+        try:
+            columns.append(raw[POTENTIALS].cast(pl.List(pl.String)))
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(f"products file {path}: {POTENTIALS} must be a list of strings ({exc})") from exc
+    if IMAGE in raw.columns:
+        image = raw[IMAGE]
+        if image.dtype != IMAGE_TYPE:
+            values = [_image_value(v, path.parent, i, path) for i, v in enumerate(image.to_list())]
+            image = pl.Series(IMAGE, values, dtype=IMAGE_TYPE)
+        columns.append(image)
+    return pl.DataFrame(columns)

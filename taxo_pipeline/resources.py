@@ -1,0 +1,21 @@
+"""Dagster resources shared by every asset, declared once."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from taxo_pipeline import settings
+from taxo_pipeline.warehouse import Warehouse
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Where tables and files go. Unset fields follow TAXO_WAREHOUSE and TAXO_DATA_DIR at run time."""
+
+    warehouse_path: str | None = None
+    data_dir: str | None = None
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.warehouse_path or settings.warehouse_path())
+
+    def data_path(self, name: str) -> Path:
+        return Path(self.data_dir or settings.data_dir()) / name

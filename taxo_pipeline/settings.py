@@ -1,0 +1,50 @@
+"""Where taxo-pipeline reads and writes, resolved from environment variables.
+
+Every location can be overridden by an env var so tests and users can point the whole
+pipeline at other folders without touching code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+PRODUCTS_URL = (
+    "https://huggingface.co/datasets/Shopify/product-catalogue/resolve/main/data/"
+    "train-00000-of-00015.parquet"
+)
+TAXONOMY_URL = "https://raw.githubusercontent.com/Shopify/product-taxonomy/main/dist/en/categories.txt"
+
+# File names the reference evaluation uses under data/ (seed-rules.md).
+RAW_PRODUCTS_FILE = "train-00000-of-00015.parquet"
+RAW_TAXONOMY_FILE = "shopify-taxonomy-categories.txt"
+CLEAN_FULL_DEPTH_FILE = "shopify-products-clean-full-depth.parquet"
+TAXONOMY_L3_FILE = "shopify-taxonomy-l3.parquet"
+EXPERIMENT_L3_FILE = "shopify-products-experiment-l3.parquet"
+
+
+def _path_from_env(var: str, default: Path) -> Path:
+    value = os.environ.get(var)
+    return Path(value).expanduser().resolve() if value else default
+
+
+def data_dir() -> Path:
+    """Downloaded and derived files (TAXO_DATA_DIR, default ./data)."""
+    return _path_from_env("TAXO_DATA_DIR", PROJECT_ROOT / "data")
+
+
+def warehouse_path() -> Path:
+    """The DuckDB warehouse file (TAXO_WAREHOUSE, default ./warehouse/taxo.duckdb)."""
+    return _path_from_env("TAXO_WAREHOUSE", PROJECT_ROOT / "warehouse" / "taxo.duckdb")
+
+
+def products_source() -> str:
+    """Raw products: a local path or URL (TAXO_PRODUCTS, default the Hugging Face shard)."""
+    return os.environ.get("TAXO_PRODUCTS") or PRODUCTS_URL
+
+
+def taxonomy_source() -> str:
+    """Shopify categories.txt: a local path or URL (TAXO_TAXONOMY, default Shopify's main branch)."""
+    return os.environ.get("TAXO_TAXONOMY") or TAXONOMY_URL

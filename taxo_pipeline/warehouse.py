@@ -1,0 +1,95 @@
+"""The DuckDB warehouse: short-lived connections and all-or-nothing writes.
+
+DuckDB allows one read-write process per file, so writers retry while another process
+holds the lock, and every write (a whole table or one partition) is one transaction:
+a failure leaves the previous rows in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 300.0
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+class Warehouse:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @contextmanager
+    def connect(self, read_only: bool = False, lock_wait_s: float = LOCK_WAIT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"warehouse {self.path} does not exist yet: materialize the pipeline first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + lock_wait_s
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise
+                log.debug("warehouse %s is locked by another process, retrying in %.2fs", self.path, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection inside BEGIN/COMMIT; any exception rolls everything back."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def replace_table(self, table: str, rows: pa.Table) -> None:
+        with self.transaction() as con:
+            con.register("_rows", rows)
+            con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM _rows')
+
+    def replace_partition(self, table: str, keys: Mapping[str, str], rows: pa.Table) -> None:
+        """Delete this partition's rows and insert the new ones, in one transaction.
+
+        `rows` must carry the key columns; the table is created from its schema on first use.
+        """
+        missing = [k for k in keys if k not in rows.column_names]
+        if missing:
+            raise ValueError(f"rows for {table} lack partition key columns {missing}")
+        where = " AND ".join(f'"{k}" = ?' for k in keys)
+        with self.transaction() as con:
+            con.register("_rows", rows)
+            con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM _rows LIMIT 0')
+            con.execute(f'DELETE FROM "{table}" WHERE {where}', list(keys.values()))
+            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _rows')
+
+    def table_exists(self, table: str) -> bool:
+        if not self.path.exists():
+            return False
+        with self.connect(read_only=True) as con:
+            return bool(
+                con.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+                ).fetchone()[0]
+            )
