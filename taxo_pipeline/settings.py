@@ -40,6 +40,11 @@ def warehouse_path() -> Path:
     return _path_from_env("TAXO_WAREHOUSE", PROJECT_ROOT / "warehouse" / "taxo.duckdb")
 
 
+def index_dir() -> Path:
+    """Chroma category indexes, one directory per model x variant (TAXO_INDEX_DIR, default ./data/chroma)."""
+    return _path_from_env("TAXO_INDEX_DIR", data_dir() / "chroma")
+
+
 def products_source() -> str:
     """Raw products: a local path or URL (TAXO_PRODUCTS, default the Hugging Face shard)."""
     return os.environ.get("TAXO_PRODUCTS") or PRODUCTS_URL

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -93,3 +94,11 @@ class Warehouse:
                     "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
                 ).fetchone()[0]
             )
+
+
+def vector_column(vectors: np.ndarray) -> pa.ListArray:
+    """Rows of a float matrix as FLOAT[] lists: variable length, so models of any dimension share a table."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), pa.float32()))

@@ -1,14 +1,29 @@
-"""Fixtures shared by every test: the offline data in ../shared/data and an isolated workspace."""
+"""Fixtures shared by every test: the offline data in ../shared/data, an isolated workspace, and
+tiny real models with one local SIE server for the whole session.
 
+Request `sie_env` to point TAXO_MODELS and SIE_BASE_URL at the session server (so SIEResource()
+and load_catalogue() see the test models), or `sie_server` for its URL.
+"""
+
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from taxo_pipeline.settings import PROJECT_ROOT
-
-SHARED_DATA = Path(PROJECT_ROOT.parent / "shared" / "data")
-SAMPLE_PRODUCTS = SHARED_DATA / "shopify-product-catalogue-sample" / "sample.jsonl"
-TAXONOMY = SHARED_DATA / "shopify-taxonomy" / "categories.txt"
+from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE
+from taxo_pipeline.sie.local_server import ensure_sie
+from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, SHARED_DATA, TAXONOMY
+from taxo_pipeline_tests.sie.sie_testkit import (
+    MINILM,
+    TINY_CLIP,
+    TINY_CROSS_ENCODER,
+    TINY_NLI,
+    build_tiny_models,
+    tiny_entry,
+    write_catalogue,
+)
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +41,66 @@ def workspace(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("TAXO_PRODUCTS", str(SAMPLE_PRODUCTS))
     monkeypatch.setenv("TAXO_TAXONOMY", str(TAXONOMY))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory) -> Path:
+    """Folders clip/, cross-encoder/ and nli/ with tiny random-init models (save_pretrained)."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    build_tiny_models(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_catalogue_entries(tiny_models_dir) -> dict[str, dict]:
+    """Catalogue entries for MiniLM (real weights, from the packaged catalogue) and the tiny models."""
+    minilm = next(
+        {**spec_entry, "enabled": True}
+        for spec_entry in yaml.safe_load(PACKAGED_CATALOGUE.read_text())["models"]
+        if spec_entry["id"] == MINILM
+    )
+    return {
+        MINILM: minilm,
+        TINY_CLIP: tiny_entry(
+            TINY_CLIP, "image", tiny_models_dir / "clip", {"encode": {"dense": {"dim": 16}}},
+            "sie_server.adapters.clip:CLIPAdapter", {"normalize": True},
+        ),
+        TINY_CROSS_ENCODER: tiny_entry(
+            TINY_CROSS_ENCODER, "rerank", tiny_models_dir / "cross-encoder", {"score": {}},
+            "sie_server.adapters.bert_flash_cross_encoder:BertFlashCrossEncoderAdapter",
+        ),
+        TINY_NLI: tiny_entry(
+            TINY_NLI, "nli", tiny_models_dir / "nli", {"extract": {}},
+            "sie_server.adapters.nli_classification:NLIClassificationAdapter",
+            {"hypothesis_template": "This text is about {}.", "multi_label": False},
+        ),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def test_catalogue(tiny_catalogue_entries, tmp_path_factory) -> Path:
+    """A catalogue file with MiniLM, tiny/clip, tiny/cross-encoder and tiny/nli, all enabled."""
+    return write_catalogue(tmp_path_factory.mktemp("catalogue") / "models.yaml", list(tiny_catalogue_entries.values()))
+
+
+@pytest.fixture(scope="session")
+def sie_server(test_catalogue, tmp_path_factory) -> Iterator[str]:
+    """Base URL of one local SIE server serving the test catalogue, started by ensure_sie()."""
+    with contextlib.ExitStack() as stack:
+        # The environment only matters while the server starts; tests set their own afterwards.
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("TAXO_MODELS", str(test_catalogue))
+            env.setenv("TAXO_DATA_DIR", str(tmp_path_factory.mktemp("sie-data")))
+            env.delenv("SIE_BASE_URL", raising=False)
+            env.delenv("SIE_API_KEY", raising=False)
+            url = stack.enter_context(ensure_sie())
+        yield url
+
+
+@pytest.fixture
+def sie_env(sie_server, test_catalogue, monkeypatch) -> str:
+    """TAXO_MODELS = the test catalogue and SIE_BASE_URL = the session server, for this test."""
+    monkeypatch.setenv("TAXO_MODELS", str(test_catalogue))
+    monkeypatch.setenv("SIE_BASE_URL", sie_server)
+    monkeypatch.delenv("SIE_API_KEY", raising=False)
+    return sie_server

@@ -1,4 +1,5 @@
-"""Build small product files in the Hugging Face shard schema, with real JPEG bytes."""
+"""Test inputs: the offline data in ../shared/data, and small product files in the Hugging Face
+shard schema with real JPEG bytes."""
 
 import io
 from pathlib import Path
@@ -6,6 +7,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+from taxo_pipeline.settings import PROJECT_ROOT
+
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+SAMPLE_PRODUCTS = SHARED_DATA / "shopify-product-catalogue-sample" / "sample.jsonl"
+TAXONOMY = SHARED_DATA / "shopify-taxonomy" / "categories.txt"
 
 HATS = "Apparel & Accessories > Clothing Accessories > Hats"
 PANAMA = "Apparel & Accessories > Clothing Accessories > Hats > Panama Hats"

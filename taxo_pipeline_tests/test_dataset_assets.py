@@ -12,8 +12,7 @@ from taxo_pipeline.assets import checks, dataset
 from taxo_pipeline.dataset.fetch import resolve_source
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.resources import StorageResource
-from taxo_pipeline_tests.conftest import SAMPLE_PRODUCTS, TAXONOMY
-from taxo_pipeline_tests.factories import HATS, PANAMA, product, write_shard
+from taxo_pipeline_tests.factories import HATS, PANAMA, SAMPLE_PRODUCTS, TAXONOMY, product, write_shard
 
 ASSETS = [*dg.load_assets_from_modules([dataset]), *checks.checks]
 

@@ -10,8 +10,7 @@ from taxo_pipeline.dataset.products import read_products
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories, trim_path
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.errors import InputError
-from taxo_pipeline_tests.conftest import TAXONOMY
-from taxo_pipeline_tests.factories import HATS, PANAMA, PANTS, RACKS, SCARVES, product, write_shard
+from taxo_pipeline_tests.factories import HATS, PANAMA, PANTS, RACKS, SCARVES, TAXONOMY, product, write_shard
 
 VALID = [
     "Apparel & Accessories",

@@ -29,3 +29,20 @@ def _markdown(frame: pl.DataFrame, width: int = 80) -> str:
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
     return "\n".join([header, rule, *body])
+
+
+def metrics_metadata(result: dict, count: int, latency: dict) -> dict[str, dg.MetadataValue]:
+    """Headline figures as numbers (the UI charts them across materializations) plus a table."""
+    lines = ["| mode | scope | precision | recall | f1 |", "| --- | --- | --- | --- | --- |"]
+    for mode in ("strict", "lenient"):
+        block = result[mode]
+        scopes = {"hierarchical": block["hierarchical"], **{f"macro_{k}": v for k, v in block["macro"].items()}}
+        lines += [f"| {mode} | {s} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} |" for s, v in scopes.items()]
+    return {
+        "count": dg.MetadataValue.int(count),
+        "strict_hf1": dg.MetadataValue.float(result["strict"]["hierarchical"]["f1"]),
+        "lenient_hf1": dg.MetadataValue.float(result["lenient"]["hierarchical"]["f1"]),
+        "latency_p50_ms": dg.MetadataValue.float(latency["p50"]),
+        "latency_p95_ms": dg.MetadataValue.float(latency["p95"]),
+        "metrics": dg.MetadataValue.md("\n".join(lines)),
+    }

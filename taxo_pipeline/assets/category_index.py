@@ -1,0 +1,66 @@
+"""Per-model category embeddings: encoded once (is_query=False), stored in the warehouse and in a
+Chroma collection per model x variant, which text and image retrieval both query."""
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from taxo_pipeline.assets.dataset import load_taxonomy_l3, taxonomy_l3
+from taxo_pipeline.assets.partitions import model_variant, partition_keys
+from taxo_pipeline.evaluation.store import Partition, save_latencies
+from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.retrieval.categories import category_documents
+from taxo_pipeline.retrieval.chroma_index import CategoryIndex
+from taxo_pipeline.sie.catalogue import model_slug
+from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.warehouse import vector_column
+
+GROUP = "retrieval"
+TABLE = "category_embeddings"
+
+
+class CategoryEmbeddingsConfig(dg.Config):
+    batch_size: int = Field(default=8, description="Categories per encode request (the reference used 8).")
+    rebuild: bool = Field(default=False, description="Re-encode through SIE (not the cache) and rebuild the index.")
+
+
+@dg.asset(partitions_def=model_variant, group_name=GROUP, deps=[taxonomy_l3], code_version="1")
+def category_embeddings(
+    context: dg.AssetExecutionContext, config: CategoryEmbeddingsConfig, storage: StorageResource, sie: SIEResource
+) -> dg.MaterializeResult:
+    """Every L3 taxonomy node encoded as a document: its full path or its leaf name (the variant)."""
+    model, variant = partition_keys(context)
+    categories = category_documents(load_taxonomy_l3(storage), variant)
+    with sie.client(logger=context.log) as client:
+        encoded = client.encode_detailed(
+            model, categories.documents, is_query=False, batch_size=config.batch_size, refresh=config.rebuild
+        )
+        requests_made = client.request_count
+    vectors = encoded.vectors
+    rows = pa.table(
+        {
+            "model": [model] * len(categories.ids),
+            "variant": [variant] * len(categories.ids),
+            "path": categories.ids,
+            "level": pa.array(categories.levels, pa.int32()),
+            "document": categories.documents,
+            "vector": vector_column(vectors),
+        }
+    )
+    warehouse = storage.warehouse()
+    warehouse.replace_partition(TABLE, {"model": model, "variant": variant}, rows)
+    save_latencies(warehouse, Partition("category-index", model, variant), "category_encode", encoded.requests)
+    index = CategoryIndex(storage.index_path(), model_slug(model), variant)
+    rebuilt = index.sync(categories, vectors, force=config.rebuild)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(categories.ids),
+            "dim": int(vectors.shape[1]),
+            "from_embedding_cache": int(np.count_nonzero(encoded.from_cache)),
+            "sie_requests": requests_made,
+            "chroma_collection": index.name,
+            "chroma_rebuilt": rebuilt,
+            "chroma_dir": dg.MetadataValue.path(str(index.directory)),
+        }
+    )

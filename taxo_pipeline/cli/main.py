@@ -1,0 +1,118 @@
+"""The `taxo-pipeline` command. Each subcommand is one `add_*` function registered in SUBCOMMANDS."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+
+import polars as pl
+
+from taxo_pipeline import settings
+from taxo_pipeline.assets.partitions import enabled_encoders
+from taxo_pipeline.cli.common import run_command
+from taxo_pipeline.cli.evaluate import add_source_arguments
+from taxo_pipeline.cli.runs import DATA_ASSETS, TEXT_RETRIEVAL_ASSETS, dagster_home, materialize, source_run_config
+from taxo_pipeline.evaluation.leaderboard import leaderboard
+from taxo_pipeline.retrieval.categories import VARIANTS
+from taxo_pipeline.sie.catalogue import load_catalogue, validate_model_id
+from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline.sie.embedding_cache import EmbeddingCache
+from taxo_pipeline.sie.local_server import ensure_sie
+from taxo_pipeline.warehouse import Warehouse
+
+
+def add_encode(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "encode",
+        help="encode texts with an SIE model, through the warehouse embedding cache",
+        description="Encode texts with an SIE model. Without SIE_BASE_URL a local server is started and stopped.",
+    )
+    parser.add_argument("--model", required=True, help="model id, e.g. sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--query", action="store_true", help="encode as queries (is_query=True)")
+    parser.add_argument("texts", nargs="+", metavar="TEXT")
+    parser.set_defaults(run=run_encode)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    model = validate_model_id(args.model)
+    log = logging.getLogger("taxo_pipeline")
+    cache = EmbeddingCache(Warehouse(settings.warehouse_path()))
+    with ensure_sie(models=[model], logger=log) as url, InferenceClient(url, cache=cache, logger=log) as client:
+        encoded = client.encode_detailed(model, args.texts, is_query=args.query)
+    for text, vector, cached in zip(args.texts, encoded.vectors, encoded.from_cache):
+        head = ", ".join(f"{x:+.4f}" for x in vector[:4])
+        print(f"{'cache' if cached else 'sie  '}  dim={vector.shape[0]}  [{head}, ...]  {text}")
+    print(f"SIE requests: {client.request_count}")
+    return 0
+
+
+def add_materialize(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "materialize",
+        help="the main job: every asset, every partition of the enabled models, then the results",
+        description="Materialize the data assets and every partition of the enabled models in the persistent "
+        "Dagster instance (runs show in the UI), with one SIE server for all of them, then print the results.",
+    )
+    add_source_arguments(parser)
+    parser.set_defaults(run=run_materialize)
+
+
+def run_materialize(args: argparse.Namespace) -> int:
+    models = enabled_encoders(load_catalogue())
+    log = logging.getLogger("taxo_pipeline")
+    with ensure_sie(models=models or None, logger=log) as url:
+        materialize(DATA_ASSETS, sie_url=url, ops_config=source_run_config(args.products, args.taxonomy))
+        for model in models:
+            for variant in VARIANTS:
+                log.info("materializing %s %s", model, variant)
+                materialize(TEXT_RETRIEVAL_ASSETS, sie_url=url, partition=(model, variant))
+    board = leaderboard(Warehouse(settings.warehouse_path()))
+    with pl.Config(tbl_rows=100, tbl_cols=20, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
+        print(board)
+    return 0
+
+
+def add_dev(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "dev",
+        help="the Dagster UI on the commands' instance, with one local SIE server for every run",
+        description="Run `dagster dev` with DAGSTER_HOME shared with the commands and SIE_BASE_URL set "
+        "(a local server for the enabled models unless SIE_BASE_URL is already set). Extra arguments go to dagster dev.",
+    )
+    parser.add_argument("dagster_args", nargs=argparse.REMAINDER, help="e.g. -p 3000")
+    parser.set_defaults(run=run_dev)
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    home = dagster_home()
+    with ensure_sie(logger=logging.getLogger("taxo_pipeline")) as url:
+        env = {**os.environ, "SIE_BASE_URL": url, "DAGSTER_HOME": str(home)}
+        command = [sys.executable, "-m", "dagster", "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml")]
+        return subprocess.call([*command, *args.dagster_args], env=env, cwd=settings.PROJECT_ROOT)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_encode, add_materialize, add_dev]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taxo-pipeline", description="Evaluate product-taxonomy classifiers served by SIE."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(f"taxo-pipeline {args.command}", lambda _: args.run(args), argv, verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Launch materializations from the command line into the persistent Dagster instance, so they
+show in the UI's run history, with one SIE server for the whole run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+
+from taxo_pipeline import settings
+from taxo_pipeline.assets.partitions import encoder_models
+from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.sie.resource import SIEResource
+
+class RunFailedError(RuntimeError):
+    """A launched run failed; the message carries the failing step's own error."""
+
+
+DATA_ASSETS = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3"]
+TEXT_RETRIEVAL_ASSETS = ["category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"]
+DAGSTER_YAML = """\
+# Written by taxo-pipeline on first use; edit freely.
+telemetry:
+  enabled: false
+"""
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to ./.dagster_home so CLI runs and `taxo-pipeline dev` share one instance."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return home
+
+
+def source_run_config(products: str | None, taxonomy: str | None) -> dict:
+    ops = {}
+    if products:
+        ops["raw_products"] = {"config": {"source": products}}
+    if taxonomy:
+        ops["raw_taxonomy"] = {"config": {"source": taxonomy}}
+    return ops
+
+
+def materialize(
+    selection: Sequence[str],
+    *,
+    sie_url: str,
+    ops_config: dict | None = None,
+    partition: tuple[str, str] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Materialize `selection`, for one (model, variant) partition if given (unpartitioned assets
+    in the selection run once), against the SIE server at `sie_url`: the caller's `ensure_sie`,
+    shared by every run of the command."""
+    from taxo_pipeline.definitions import defs  # loading definitions is slow; only commands that run need it
+
+    dagster_home()
+    instance = dg.DagsterInstance.get()
+    partition_key = None
+    if partition:
+        model, variant = partition
+        if model not in instance.get_dynamic_partitions(encoder_models.name):
+            instance.add_dynamic_partitions(encoder_models.name, [model])
+        partition_key = dg.MultiPartitionKey({"model": model, "variant": variant})
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=list(selection),
+        instance=instance,
+        partition_key=partition_key,
+        resources={"storage": StorageResource(), "sie": SIEResource(base_url=sie_url)},
+        run_config={"ops": ops_config or {}},
+        raise_on_error=False,
+    )
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        detail = _root_message(failure.step_failure_data.error) if failure else "see the run in the Dagster UI"
+        raise RunFailedError(f"run {result.run_id} failed at {failure.step_key if failure else '?'}: {detail}")
+    return result
+
+
+def _root_message(error) -> str:
+    """The innermost cause is the message our code wrote for the user."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()

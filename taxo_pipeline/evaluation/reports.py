@@ -1,0 +1,29 @@
+"""The eval commands' JSON, in the reference's formats (seed-rules.md, "Output of the eval commands")."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def retrieval_report(*, model, variant, index_dir, rebuild, limit, count, metrics, latency) -> dict:
+    return {
+        "model": model,
+        "variant": variant,
+        "index_dir": str(index_dir),
+        "rebuild": rebuild,
+        "limit": limit,
+        "count": count,
+        "strict": metrics["strict"],
+        "lenient": metrics["lenient"],
+        "latency_ms": latency,
+    }
+
+
+def write_report(report: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,126 @@
+"""Predictions, request latencies and metrics in the warehouse, one partition per (approach, model, variant).
+
+Every approach writes the same three tables, so one SQL query compares them all. Each write
+replaces the partition's rows in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+
+from taxo_pipeline.evaluation.metrics import latency_summary
+from taxo_pipeline.evaluation.tables import metric_rows
+from taxo_pipeline.sie.latency import LatencyRecord
+from taxo_pipeline.warehouse import Warehouse
+
+PREDICTIONS = "predictions"
+LATENCIES = "request_latencies"
+METRICS = "metrics"
+
+
+@dataclass(frozen=True)
+class Partition:
+    approach: str
+    model: str
+    variant: str
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return {"approach": self.approach, "model": self.model, "variant": self.variant}
+
+
+def save_predictions(
+    warehouse: Warehouse, partition: Partition, product_ids: Sequence[str], ranked: Sequence[Sequence[tuple[str, float]]]
+) -> int:
+    """`ranked[i]` is product i's candidates, best first, as (category path, score: higher is better)."""
+    now = datetime.now(UTC)
+    records = [
+        {**partition.keys, "product_id": pid, "rank": rank, "category": category, "score": float(score), "computed_at": now}
+        for pid, candidates in zip(product_ids, ranked, strict=True)
+        for rank, (category, score) in enumerate(candidates, start=1)
+    ]
+    schema = pa.schema(
+        [("approach", pa.string()), ("model", pa.string()), ("variant", pa.string()), ("product_id", pa.string()),
+         ("rank", pa.int32()), ("category", pa.string()), ("score", pa.float64()), ("computed_at", pa.timestamp("us", tz="UTC"))]
+    )
+    warehouse.replace_partition(PREDICTIONS, partition.keys, pa.Table.from_pylist(records, schema=schema))
+    return len(records)
+
+
+def save_latencies(warehouse: Warehouse, partition: Partition, stage: str, records: Sequence[LatencyRecord]) -> None:
+    """Per-request latencies of one stage, replacing the partition's previous ones."""
+    now = datetime.now(UTC)
+    table = pa.table(
+        {
+            **{k: [v] * len(records) for k, v in partition.keys.items()},
+            "stage": [stage] * len(records),
+            "operation": [r.operation for r in records],
+            "batch_size": pa.array([r.batch_size for r in records], pa.int32()),
+            "latency_ms": pa.array([r.latency_ms for r in records], pa.float64()),
+            "recorded_at": pa.array([now] * len(records), pa.timestamp("us", tz="UTC")),
+        }
+    )
+    warehouse.replace_partition(LATENCIES, {**partition.keys, "stage": stage}, table)
+
+
+def latency(warehouse: Warehouse, partition: Partition, stage: str) -> dict:
+    """The reference's latency block {p50, p95, request_count, batch_size} for one stage; the
+    batch size is the largest request's, i.e. the configured one."""
+    rows = []
+    if warehouse.table_exists(LATENCIES):
+        with warehouse.connect(read_only=True) as con:
+            rows = con.execute(
+                f"SELECT latency_ms, batch_size FROM {LATENCIES} WHERE approach = ? AND model = ? AND variant = ? AND stage = ?",
+                [*partition.keys.values(), stage],
+            ).fetchall()
+    return latency_summary([r[0] for r in rows], max((r[1] for r in rows), default=0))
+
+
+def top1_with_truth(warehouse: Warehouse, partition: Partition) -> pl.DataFrame:
+    """Each predicted product's top category next to its ground truth and potentials."""
+    with warehouse.connect(read_only=True) as con:
+        return con.sql(
+            f"""
+            SELECT p.product_id, p.category AS prediction, e.ground_truth_category, e.potential_product_categories
+            FROM {PREDICTIONS} p JOIN products_experiment_l3 e USING (product_id)
+            WHERE p.approach = ? AND p.model = ? AND p.variant = ? AND p.rank = 1
+            ORDER BY p.product_id
+            """,
+            params=list(partition.keys.values()),
+        ).pl()
+
+
+def save_metrics(warehouse: Warehouse, partition: Partition, result: dict, count: int, latency_block: dict, evaluation: str = "zero-shot") -> pa.Table:
+    rows = metric_rows(
+        result, **partition.keys, count=count, latency=latency_block if latency_block["request_count"] else None,
+        evaluation=evaluation,
+    )
+    warehouse.replace_partition(METRICS, partition.keys, rows)
+    return rows
+
+
+def load_metrics(warehouse: Warehouse, partition: Partition) -> tuple[dict, int]:
+    """The strict/lenient blocks as the reference nests them, rebuilt from the long rows."""
+    with warehouse.connect(read_only=True) as con:
+        rows = con.execute(
+            f"SELECT mode, scope, precision, recall, f1, count FROM {METRICS} WHERE approach = ? AND model = ? AND variant = ?",
+            list(partition.keys.values()),
+        ).fetchall()
+    if not rows:
+        raise LookupError(f"no metrics in the warehouse for {partition}")
+    result: dict[str, dict] = {}
+    for mode, scope, p, r, f, _ in rows:
+        prf = {"precision": p, "recall": r, "f1": f}
+        block = result.setdefault(mode, {})
+        if scope == "hierarchical":
+            block["hierarchical"] = prf
+        else:
+            block.setdefault("macro", {})[scope.removeprefix("macro_")] = prf
+    for block in result.values():
+        block["macro"] = dict(sorted(block.get("macro", {}).items()))
+    return {"strict": result["strict"], "lenient": result["lenient"]}, rows[0][5]

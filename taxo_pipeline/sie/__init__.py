@@ -1,0 +1,1 @@
+"""SIE inference: the model catalogue, a batched and cached client, and a local server."""

@@ -1,0 +1,218 @@
+"""The model catalogue: which SIE models taxo-pipeline knows, and which are enabled.
+
+`taxo_pipeline/models.yaml` is the one file people edit. Each entry names a model, its family
+(which SIE call evaluates it), its size, whether it is enabled, where local weights come from
+(optional) and `server:`, the model's SIE server config as sie-server ships it. That config is
+only used to start the local server; a remote server (SIE_BASE_URL) brings its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from taxo_pipeline.errors import InputError
+
+PACKAGED_CATALOGUE = Path(__file__).resolve().parent.parent / "models.yaml"
+FAMILIES = ("nli", "text", "image", "rerank")
+# The SIE task each family is evaluated with; the server config must declare it.
+FAMILY_TASK = {"nli": "extract", "text": "encode", "image": "encode", "rerank": "score"}
+
+# Ids become file, collection and partition names, so only `org/name` of safe characters.
+MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ENTRY_KEYS = {"id", "family", "size", "enabled", "weights", "server"}
+_REQUIRED_KEYS = {"id", "family", "size", "enabled", "server"}
+
+
+class CatalogueError(InputError):
+    """The catalogue file is malformed; the message names the file and the model."""
+
+
+def validate_model_id(model_id: object) -> str:
+    if not isinstance(model_id, str) or not MODEL_ID_RE.fullmatch(model_id):
+        raise InputError(
+            f"invalid model id {model_id!r}: expected 'org/name' made of letters, digits, '.', '_' and '-' "
+            "(each part starting with a letter or digit)"
+        )
+    return model_id
+
+
+def model_slug(model_id: str) -> str:
+    """A file-, collection- and partition-safe name: `org/name` -> `org__name`."""
+    return validate_model_id(model_id).replace("/", "__")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    family: str
+    size: str
+    enabled: bool
+    server: Mapping[str, Any]
+    # Local weights, resolved at run time: a package exposing get_model_path(), or a directory.
+    weights_package: str | None = None
+    weights_dir: Path | None = None
+    source: Path = field(default=PACKAGED_CATALOGUE, compare=False)
+
+    @property
+    def slug(self) -> str:
+        return model_slug(self.id)
+
+    @property
+    def task(self) -> str:
+        return FAMILY_TASK[self.family]
+
+    @property
+    def dim(self) -> int | None:
+        """Dense vector size declared by the server config (encode models only)."""
+        dense = (self.server.get("tasks", {}).get("encode") or {}).get("dense") or {}
+        return dense.get("dim")
+
+    def resolve_weights(self) -> Path | None:
+        """The local weights directory, or None when the server fetches the weights itself."""
+        if self.weights_package:
+            try:
+                module = importlib.import_module(self.weights_package)
+            except ImportError as exc:
+                raise CatalogueError(
+                    f"{self.source}: model {self.id!r}: weights package {self.weights_package!r} is not installed "
+                    f"({exc}); run `uv sync`"
+                ) from exc
+            path = Path(module.get_model_path())
+        elif self.weights_dir:
+            path = self.weights_dir
+        else:
+            return None
+        if not path.is_dir():
+            raise CatalogueError(f"{self.source}: model {self.id!r}: weights directory {path} does not exist")
+        return path.resolve()
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    path: Path
+    models: tuple[ModelSpec, ...]
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        return iter(self.models)
+
+    def __getitem__(self, model_id: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.id == model_id:
+                return spec
+        raise KeyError(f"model {model_id!r} is not in the catalogue {self.path}")
+
+    def enabled(self, family: str | None = None) -> list[ModelSpec]:
+        if family is not None and family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}: expected one of {', '.join(FAMILIES)}")
+        return [m for m in self.models if m.enabled and (family is None or m.family == family)]
+
+
+def catalogue_path() -> Path:
+    """TAXO_MODELS (an alternative catalogue, e.g. in tests) or the packaged models.yaml."""
+    value = os.environ.get("TAXO_MODELS")
+    return Path(value).expanduser().resolve() if value else PACKAGED_CATALOGUE
+
+
+def load_catalogue(path: str | Path | None = None) -> Catalogue:
+    path = Path(path).expanduser().resolve() if path else catalogue_path()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise CatalogueError(f"cannot read the model catalogue {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise CatalogueError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise CatalogueError(f"{path}: expected a top-level `models:` list")
+    specs: list[ModelSpec] = []
+    for index, entry in enumerate(data["models"]):
+        spec = _parse_entry(path, index, entry)
+        if any(s.id == spec.id for s in specs):
+            raise CatalogueError(f"{path}: model {spec.id!r} is listed twice")
+        specs.append(spec)
+    return Catalogue(path=path, models=tuple(specs))
+
+
+def _parse_entry(path: Path, index: int, entry: object) -> ModelSpec:
+    if not isinstance(entry, dict):
+        raise CatalogueError(f"{path}: models[{index}] must be a mapping, got {entry!r}")
+    name = entry.get("id", f"models[{index}]")
+
+    def fail(problem: str) -> CatalogueError:
+        return CatalogueError(f"{path}: model {name!r}: {problem}")
+
+    if missing := sorted(_REQUIRED_KEYS - entry.keys()):
+        raise fail(f"missing {', '.join(missing)}")
+    if unknown := sorted(entry.keys() - _ENTRY_KEYS):
+        raise fail(f"unknown keys {', '.join(unknown)} (allowed: {', '.join(sorted(_ENTRY_KEYS))})")
+    try:
+        validate_model_id(entry["id"])
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    family, server = entry["family"], entry["server"]
+    if family not in FAMILIES:
+        raise fail(f"family {family!r} is not one of {', '.join(FAMILIES)}")
+    if not isinstance(entry["enabled"], bool):
+        raise fail(f"enabled must be true or false, got {entry['enabled']!r}")
+    if not isinstance(server, dict) or not isinstance(server.get("profiles"), dict):
+        raise fail("server must be the model's SIE config with `tasks` and `profiles`")
+    if server.get("sie_id", entry["id"]) != entry["id"]:
+        raise fail(f"server.sie_id {server['sie_id']!r} differs from the id")
+    if (server.get("tasks") or {}).get(FAMILY_TASK[family]) is None:
+        raise fail(f"family {family} needs server.tasks.{FAMILY_TASK[family]}")
+    weights = entry.get("weights") or {}
+    if not isinstance(weights, dict) or len(weights) > 1 or not weights.keys() <= {"python_package", "path"}:
+        raise fail("weights must be {python_package: NAME} or {path: DIR}")
+    weights_dir = weights.get("path")
+    return ModelSpec(
+        id=entry["id"],
+        family=family,
+        size=str(entry["size"]),
+        enabled=entry["enabled"],
+        server=copy.deepcopy(server),
+        weights_package=weights.get("python_package"),
+        # Relative weight directories are relative to the catalogue file, not the working dir.
+        weights_dir=(path.parent / weights_dir).resolve() if weights_dir else None,
+        source=path,
+    )
+
+
+def fingerprint(spec: ModelSpec) -> str:
+    """Changes when anything that can change the model's outputs changes.
+
+    Covers the catalogue entry (not `enabled`) and, for local weights, the weights package
+    version and every weight file's content. Hub weights are pinned by `server.hf_revision`.
+    """
+    digest = hashlib.sha256()
+    entry = {"id": spec.id, "family": spec.family, "size": spec.size, "server": spec.server}
+    digest.update(json.dumps(entry, sort_keys=True, default=str).encode())
+    if spec.weights_package:
+        try:
+            digest.update(importlib.metadata.version(spec.weights_package.replace("_", "-")).encode())
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    weights = spec.resolve_weights()
+    if weights:
+        for file in sorted(p for p in weights.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(weights)).encode())
+            digest.update(_file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

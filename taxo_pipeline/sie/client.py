@@ -1,0 +1,329 @@
+"""Calls to an SIE server: batched, cached, timed, with errors that say what to do.
+
+The SDK sends one HTTP request per call, so long input lists are split here into batches;
+progress goes to the logger passed in (Dagster's context.log works). SIE_API_KEY never
+appears in a message, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from sie_sdk import Item, ModelLoadFailedError, RequestError, SIEClient, SIEConnectionError, SIEError
+
+from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
+from taxo_pipeline.sie.latency import LatencyRecord
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_TIMEOUT_S = 300.0
+# How long a call waits for capacity (a scaling cluster, a model still loading) before failing.
+DEFAULT_PROVISION_TIMEOUT_S = 900.0
+T = TypeVar("T")
+
+
+class SIEInferenceError(RuntimeError):
+    """An SIE call failed; the message names the model and the server URL."""
+
+
+class ModelNotServedError(SIEInferenceError):
+    pass
+
+
+class SIEUnavailableError(SIEInferenceError):
+    pass
+
+
+@dataclass(frozen=True)
+class Encoded:
+    vectors: np.ndarray  # float32, n x dim, in input order
+    from_cache: np.ndarray  # bool, n
+    # The requests that produced these vectors, now or in an earlier run (from the cache), once each.
+    requests: list[LatencyRecord]
+
+
+class InferenceClient:
+    """encode / score / extract against one SIE server.
+
+    Inputs for encode are `str` (text) or `bytes` (an encoded image: JPEG, PNG, WebP ...).
+    With a cache, encode only sends inputs the warehouse has not seen for that model.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        provision_timeout_s: float = DEFAULT_PROVISION_TIMEOUT_S,
+        cache: EmbeddingCache | None = None,
+        logger: Any = None,
+        progress_every: int = 10,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.base_url = base_url.rstrip("/")
+        self.batch_size = batch_size
+        self.provision_timeout_s = provision_timeout_s
+        self.cache = cache
+        self.log = logger or logging.getLogger(__name__)
+        self.progress_every = progress_every
+        self.latencies: list[LatencyRecord] = []
+        # The SDK picks SIE_API_KEY itself when base_url is SIE_BASE_URL's origin; remember it to scrub.
+        self._secret = api_key or os.environ.get("SIE_API_KEY") or None
+        self._sdk = SIEClient(self.base_url, timeout_s=timeout_s, api_key=api_key)
+        self._reachable = False
+
+    def __repr__(self) -> str:
+        key = "***" if self._secret else None
+        return f"InferenceClient(base_url={self.base_url!r}, batch_size={self.batch_size}, api_key={key}, cache={self.cache!r})"
+
+    def __enter__(self) -> InferenceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sdk.close()
+
+    @property
+    def request_count(self) -> int:
+        return len(self.latencies)
+
+    def served_models(self) -> list[str]:
+        """Model ids the server lists at /v1/models."""
+        try:
+            return [m["name"] for m in self._sdk.list_models()]
+        except SIEConnectionError as exc:
+            raise self._unavailable(exc) from None
+        except SIEError as exc:
+            raise SIEInferenceError(self._scrub(f"listing models on {self.base_url} failed: {exc}")) from None
+
+    # -- encode -------------------------------------------------------------------------------
+
+    def encode(
+        self, model: str, inputs: Sequence[str | bytes], is_query: bool = False, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Dense vectors (float32, n x dim) in input order."""
+        return self.encode_detailed(model, inputs, is_query, batch_size).vectors
+
+    def encode_detailed(
+        self,
+        model: str,
+        inputs: Sequence[str | bytes],
+        is_query: bool = False,
+        batch_size: int | None = None,
+        refresh: bool = False,
+    ) -> Encoded:
+        """Like encode(), with where each vector came from. `refresh` re-encodes every input
+        through SIE and overwrites its cached vector."""
+        hashes = [input_sha256(value) for value in inputs]
+        cached = self.cache.lookup(model, is_query, hashes) if self.cache and not refresh else {}
+        # Each distinct missing input is sent once, even if it repeats in `inputs`.
+        missing: dict[str, str | bytes] = {}
+        for digest, value in zip(hashes, inputs):
+            if digest not in cached:
+                missing.setdefault(digest, value)
+        if cached:
+            self.log.info(f"encode {model}: {len(inputs) - len(missing)}/{len(inputs)} inputs from the embedding cache")
+        if missing:
+            fresh, requests = self._encode_uncached(model, list(missing.values()), is_query, batch_size)
+            if self.cache:
+                self.cache.store(model, is_query, list(missing), fresh, requests, replace=refresh)
+            cached.update(zip(missing, zip(fresh, requests)))
+        if not inputs:
+            return Encoded(np.zeros((0, 0), np.float32), np.zeros(0, bool), [])
+        vectors = np.stack([cached[digest][0] for digest in hashes]).astype(np.float32, copy=False)
+        requests = {cached[digest][1].request_id: cached[digest][1] for digest in hashes}
+        return Encoded(vectors, np.array([digest not in missing for digest in hashes]), list(requests.values()))
+
+    def _encode_uncached(
+        self, model: str, inputs: list[str | bytes], is_query: bool, batch_size: int | None
+    ) -> tuple[np.ndarray, list[LatencyRecord]]:
+        """Vectors, and for each input the request that carried it."""
+
+        def send(batch: list[str | bytes]) -> list[np.ndarray]:
+            results = self._sdk.encode(
+                model, [_item(value) for value in batch], is_query=is_query,
+                provision_timeout_s=self.provision_timeout_s,
+            )
+            return [np.asarray(r["dense"], dtype=np.float32) for r in results]
+
+        first = len(self.latencies)
+        vectors = np.stack(self._batched("encode", model, inputs, send, batch_size))
+        size = batch_size or self.batch_size
+        made = self.latencies[first:]
+        return vectors, [made[i // size] for i in range(len(inputs))]
+
+    # -- score --------------------------------------------------------------------------------
+
+    def score(self, model: str, query: str, candidates: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """One relevance score per candidate (float32), in candidate order."""
+        return self.score_many(model, [query], [candidates], batch_size)[0]
+
+    def score_many(
+        self,
+        model: str,
+        queries: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        batch_size: int | None = None,
+    ) -> list[np.ndarray]:
+        """score() for each query against its own candidates, with progress over all pairs."""
+        if len(queries) != len(candidates):
+            raise ValueError(f"{len(queries)} queries but {len(candidates)} candidate lists")
+        size = batch_size or self.batch_size
+        # One request per (query, chunk of its candidates); progress counts candidates.
+        chunks = [
+            (qi, start, list(cands[start : start + size]))
+            for qi, cands in enumerate(candidates)
+            for start in range(0, len(cands), size)
+        ]
+        out = [np.zeros(len(c), np.float32) for c in candidates]
+
+        def send(batch: list[tuple[int, int, list[str]]]) -> list[None]:
+            ((qi, start, texts),) = batch
+            result = self._sdk.score(
+                model, Item(text=queries[qi]),
+                [Item(id=str(i), text=text) for i, text in enumerate(texts)],
+                provision_timeout_s=self.provision_timeout_s,
+            )
+            if len(result["scores"]) != len(texts):
+                raise SIEInferenceError(
+                    f"score with model {model!r} on {self.base_url} returned {len(result['scores'])} scores "
+                    f"for {len(texts)} candidates"
+                )
+            # The server sorts scores by value; put them back in candidate order.
+            for entry in result["scores"]:
+                out[qi][start + int(entry["item_id"])] = entry["score"]
+            return [None]
+
+        self._batched("score", model, chunks, send, 1, weight=lambda chunk: len(chunk[2]))
+        return out
+
+    # -- extract ------------------------------------------------------------------------------
+
+    def extract(
+        self, model: str, texts: Sequence[str], labels: Sequence[str], batch_size: int | None = None
+    ) -> list[list[dict[str, Any]]]:
+        """Per text, its classifications `{label, score}` sorted by score, highest first."""
+
+        def send(batch: list[str]) -> list[list[dict[str, Any]]]:
+            results = self._sdk.extract(
+                model, [Item(text=text) for text in batch], labels=list(labels),
+                provision_timeout_s=self.provision_timeout_s,
+            )
+            # Some servers return label order, so sort here.
+            return [
+                sorted(
+                    ({"label": c["label"], "score": float(c["score"])} for c in r.get("classifications") or []),
+                    key=lambda c: c["score"],
+                    reverse=True,
+                )
+                for r in results
+            ]
+
+        return self._batched("extract", model, list(texts), send, batch_size)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _batched(
+        self,
+        operation: str,
+        model: str,
+        items: list,
+        send: Callable[[list], list[T]],
+        batch_size: int | None,
+        weight: Callable[[Any], int] = lambda _: 1,
+    ) -> list[T]:
+        size = batch_size or self.batch_size
+        batches = [items[i : i + size] for i in range(0, len(items), size)]
+        if batches:
+            self._check_reachable()
+        total = sum(weight(item) for item in items)
+        done, results, started = 0, [], time.monotonic()
+        for number, batch in enumerate(batches, 1):
+            t0 = time.perf_counter()
+            results.extend(self._call(operation, model, lambda: send(batch)))
+            count = sum(weight(item) for item in batch)
+            self.latencies.append(LatencyRecord(operation, model, count, (time.perf_counter() - t0) * 1000))
+            done += count
+            if number % self.progress_every == 0 or (number == len(batches) and len(batches) > 1):
+                elapsed = time.monotonic() - started
+                rate = done / elapsed if elapsed > 0 else float("inf")
+                eta = (total - done) / rate if rate > 0 else 0.0
+                self.log.info(
+                    f"{operation} {model}: {done}/{total} items ({100 * done / total:.0f}%), "
+                    f"{rate:.1f} items/s, ETA {eta:.0f}s"
+                )
+        return results
+
+    def _check_reachable(self) -> None:
+        # The SDK retries refused connections for up to provision_timeout_s; fail fast instead.
+        if self._reachable:
+            return
+        try:
+            self._sdk.list_models()
+        except SIEConnectionError as exc:
+            raise self._unavailable(exc) from None
+        except SIEError:
+            pass  # a gateway that does not list models still answers requests
+        self._reachable = True
+
+    def _call(self, operation: str, model: str, request: Callable[[], T]) -> T:
+        try:
+            return request()
+        except SIEConnectionError as exc:
+            raise self._unavailable(exc) from None
+        except RequestError as exc:
+            if exc.code == "MODEL_NOT_FOUND" or exc.status_code == 404:
+                raise self._not_served(model) from None
+            raise SIEInferenceError(
+                self._scrub(f"{operation} with model {model!r} on {self.base_url} was rejected: {exc}")
+            ) from None
+        except ModelLoadFailedError as exc:
+            raise SIEInferenceError(
+                self._scrub(f"model {model!r} failed to load on the SIE server at {self.base_url}: {exc}")
+            ) from None
+        except SIEError as exc:
+            raise SIEInferenceError(
+                self._scrub(f"{operation} with model {model!r} on {self.base_url} failed: {type(exc).__name__}: {exc}")
+            ) from None
+
+    def _not_served(self, model: str) -> ModelNotServedError:
+        try:
+            served = ", ".join(self.served_models()) or "no models"
+        except SIEInferenceError:
+            served = "(could not list its models)"
+        return ModelNotServedError(
+            self._scrub(
+                f"model {model!r} is not served by the SIE server at {self.base_url}; it serves: {served}. "
+                "Enable the model in models.yaml (or the TAXO_MODELS catalogue) for the local server, "
+                "or point SIE_BASE_URL at a server that serves it."
+            )
+        )
+
+    def _unavailable(self, exc: Exception) -> SIEUnavailableError:
+        return SIEUnavailableError(
+            self._scrub(
+                f"the SIE server at {self.base_url} is down or unreachable ({exc}). "
+                "Unset SIE_BASE_URL to let taxo-pipeline start a local server, "
+                "or start one (sie-server serve) and set SIE_BASE_URL to its URL."
+            )
+        )
+
+    def _scrub(self, message: str) -> str:
+        return message.replace(self._secret, "***") if self._secret else message
+
+
+def _item(value: str | bytes) -> Item:
+    if isinstance(value, bytes):
+        # The SDK reads the image format (jpeg, png, webp ...) from the bytes' signature.
+        return Item(images=[{"data": value}])
+    return Item(text=value)

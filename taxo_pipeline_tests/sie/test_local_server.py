@@ -1,0 +1,139 @@
+"""The local server's lifecycle, through ensure_sie() and the `taxo-pipeline encode` command."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
+
+from taxo_pipeline.errors import InputError
+from taxo_pipeline.sie import local_server
+from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.sie.local_server import LocalServerError, ensure_sie
+
+CLI = Path(sys.executable).parent / "taxo-pipeline"
+
+
+def server_pids(port: int) -> list[int]:
+    """Live `sie-server serve` processes listening on `port` (from /proc, no extra dependency)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"serve" in args and b"--port" in args and args[args.index(b"--port") + 1] == str(port).encode():
+            if any(arg.endswith(b"sie-server") for arg in args) and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def local_only(monkeypatch, test_catalogue):
+    monkeypatch.delenv("SIE_BASE_URL", raising=False)
+    monkeypatch.setenv("TAXO_MODELS", str(test_catalogue))
+
+
+def test_process_group_is_gone_after_the_block_even_when_it_raises(local_only):
+    with pytest.raises(KeyboardInterrupt):
+        with ensure_sie(models=[TINY_NLI]) as url:
+            pids = server_pids(port_of(url))
+            assert len(pids) == 1 and os.getpgid(pids[0]) == pids[0]  # a group of its own
+            assert (Path(os.environ["TAXO_DATA_DIR"]) / "logs" / f"sie-server-{port_of(url)}.log").exists()
+            raise KeyboardInterrupt
+    assert server_pids(port_of(url)) == []
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pids[0], 0)
+    assert all(server.port != port_of(url) for server in local_server._running)  # unregistered
+
+
+def test_a_model_the_server_drops_is_named_with_the_log_tail(local_only, tiny_catalogue_entries, tmp_path):
+    # The plain cross_encoder adapter is outside the server's default bundle.
+    entry = tiny_catalogue_entries[TINY_CROSS_ENCODER]
+    profile = {**entry["server"]["profiles"]["default"], "adapter_path": "sie_server.adapters.cross_encoder:CrossEncoderAdapter"}
+    dropped = {**entry, "id": "tiny/dropped", "server": {**entry["server"], "profiles": {"default": profile}}}
+    catalogue = load_catalogue(write_catalogue(tmp_path / "models.yaml", [dropped]))
+    with pytest.raises(LocalServerError) as error:
+        with ensure_sie(catalogue):
+            pytest.fail("the server should not be reported ready")
+    message = str(error.value)
+    assert "'tiny/dropped' was dropped by the server" in message and "cross_encoder:CrossEncoderAdapter" in message
+    assert "Model filter applied" in message or "Uvicorn running" in message  # the log tail
+    assert server_pids(int(re.search(r"127\.0\.0\.1:(\d+)", message).group(1))) == []
+
+
+def test_sie_base_url_wins_and_starts_nothing(monkeypatch):
+    monkeypatch.setenv("SIE_BASE_URL", "http://sie.example:8080/")
+    with ensure_sie() as url:
+        assert url == "http://sie.example:8080"
+    with ensure_sie(base_url="http://other:1") as url:
+        assert url == "http://other:1"
+
+
+def test_disabled_models_and_a_missing_server_are_clear_errors(local_only, monkeypatch, test_catalogue):
+    with pytest.raises(InputError, match=rf"'openai/clip-vit-base-patch32' not enabled in {re.escape(str(test_catalogue))}"):
+        with ensure_sie(models=["openai/clip-vit-base-patch32"]):
+            pass
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(FileNotFoundError, match="run `uv sync`"):
+        with ensure_sie(models=[TINY_NLI]):
+            pass
+
+
+def cli_env(test_catalogue, **extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SIE_BASE_URL", "SIE_API_KEY")}
+    return {**env, "TAXO_MODELS": str(test_catalogue), **extra}
+
+
+def test_encode_command_starts_encodes_through_the_cache_and_stops(test_catalogue, sie_server):
+    texts = ["Handwoven straw Panama hat", "A dome tent"]
+    run = subprocess.run(
+        [str(CLI), "encode", "--model", MINILM, "--query", *texts],
+        env=cli_env(test_catalogue), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert [line.split()[:2] for line in lines[:2]] == [["sie", "dim=384"], ["sie", "dim=384"]]
+    assert [line.endswith(text) for line, text in zip(lines, texts)] == [True, True]
+    assert lines[2] == "SIE requests: 1"
+    port = int(re.search(r"starting a local SIE server .* on http://127\.0\.0\.1:(\d+)", run.stderr).group(1))
+    assert "stopped the local SIE server" in run.stderr
+    assert server_pids(port) == []
+
+    # Same warehouse, another process, another server: everything comes from the cache.
+    again = subprocess.run(
+        [str(CLI), "encode", "--model", MINILM, "--query", *texts],
+        env=cli_env(test_catalogue, SIE_BASE_URL=sie_server), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert [line.split()[0] for line in again.stdout.splitlines()] == ["cache", "cache", "SIE"]
+    assert again.stdout.splitlines()[:2] == [line.replace("sie  ", "cache", 1) for line in lines[:2]]
+    assert again.stdout.splitlines()[2] == "SIE requests: 0"
+
+
+def test_sigterm_while_the_server_starts_leaves_nothing_behind(test_catalogue):
+    proc = subprocess.Popen(
+        [str(CLI), "encode", "--model", TINY_NLI, "x"],
+        env=cli_env(test_catalogue), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    first_line = proc.stderr.readline()
+    port = int(re.search(r"on http://127\.0\.0\.1:(\d+)", first_line).group(1))
+    deadline = time.monotonic() + 30
+    while not server_pids(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server_pids(port), "the server process should be running by now"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert server_pids(port) == []
+    proc.stderr.close()

@@ -1,0 +1,64 @@
+"""The main job (`taxo-pipeline materialize`), the model-partition sensor, and the definitions."""
+
+import subprocess
+import sys
+
+import dagster as dg
+import duckdb
+
+from taxo_pipeline.assets.sensors import model_partitions_sensor
+from taxo_pipeline.cli.main import main
+from taxo_pipeline.definitions import defs
+from taxo_pipeline.settings import PROJECT_ROOT
+from taxo_pipeline_tests.sie.sie_testkit import TINY_CLIP, TINY_NLI, write_catalogue
+
+
+def only_enabled(tiny_catalogue_entries, path, *ids):
+    entries = [{**entry, "enabled": model in ids} for model, entry in tiny_catalogue_entries.items()]
+    return write_catalogue(path, entries)
+
+
+def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
+    workspace, sie_env, tiny_catalogue_entries, monkeypatch, capsys
+):
+    # tiny/clip is the only enabled encoder (fast); tiny/nli is enabled but is not an encoder
+    monkeypatch.setenv("TAXO_MODELS", str(only_enabled(tiny_catalogue_entries, workspace / "models.yaml", TINY_CLIP, TINY_NLI)))
+    monkeypatch.setenv("DAGSTER_HOME", str(workspace / "dagster_home"))
+    assert main(["materialize"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("tiny/clip") == 2 and "full-path" in printed and "leaf" in printed
+
+    with duckdb.connect(str(workspace / "warehouse" / "taxo.duckdb"), read_only=True) as con:
+        partitions = con.execute(
+            "SELECT model, variant, count(*), max(count) FROM metrics GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    assert partitions == [(TINY_CLIP, "full-path", 8, 260), (TINY_CLIP, "leaf", 8, 260)]
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 3 and all(r.is_success for r in runs)  # the data assets, then one run per partition
+        assert instance.get_dynamic_partitions("encoder_model") == [TINY_CLIP]
+
+
+def test_sensor_adds_partitions_for_newly_enabled_models_only(tiny_catalogue_entries, tmp_path, monkeypatch):
+    monkeypatch.setenv("TAXO_MODELS", str(only_enabled(tiny_catalogue_entries, tmp_path / "models.yaml", TINY_CLIP)))
+    with dg.instance_for_test() as instance:
+        result = model_partitions_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert [r.partition_keys for r in result.dynamic_partitions_requests] == [[TINY_CLIP]]
+        keys = sorted(str(r.partition_key) for r in result.run_requests)
+        assert keys == [f"{TINY_CLIP}|full-path", f"{TINY_CLIP}|leaf"]
+        instance.add_dynamic_partitions("encoder_model", [TINY_CLIP])
+        again = model_partitions_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(again, dg.SkipReason)
+
+
+def test_definitions_validate_and_show_every_asset():
+    completed = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Validation successful" in completed.stderr + completed.stdout
+    names = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert names == {
+        "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
+        "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics",
+    }  # fmt: skip

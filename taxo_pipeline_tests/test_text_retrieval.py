@@ -1,0 +1,183 @@
+"""Text retrieval end to end through a real SIE server: all-MiniLM-L6-v2 on the real sample rows
+and the real taxonomy, both variants, checked against an independent reimplementation."""
+
+import json
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pytest
+from sie_sdk import Item, SIEClient
+
+from taxo_pipeline.cli.evaluate import eval_text_retrieval
+from taxo_pipeline.cli.predict import predict_text_retrieval
+from taxo_pipeline.definitions import defs
+from taxo_pipeline.evaluation.metrics import evaluate_paths
+from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
+from taxo_pipeline_tests.sie.sie_testkit import MINILM
+
+VARIANTS = ("full-path", "leaf")
+SELECTION = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
+             "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pipeline(sie_server, test_catalogue, tmp_path_factory):
+    """One warehouse for the module: both MiniLM partitions materialized once, as a user would."""
+    root = tmp_path_factory.mktemp("text-retrieval")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TAXO_DATA_DIR", str(root / "data"))
+        env.setenv("TAXO_WAREHOUSE", str(root / "warehouse.duckdb"))
+        env.setenv("TAXO_PRODUCTS", str(SAMPLE_PRODUCTS))
+        env.setenv("TAXO_TAXONOMY", str(TAXONOMY))
+        env.setenv("TAXO_MODELS", str(test_catalogue))
+        env.setenv("SIE_BASE_URL", sie_server)
+        env.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("encoder_model", [MINILM])
+
+            def materialize(variant: str) -> dg.ExecuteInProcessResult:
+                return dg.materialize(
+                    [*defs.assets, *defs.asset_checks], selection=SELECTION, instance=instance,
+                    partition_key=dg.MultiPartitionKey({"model": MINILM, "variant": variant}),
+                    resources={"storage": StorageResource(), "sie": SIEResource()},
+                )
+
+            first = {variant: materialize(variant) for variant in VARIANTS}
+            yield root, first, materialize
+
+
+def query(root, sql, params=()):
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
+def metadata(result, asset):
+    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
+
+
+def test_predictions_and_metrics_tables_agree_with_a_recomputation(pipeline):
+    root, first, _ = pipeline
+    for variant in VARIANTS:
+        assert first[variant].success
+        rows = query(
+            root,
+            """SELECT p.product_id, p.category, e.ground_truth_category, e.potential_product_categories
+               FROM predictions p JOIN products_experiment_l3 e USING (product_id)
+               WHERE approach = 'text-retrieval' AND model = ? AND variant = ? AND rank = 1""",
+            [MINILM, variant],
+        )
+        assert len(rows) == 260
+        recomputed = evaluate_paths([r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
+        stored = dict(
+            query(root, "SELECT mode || '/' || scope, f1 FROM metrics WHERE model = ? AND variant = ?", [MINILM, variant])
+        )
+        assert len(stored) == 8  # strict/lenient x hierarchical, macro L1/L2/L3
+        assert stored["strict/hierarchical"] == pytest.approx(recomputed["strict"]["hierarchical"]["f1"])
+        assert stored["lenient/macro_l2"] == pytest.approx(recomputed["lenient"]["macro"]["l2"]["f1"])
+        # the sample has no potentials, so lenient equals strict
+        assert stored["lenient/hierarchical"] == stored["strict/hierarchical"]
+        assert metadata(first[variant], "text_retrieval_metrics")["strict_hf1"] == pytest.approx(stored["strict/hierarchical"])
+        ranks = query(
+            root, "SELECT min(rank), max(rank), count(DISTINCT product_id) FROM predictions WHERE variant = ?", [variant]
+        )
+        assert ranks == [(1, 5, 260)]
+
+
+def _reference_hf1(paths, documents, descriptions, truths, base_url):
+    """The reference's method written out plainly: encode, cosine nearest category, micro hF1."""
+    with SIEClient(base_url) as client:
+        def encode(texts, is_query):
+            out = []
+            for start in range(0, len(texts), 64):
+                results = client.encode(MINILM, [Item(text=t) for t in texts[start : start + 64]], is_query=is_query)
+                out += [r["dense"] for r in results]
+            matrix = np.asarray(out, dtype=np.float64)
+            return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+        categories, queries = encode(documents, False), encode(descriptions, True)
+    predicted = [paths[i] for i in np.argmax(queries @ categories.T, axis=1)]
+    overlap = n_pred = n_ref = 0
+    for pred, truth in zip(predicted, truths):
+        a = {" > ".join(pred.split(" > ")[:k]) for k in range(1, pred.count(" > ") + 2)}
+        b = {" > ".join(truth.split(" > ")[:k]) for k in range(1, truth.count(" > ") + 2)}
+        overlap, n_pred, n_ref = overlap + len(a & b), n_pred + len(a), n_ref + len(b)
+    p, r = overlap / n_pred, overlap / n_ref
+    return 2 * p * r / (p + r)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_hf1_matches_an_independent_reimplementation_of_the_reference(pipeline, sie_server, variant):
+    root, _, _ = pipeline
+    paths = [p for (p,) in query(root, "SELECT path FROM taxonomy_l3 ORDER BY path")]
+    documents = paths if variant == "full-path" else [p.split(" > ")[-1] for p in paths]
+    products = query(root, "SELECT product_description, ground_truth_category FROM products_experiment_l3 ORDER BY product_id")
+    expected = _reference_hf1(paths, documents, [d for d, _ in products], [t for _, t in products], sie_server)
+    (stored,) = query(
+        root, "SELECT f1 FROM metrics WHERE model = ? AND variant = ? AND mode = 'strict' AND scope = 'hierarchical'",
+        [MINILM, variant],
+    )[0]
+    assert stored == pytest.approx(expected, abs=0.01)
+
+
+def test_second_materialization_calls_no_model_and_leaves_the_same_rows(pipeline):
+    root, _, materialize = pipeline
+    before = query(root, "SELECT count(*), count(DISTINCT (product_id, rank)) FROM predictions WHERE variant = 'leaf'")
+    metrics_before = query(root, "SELECT mode, scope, f1 FROM metrics WHERE variant = 'leaf' ORDER BY ALL")
+    again = materialize("leaf")
+    assert again.success
+    assert metadata(again, "category_embeddings")["sie_requests"] == 0
+    assert metadata(again, "category_embeddings")["chroma_rebuilt"] is False
+    assert metadata(again, "text_retrieval_predictions")["sie_requests"] == 0
+    assert query(root, "SELECT count(*), count(DISTINCT (product_id, rank)) FROM predictions WHERE variant = 'leaf'") == before
+    assert before == [(1300, 1300)]
+    assert query(root, "SELECT mode, scope, f1 FROM metrics WHERE variant = 'leaf' ORDER BY ALL") == metrics_before
+    # latencies are those of the requests that produced the vectors, kept across cached runs
+    (p50, count) = query(
+        root, "SELECT median(latency_ms), count(*) FROM request_latencies WHERE variant = 'leaf' AND stage = 'query_encode'"
+    )[0]
+    assert count == 33 and p50 > 0  # 260 descriptions in requests of 8
+
+
+def test_eval_command_writes_the_reference_json(pipeline, tmp_path, capsys, monkeypatch):
+    root, _, _ = pipeline
+    output = tmp_path / "eval.json"
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    code = eval_text_retrieval(
+        ["--model", MINILM, "--variant", "full-path", "--index-dir", str(root / "data" / "chroma"),
+         "--output", str(output), "--limit", "40"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(output.read_text())
+    assert list(report) == ["model", "variant", "index_dir", "rebuild", "limit", "count", "strict", "lenient", "latency_ms"]
+    assert (report["model"], report["variant"], report["limit"], report["count"]) == (MINILM, "full-path", 40, 40)
+    assert set(report["strict"]) == {"hierarchical", "macro"} and set(report["strict"]["macro"]) == {"l1", "l2", "l3"}
+    assert report["latency_ms"]["request_count"] == 5 and report["latency_ms"]["batch_size"] == 8
+    stored = query(
+        root, "SELECT f1 FROM metrics WHERE variant = 'full-path' AND mode = 'strict' AND scope = 'hierarchical'"
+    )
+    assert report["strict"]["hierarchical"]["f1"] == pytest.approx(stored[0][0])
+    # the run went through the persistent Dagster instance, so the UI lists it with its partition
+    with dg.DagsterInstance.get() as instance:
+        (run,) = instance.get_runs()
+    assert run.is_success
+    assert (run.tags["dagster/partition/model"], run.tags["dagster/partition/variant"]) == (MINILM, "full-path")
+
+
+def test_predict_command_prints_paths_with_distances(pipeline, capsys):
+    root, _, _ = pipeline
+    code = predict_text_retrieval(
+        ["--model", MINILM, "--variant", "full-path", "--index-dir", str(root / "data" / "chroma"),
+         "--description", "Handwoven straw Panama hat with a cotton ribbon.", "--top-k", "3"]
+    )  # fmt: skip
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    paths = {p for (p,) in query(root, "SELECT path FROM taxonomy_l3")}
+    matches = [line.split("\t") for line in out[:3]]
+    assert all(path in paths for path, _ in matches)
+    distances = [float(d) for _, d in matches]
+    assert distances == sorted(distances) and 0 <= distances[0] < 1
+    assert matches[0][0].startswith("Apparel & Accessories > Clothing Accessories")
+    assert [line.split("\t")[0] for line in out[3:]] == ["encode_latency_ms", "search_latency_ms"]
