@@ -1,15 +1,17 @@
-"""The Dagster code location: every asset, check, sensor and resource of taxo-pipeline."""
+"""The Dagster code location: every asset, check, job, sensor and resource of taxo-pipeline."""
 
 import dagster as dg
 
-from taxo_pipeline.assets import category_index, checks, dataset, text_retrieval
+from taxo_pipeline.assets import category_index, checks, dataset, image_retrieval, nli, reranking, text_retrieval
+from taxo_pipeline.assets.jobs import jobs
 from taxo_pipeline.assets.sensors import model_partitions_sensor
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import SIEResource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([dataset, category_index, text_retrieval]),
+    assets=dg.load_assets_from_modules([dataset, category_index, text_retrieval, image_retrieval, nli, reranking]),
     asset_checks=checks.checks,
+    jobs=jobs,
     sensors=[model_partitions_sensor],
     resources={"storage": StorageResource(), "sie": SIEResource()},
 )

@@ -30,22 +30,34 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
 
     with duckdb.connect(str(workspace / "warehouse" / "taxo.duckdb"), read_only=True) as con:
         partitions = con.execute(
-            "SELECT model, variant, count(*), max(count) FROM metrics GROUP BY ALL ORDER BY ALL"
+            "SELECT approach, model, variant, count(*), max(count) FROM metrics GROUP BY ALL ORDER BY ALL"
         ).fetchall()
-    assert partitions == [(TINY_CLIP, "full-path", 8, 260), (TINY_CLIP, "leaf", 8, 260)]
+    # the sample has no images: image retrieval ran for tiny/clip but left no figures
+    assert partitions == [
+        ("nli", TINY_NLI, "l1", 2, 260),
+        ("text-retrieval", TINY_CLIP, "full-path", 8, 260),
+        ("text-retrieval", TINY_CLIP, "leaf", 8, 260),
+    ]
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
-        assert len(runs) == 3 and all(r.is_success for r in runs)  # the data assets, then one run per partition
+        assert len(runs) == 4 and all(r.is_success for r in runs)  # the data assets, then one run per partition
         assert instance.get_dynamic_partitions("encoder_model") == [TINY_CLIP]
+        assert instance.get_dynamic_partitions("nli_model") == [TINY_NLI]
 
 
 def test_sensor_adds_partitions_for_newly_enabled_models_only(tiny_catalogue_entries, tmp_path, monkeypatch):
     monkeypatch.setenv("TAXO_MODELS", str(only_enabled(tiny_catalogue_entries, tmp_path / "models.yaml", TINY_CLIP)))
     with dg.instance_for_test() as instance:
         result = model_partitions_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
-        assert [r.partition_keys for r in result.dynamic_partitions_requests] == [[TINY_CLIP]]
-        keys = sorted(str(r.partition_key) for r in result.run_requests)
-        assert keys == [f"{TINY_CLIP}|full-path", f"{TINY_CLIP}|leaf"]
+        assert [(r.partitions_def_name, r.partition_keys) for r in result.dynamic_partitions_requests] == [
+            ("encoder_model", [TINY_CLIP])
+        ]
+        requested = sorted(
+            (str(r.partition_key), tuple(k.to_user_string() for k in r.asset_selection)) for r in result.run_requests
+        )
+        assets = ("category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics",
+                  "image_retrieval_predictions", "image_retrieval_metrics")  # fmt: skip
+        assert requested == [(f"{TINY_CLIP}|full-path", assets), (f"{TINY_CLIP}|leaf", assets)]
         instance.add_dynamic_partitions("encoder_model", [TINY_CLIP])
         again = model_partitions_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert isinstance(again, dg.SkipReason)
@@ -61,4 +73,6 @@ def test_definitions_validate_and_show_every_asset():
     assert names == {
         "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
         "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics",
+        "image_retrieval_predictions", "image_retrieval_metrics", "nli_predictions", "nli_metrics",
+        "reranking_predictions", "reranking_metrics",
     }  # fmt: skip

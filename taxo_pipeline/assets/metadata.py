@@ -16,11 +16,11 @@ def table_metadata(frame: pl.DataFrame, preview_rows: int = 5) -> dict[str, dg.M
     return {
         "dagster/row_count": dg.MetadataValue.int(frame.height),
         "dagster/column_schema": dg.MetadataValue.table_schema(schema),
-        "preview": dg.MetadataValue.md(_markdown(shown)),
+        "preview": dg.MetadataValue.md(markdown_table(shown)),
     }
 
 
-def _markdown(frame: pl.DataFrame, width: int = 80) -> str:
+def markdown_table(frame: pl.DataFrame, width: int = 80) -> str:
     def cell(value) -> str:
         text = "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
         return text if len(text) <= width else text[: width - 1] + "…"

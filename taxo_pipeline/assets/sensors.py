@@ -1,34 +1,34 @@
-"""Keep the model partitions in step with the catalogue: enabling an encoder adds its partitions
-and requests their runs."""
+"""Keep the model partitions in step with the catalogue: enabling a model adds its partitions and
+requests the runs that evaluate it."""
 
 import dagster as dg
 
-from taxo_pipeline.assets.category_index import category_embeddings
-from taxo_pipeline.assets.partitions import encoder_models, missing_model_partitions, variants
-from taxo_pipeline.assets.text_retrieval import text_retrieval_metrics, text_retrieval_predictions
+from taxo_pipeline.assets.jobs import jobs
+from taxo_pipeline.assets.partitions import missing_model_partitions
+from taxo_pipeline.assets.plan import evaluation_plan
 from taxo_pipeline.sie.catalogue import load_catalogue
-
-PARTITIONED_ASSETS = [category_embeddings.key, text_retrieval_predictions.key, text_retrieval_metrics.key]
 
 
 @dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    asset_selection=PARTITIONED_ASSETS,
-    description="Adds a partition for every enabled text/image model of models.yaml and runs it.",
+    jobs=jobs,
+    description="Adds partitions for every enabled model of models.yaml and runs the evaluations they add.",
 )
 def model_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    new = missing_model_partitions(context.instance, load_catalogue())
-    if not new:
-        return dg.SkipReason("every enabled encoder model has its partitions")
+    catalogue = load_catalogue()
+    missing = missing_model_partitions(context.instance, catalogue)
+    if not missing:
+        return dg.SkipReason("every enabled model has its partitions")
+    new_models = {model for models in missing.values() for model in models}
     return dg.SensorResult(
-        dynamic_partitions_requests=[encoder_models.build_add_request(new)],
+        dynamic_partitions_requests=[
+            dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys) for name, keys in missing.items()
+        ],
         run_requests=[
             dg.RunRequest(
-                partition_key=dg.MultiPartitionKey({"model": model, "variant": variant}),
-                asset_selection=PARTITIONED_ASSETS,
+                job_name=run.job, partition_key=run.partition_key, asset_selection=[dg.AssetKey(a) for a in run.selection]
             )
-            for model in new
-            for variant in variants.get_partition_keys()
+            for run in evaluation_plan(catalogue, only=new_models)
         ],
     )

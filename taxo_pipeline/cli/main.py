@@ -12,12 +12,11 @@ from collections.abc import Callable, Sequence
 import polars as pl
 
 from taxo_pipeline import settings
-from taxo_pipeline.assets.partitions import enabled_encoders
+from taxo_pipeline.assets.plan import DATA_ASSETS, evaluation_plan
 from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.cli.evaluate import add_source_arguments
-from taxo_pipeline.cli.runs import DATA_ASSETS, TEXT_RETRIEVAL_ASSETS, dagster_home, materialize, source_run_config
+from taxo_pipeline.cli.runs import dagster_home, materialize, source_run_config
 from taxo_pipeline.evaluation.leaderboard import leaderboard
-from taxo_pipeline.retrieval.categories import VARIANTS
 from taxo_pipeline.sie.catalogue import load_catalogue, validate_model_id
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
@@ -62,14 +61,15 @@ def add_materialize(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_materialize(args: argparse.Namespace) -> int:
-    models = enabled_encoders(load_catalogue())
+    catalogue = load_catalogue()
+    plan = evaluation_plan(catalogue)
+    served = sorted({model for run in plan for model in run.models})
     log = logging.getLogger("taxo_pipeline")
-    with ensure_sie(models=models or None, logger=log) as url:
+    with ensure_sie(models=served or None, logger=log) as url:
         materialize(DATA_ASSETS, sie_url=url, ops_config=source_run_config(args.products, args.taxonomy))
-        for model in models:
-            for variant in VARIANTS:
-                log.info("materializing %s %s", model, variant)
-                materialize(TEXT_RETRIEVAL_ASSETS, sie_url=url, partition=(model, variant))
+        for number, run in enumerate(plan, start=1):
+            log.info("run %d/%d: %s for %s", number, len(plan), ", ".join(run.selection), run.partition_key)
+            materialize(run.selection, sie_url=url, partition_key=run.partition_key, dynamic_partitions=run.dynamic_partitions)
     board = leaderboard(Warehouse(settings.warehouse_path()))
     with pl.Config(tbl_rows=100, tbl_cols=20, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
         print(board)

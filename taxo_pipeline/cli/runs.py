@@ -10,16 +10,12 @@ from pathlib import Path
 import dagster as dg
 
 from taxo_pipeline import settings
-from taxo_pipeline.assets.partitions import encoder_models
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import SIEResource
 
 class RunFailedError(RuntimeError):
     """A launched run failed; the message carries the failing step's own error."""
 
-
-DATA_ASSETS = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3"]
-TEXT_RETRIEVAL_ASSETS = ["category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"]
 DAGSTER_YAML = """\
 # Written by taxo-pipeline on first use; edit freely.
 telemetry:
@@ -51,21 +47,19 @@ def materialize(
     *,
     sie_url: str,
     ops_config: dict | None = None,
-    partition: tuple[str, str] | None = None,
+    partition_key: str | None = None,
+    dynamic_partitions: dict[str, list[str]] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize `selection`, for one (model, variant) partition if given (unpartitioned assets
-    in the selection run once), against the SIE server at `sie_url`: the caller's `ensure_sie`,
-    shared by every run of the command."""
+    """Materialize `selection` (for one partition if given; unpartitioned assets in the selection
+    run once) against the SIE server at `sie_url`: the caller's `ensure_sie`, shared by every run
+    of the command. `dynamic_partitions` ({definition name: model ids}) are added first if missing."""
     from taxo_pipeline.definitions import defs  # loading definitions is slow; only commands that run need it
 
     dagster_home()
     instance = dg.DagsterInstance.get()
-    partition_key = None
-    if partition:
-        model, variant = partition
-        if model not in instance.get_dynamic_partitions(encoder_models.name):
-            instance.add_dynamic_partitions(encoder_models.name, [model])
-        partition_key = dg.MultiPartitionKey({"model": model, "variant": variant})
+    for name, keys in (dynamic_partitions or {}).items():
+        if missing := [k for k in keys if not instance.has_dynamic_partition(name, k)]:
+            instance.add_dynamic_partitions(name, missing)
     result = dg.materialize(
         [*defs.assets, *defs.asset_checks],
         selection=list(selection),

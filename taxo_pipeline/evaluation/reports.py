@@ -21,6 +21,37 @@ def retrieval_report(*, model, variant, index_dir, rebuild, limit, count, metric
     }
 
 
+def nli_report(*, model, limit, count, metrics, latency) -> dict:
+    return {
+        "model": model,
+        "limit": limit,
+        "count": count,
+        "strict": metrics["strict"],
+        "lenient": metrics["lenient"],
+        "latency_ms": latency,
+    }
+
+
+def reranking_report(
+    *, retrieval_model, reranker_model, variant, index_dir, rebuild, top_k, limit, count, metrics,
+    retrieval_latency, reranking_latency,
+) -> dict:
+    return {
+        "retrieval_model": retrieval_model,
+        "reranker_model": reranker_model,
+        "variant": variant,
+        "index_dir": str(index_dir),
+        "rebuild": rebuild,
+        "top_k": top_k,
+        "limit": limit,
+        "count": count,
+        "strict": metrics["strict"],
+        "lenient": metrics["lenient"],
+        "retrieval_latency_ms": retrieval_latency,
+        "reranking_latency_ms": reranking_latency,
+    }
+
+
 def write_report(report: dict, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

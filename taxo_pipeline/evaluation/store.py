@@ -34,6 +34,19 @@ class Partition:
         return {"approach": self.approach, "model": self.model, "variant": self.variant}
 
 
+def clear_partition(
+    warehouse: Warehouse, partition: Partition, tables: Sequence[str] = (PREDICTIONS, LATENCIES, METRICS)
+) -> None:
+    """Forget a partition's results, e.g. when it no longer applies (an image approach on a text model)."""
+    with warehouse.transaction() as con:
+        existing = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        for table in tables:
+            if table in existing:
+                con.execute(
+                    f"DELETE FROM {table} WHERE approach = ? AND model = ? AND variant = ?", list(partition.keys.values())
+                )
+
+
 def save_predictions(
     warehouse: Warehouse, partition: Partition, product_ids: Sequence[str], ranked: Sequence[Sequence[tuple[str, float]]]
 ) -> int:
@@ -95,6 +108,21 @@ def top1_with_truth(warehouse: Warehouse, partition: Partition) -> pl.DataFrame:
         ).pl()
 
 
+def candidates_with_queries(warehouse: Warehouse, partition: Partition, top_k: int) -> pl.DataFrame:
+    """Each product's first `top_k` stored candidates (best first) next to its description."""
+    with warehouse.connect(read_only=True) as con:
+        return con.sql(
+            f"""
+            SELECT p.product_id, any_value(e.product_description) AS description,
+                   list(p.category ORDER BY p.rank) AS candidates
+            FROM {PREDICTIONS} p JOIN products_experiment_l3 e USING (product_id)
+            WHERE p.approach = ? AND p.model = ? AND p.variant = ? AND p.rank <= ?
+            GROUP BY p.product_id ORDER BY p.product_id
+            """,
+            params=[*partition.keys.values(), top_k],
+        ).pl()
+
+
 def save_metrics(warehouse: Warehouse, partition: Partition, result: dict, count: int, latency_block: dict, evaluation: str = "zero-shot") -> pa.Table:
     rows = metric_rows(
         result, **partition.keys, count=count, latency=latency_block if latency_block["request_count"] else None,
@@ -105,7 +133,8 @@ def save_metrics(warehouse: Warehouse, partition: Partition, result: dict, count
 
 
 def load_metrics(warehouse: Warehouse, partition: Partition) -> tuple[dict, int]:
-    """The strict/lenient blocks as the reference nests them, rebuilt from the long rows."""
+    """The strict/lenient blocks as the reference nests them, rebuilt from the long rows: for path
+    approaches {hierarchical, macro: {l1, l2, l3}}, for L1-only approaches (NLI) the L1 P/R/F1 itself."""
     with warehouse.connect(read_only=True) as con:
         rows = con.execute(
             f"SELECT mode, scope, precision, recall, f1, count FROM {METRICS} WHERE approach = ? AND model = ? AND variant = ?",
@@ -113,14 +142,15 @@ def load_metrics(warehouse: Warehouse, partition: Partition) -> tuple[dict, int]
         ).fetchall()
     if not rows:
         raise LookupError(f"no metrics in the warehouse for {partition}")
-    result: dict[str, dict] = {}
+    scopes: dict[str, dict[str, dict]] = {}
     for mode, scope, p, r, f, _ in rows:
-        prf = {"precision": p, "recall": r, "f1": f}
-        block = result.setdefault(mode, {})
-        if scope == "hierarchical":
-            block["hierarchical"] = prf
+        scopes.setdefault(mode, {})[scope] = {"precision": p, "recall": r, "f1": f}
+    result = {}
+    for mode in ("strict", "lenient"):
+        block = scopes[mode]
+        if set(block) == {"macro_l1"}:
+            result[mode] = block["macro_l1"]
         else:
-            block.setdefault("macro", {})[scope.removeprefix("macro_")] = prf
-    for block in result.values():
-        block["macro"] = dict(sorted(block.get("macro", {}).items()))
-    return {"strict": result["strict"], "lenient": result["lenient"]}, rows[0][5]
+            macro = {scope.removeprefix("macro_"): prf for scope, prf in sorted(block.items()) if scope.startswith("macro_")}
+            result[mode] = {"hierarchical": block["hierarchical"], "macro": macro}
+    return result, rows[0][5]

@@ -127,8 +127,10 @@ def test_sigterm_while_the_server_starts_leaves_nothing_behind(test_catalogue):
         [str(CLI), "encode", "--model", TINY_NLI, "x"],
         env=cli_env(test_catalogue), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
-    first_line = proc.stderr.readline()
-    port = int(re.search(r"on http://127\.0\.0\.1:(\d+)", first_line).group(1))
+    # the first log line naming the server's address (warnings may come before it)
+    while not (found := re.search(r"on http://127\.0\.0\.1:(\d+)", proc.stderr.readline())):
+        assert proc.poll() is None, "the command ended before starting a server"
+    port = int(found.group(1))
     deadline = time.monotonic() + 30
     while not server_pids(port) and time.monotonic() < deadline:
         time.sleep(0.1)

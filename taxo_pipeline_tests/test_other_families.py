@@ -1,0 +1,147 @@
+"""Image retrieval, zero-shot NLI and retrieval + reranking through a real SIE server with tiny
+random-init models, on a generated shard with JPEG images and potential categories."""
+
+import json
+
+import duckdb
+import pytest
+
+from taxo_pipeline.cli.evaluate import eval_image_retrieval, eval_nli, eval_reranking
+from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline_tests.factories import HATS, PANAMA, PANTS, RACKS, SCARVES, TAXONOMY, product, write_shard
+from taxo_pipeline_tests.sie.sie_testkit import TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI
+
+CAMPING = "Sporting Goods > Outdoor Recreation > Camping & Hiking"
+ROWS = [
+    product("Panama hat", "Handwoven straw Panama hat with a cotton ribbon.", PANAMA, (HATS, SCARVES), color=(220, 200, 120)),
+    product("Silk scarf", "A light silk scarf with a floral print.", SCARVES, (SCARVES,), color=(200, 30, 60)),
+    product("Chinos", "Slim cotton chino pants for every day.", PANTS, (PANTS,), color=(150, 120, 80)),
+    product("Hat rack", "Wall-mounted oak rack for coats and hats.", RACKS, (RACKS, HATS), color=(90, 60, 30)),
+    product("Tent", "Two-person dome tent for camping trips.", CAMPING, (CAMPING,), color=(30, 120, 40)),
+    product("Wool beanie", "A warm knitted wool beanie.", HATS, (HATS,), color=(40, 40, 160)),
+    # bytes that are not an image: the row is reported and skipped by image retrieval only
+    product("Broken", "A product whose image is corrupt.", PANTS, (PANTS,), image={"bytes": b"\xff\xd8 not a jpeg", "path": "x.jpg"}),
+]
+RETRIEVER_RERANKER = f"{TINY_CLIP} + {TINY_CROSS_ENCODER}"
+
+
+@pytest.fixture(scope="module")
+def evaluated(sie_server, test_catalogue, tmp_path_factory):
+    """The three eval commands run once, as a user would, on one warehouse."""
+    root = tmp_path_factory.mktemp("families")
+    shard = write_shard(root / "shard.parquet", ROWS)
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {
+            "TAXO_DATA_DIR": root / "data", "TAXO_WAREHOUSE": root / "warehouse.duckdb", "TAXO_PRODUCTS": shard,
+            "TAXO_TAXONOMY": TAXONOMY, "TAXO_MODELS": test_catalogue, "SIE_BASE_URL": sie_server,
+            "DAGSTER_HOME": root / "dagster_home",
+        }.items():  # fmt: skip
+            env.setenv(name, str(value))
+        reports = {
+            "image": root / "image.json", "nli": root / "nli.json", "reranking": root / "reranking.json",
+        }  # fmt: skip
+        assert eval_image_retrieval(["--model", TINY_CLIP, "--variant", "full-path", "--output", str(reports["image"])]) == 0
+        assert eval_nli(["--model", TINY_NLI, "--output", str(reports["nli"])]) == 0
+        assert eval_reranking(
+            ["--retrieval-model", TINY_CLIP, "--reranker-model", TINY_CROSS_ENCODER, "--variant", "full-path",
+             "--top-k", "5", "--output", str(reports["reranking"])]
+        ) == 0  # fmt: skip
+        yield root, {name: json.loads(path.read_text()) for name, path in reports.items()}
+
+
+def query(root, sql, params=()):
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
+def test_every_approach_has_strict_and_lenient_metric_rows(evaluated):
+    root, _ = evaluated
+    rows = query(root, "SELECT approach, model, mode, scope, count FROM metrics ORDER BY ALL")
+    by_approach = {}
+    for approach, model, mode, scope, count in rows:
+        by_approach.setdefault((approach, model), set()).add((mode, scope, count))
+    path_scopes = {(m, s) for m in ("strict", "lenient") for s in ("hierarchical", "macro_l1", "macro_l2", "macro_l3")}
+    assert {(m, s) for m, s, _ in by_approach[("image-retrieval", TINY_CLIP)]} == path_scopes
+    assert {(m, s) for m, s, _ in by_approach[("text-retrieval", TINY_CLIP)]} == path_scopes
+    assert {(m, s) for m, s, _ in by_approach[("reranking", RETRIEVER_RERANKER)]} == path_scopes
+    assert {(m, s) for m, s, _ in by_approach[("nli", TINY_NLI)]} == {("strict", "macro_l1"), ("lenient", "macro_l1")}
+    # counts: 7 products; image retrieval skipped the broken image
+    assert {c for _, _, c in by_approach[("image-retrieval", TINY_CLIP)]} == {6}
+    assert {c for _, _, c in by_approach[("nli", TINY_NLI)]} == {7}
+
+
+def test_image_retrieval_skips_and_reports_the_broken_image(evaluated):
+    root, reports = evaluated
+    ids = dict(query(root, "SELECT product_title, product_id FROM products_experiment_l3"))
+    predicted = {pid for (pid,) in query(root, "SELECT DISTINCT product_id FROM predictions WHERE approach = 'image-retrieval'")}
+    assert ids["Broken"] not in predicted and len(predicted) == 6
+    assert reports["image"]["count"] == 6
+    assert list(reports["image"]) == ["model", "variant", "index_dir", "rebuild", "limit", "count", "strict", "lenient", "latency_ms"]
+    assert reports["image"]["latency_ms"]["batch_size"] == 6  # one request: 6 images < batch 16
+    assert reports["image"]["latency_ms"]["request_count"] == 1
+
+
+def test_reranking_reorders_the_retrievers_candidates_by_score(evaluated, sie_server):
+    root, reports = evaluated
+    retrieved = query(
+        root,
+        """SELECT product_id, list(category ORDER BY rank) FROM predictions
+           WHERE approach = 'text-retrieval' AND model = ? AND variant = 'full-path' GROUP BY ALL ORDER BY ALL""",
+        [TINY_CLIP],
+    )
+    reranked = dict(
+        (pid, (cats, scores))
+        for pid, cats, scores in query(
+            root,
+            """SELECT product_id, list(category ORDER BY rank), list(score ORDER BY rank) FROM predictions
+               WHERE approach = 'reranking' AND model = ? GROUP BY ALL""",
+            [RETRIEVER_RERANKER],
+        )
+    )
+    assert len(reranked) == 7
+    description = dict(query(root, "SELECT product_id, product_description FROM products_experiment_l3"))
+    pid, candidates = retrieved[0]
+    with InferenceClient(sie_server) as client:
+        direct = client.score(TINY_CROSS_ENCODER, description[pid], candidates)
+    expected = sorted(zip(candidates, direct.tolist()), key=lambda pair: pair[1], reverse=True)
+    assert reranked[pid][0] == [c for c, _ in expected]
+    assert reranked[pid][1] == pytest.approx([s for _, s in expected], rel=1e-5)
+    for pid, candidates in retrieved:
+        cats, scores = reranked[pid]
+        assert sorted(cats) == sorted(candidates) and scores == sorted(scores, reverse=True)
+
+    report = reports["reranking"]
+    assert list(report) == [
+        "retrieval_model", "reranker_model", "variant", "index_dir", "rebuild", "top_k", "limit", "count", "strict",
+        "lenient", "retrieval_latency_ms", "reranking_latency_ms",
+    ]  # fmt: skip
+    assert (report["retrieval_model"], report["reranker_model"], report["top_k"], report["count"]) == (
+        TINY_CLIP, TINY_CROSS_ENCODER, 5, 7
+    )
+    assert report["reranking_latency_ms"]["request_count"] == 7  # one score call per product
+    assert report["retrieval_latency_ms"]["batch_size"] == 7
+
+
+def test_nli_prediction_is_its_top_scoring_label(evaluated, sie_server):
+    root, reports = evaluated
+    labels = [p for (p,) in query(root, "SELECT path FROM taxonomy_l3 WHERE level = 1 ORDER BY path")]
+    assert len(labels) == 26
+    rows = query(
+        root,
+        """SELECT product_id, list(category ORDER BY rank), list(score ORDER BY rank) FROM predictions
+           WHERE approach = 'nli' GROUP BY ALL ORDER BY ALL""",
+    )
+    assert len(rows) == 7
+    for _, cats, scores in rows:
+        assert len(cats) == 5 and set(cats) <= set(labels) and scores == sorted(scores, reverse=True)
+    description = dict(query(root, "SELECT product_id, product_description FROM products_experiment_l3"))
+    pid, cats, _ = rows[0]
+    with InferenceClient(sie_server) as client:
+        (direct,) = client.extract(TINY_NLI, [description[pid]], labels)
+    assert cats[0] == max(direct, key=lambda c: c["score"])["label"]
+
+    report = reports["nli"]
+    assert list(report) == ["model", "limit", "count", "strict", "lenient", "latency_ms"]
+    assert set(report["strict"]) == {"precision", "recall", "f1"}
+    assert report["lenient"]["f1"] >= report["strict"]["f1"]
+    assert report["latency_ms"]["request_count"] == 1 and report["latency_ms"]["batch_size"] == 7
