@@ -3,13 +3,14 @@
 import dagster as dg
 
 from taxo_pipeline.assets import category_index, checks, dataset, image_retrieval, nli, reranking, text_retrieval
+from taxo_pipeline.assets import improved_retrieval
 from taxo_pipeline.assets.jobs import jobs
 from taxo_pipeline.assets.sensors import model_partitions_sensor
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import SIEResource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([dataset, category_index, text_retrieval, image_retrieval, nli, reranking]),
+    assets=dg.load_assets_from_modules([dataset, category_index, text_retrieval, image_retrieval, nli, reranking, improved_retrieval]),
     asset_checks=checks.checks,
     jobs=jobs,
     sensors=[model_partitions_sensor],

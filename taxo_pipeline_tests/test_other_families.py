@@ -7,8 +7,9 @@ import duckdb
 import pytest
 
 from taxo_pipeline.cli.evaluate import eval_image_retrieval, eval_nli, eval_reranking
+from taxo_pipeline.cli.predict import predict_image_retrieval, predict_nli, predict_reranking
 from taxo_pipeline.sie.client import InferenceClient
-from taxo_pipeline_tests.factories import HATS, PANAMA, PANTS, RACKS, SCARVES, TAXONOMY, product, write_shard
+from taxo_pipeline_tests.factories import HATS, PANAMA, PANTS, RACKS, SCARVES, TAXONOMY, jpeg, product, write_shard
 from taxo_pipeline_tests.sie.sie_testkit import TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI
 
 CAMPING = "Sporting Goods > Outdoor Recreation > Camping & Hiking"
@@ -145,3 +146,32 @@ def test_nli_prediction_is_its_top_scoring_label(evaluated, sie_server):
     assert set(report["strict"]) == {"precision", "recall", "f1"}
     assert report["lenient"]["f1"] >= report["strict"]["f1"]
     assert report["latency_ms"]["request_count"] == 1 and report["latency_ms"]["batch_size"] == 7
+
+
+def test_predict_commands_print_ranked_lines_then_latencies(evaluated, tmp_path, capsys):
+    root, _ = evaluated
+    labels = {p for (p,) in query(root, "SELECT path FROM taxonomy_l3 WHERE level = 1")}
+    paths = {p for (p,) in query(root, "SELECT path FROM taxonomy_l3")}
+
+    def lines(command, argv):
+        assert command(argv) == 0, capsys.readouterr().err
+        rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+        return [(name, float(value)) for name, value in rows]
+
+    ranked = lines(predict_nli, ["--model", TINY_NLI, "--description", "A warm wool beanie.", "--top-k", "3"])
+    assert [name for name, _ in ranked[3:]] == ["latency_ms"]
+    assert {name for name, _ in ranked[:3]} <= labels and [s for _, s in ranked[:3]] == sorted((s for _, s in ranked[:3]), reverse=True)
+
+    image = tmp_path / "hat.jpg"
+    image.write_bytes(jpeg((220, 200, 120)))
+    matches = lines(predict_image_retrieval, ["--model", TINY_CLIP, "--variant", "full-path", "--image-path", str(image), "--top-k", "4"])
+    assert {p for p, _ in matches[:4]} <= paths and [d for _, d in matches[:4]] == sorted(d for _, d in matches[:4])
+    assert [name for name, _ in matches[4:]] == ["encode_latency_ms", "search_latency_ms"]
+
+    reranked = lines(
+        predict_reranking,
+        ["--retrieval-model", TINY_CLIP, "--reranker-model", TINY_CROSS_ENCODER, "--variant", "full-path",
+         "--description", "Handwoven straw Panama hat.", "--top-k", "5"],
+    )  # fmt: skip
+    assert {p for p, _ in reranked[:5]} <= paths and [s for _, s in reranked[:5]] == sorted((s for _, s in reranked[:5]), reverse=True)
+    assert [name for name, _ in reranked[5:]] == ["retrieval_latency_ms", "reranking_latency_ms"]

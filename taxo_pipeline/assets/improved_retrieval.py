@@ -19,8 +19,6 @@ of these assets to run, then served from the cache. Search is exact numpy cosine
 to build or query), and requests carry 64 texts: only the reference reproduction keeps its 8.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,7 +35,7 @@ from taxo_pipeline.assets.metadata import markdown_table, metrics_metadata
 from taxo_pipeline.assets.partitions import model_variant, partition_keys
 from taxo_pipeline.assets.text_retrieval import APPROACH as REFERENCE_APPROACH
 from taxo_pipeline.dataset.products import IMAGE
-from taxo_pipeline.evaluation.metrics import evaluate_paths
+from taxo_pipeline.evaluation.metrics import at_level, evaluate_paths
 from taxo_pipeline.evaluation.store import (
     PREDICTIONS,
     Partition,
@@ -56,6 +54,7 @@ from taxo_pipeline.retrieval.images import image_queries
 from taxo_pipeline.retrieval.label_transfer import FOLDS, NEIGHBOURS, TEMPERATURE, assign_folds, transfer_labels
 from taxo_pipeline.retrieval.queries import title_and_description_queries
 from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline.sie.latency import LatencyRecord
 from taxo_pipeline.sie.resource import SIEResource
 from taxo_pipeline.warehouse import Warehouse
 
@@ -83,7 +82,7 @@ class Inputs:
     queries: np.ndarray  # unit-length title + description vectors, one per product
     text_scores: dict[str, np.ndarray]  # variant -> products x categories cosine similarities
     image_scores: ScoreSource | None  # only where this model has an image-retrieval partition
-    query_requests: list  # the encode requests that produced the query vectors
+    query_requests: list[LatencyRecord]  # the encode requests that produced the query vectors
     metadata: dict[str, dg.MetadataValue]
 
 
@@ -121,8 +120,11 @@ def _image_scores(
 
 
 def _inputs(
-    context: dg.AssetExecutionContext, storage: StorageResource, sie: SIEResource, config: ImprovedRetrievalConfig
+    context: dg.AssetExecutionContext, storage: StorageResource, sie: SIEResource, config: ImprovedRetrievalConfig,
+    fuses: bool,
 ) -> Inputs:
+    """Vectors and scores for the partition; with `fuses`, both variants' text scores and the image
+    scores where they exist, else the partition variant's text scores only."""
     model, variant = partition_keys(context)
     products = load_experiment(storage)
     taxonomy = load_taxonomy_l3(storage)
@@ -132,13 +134,16 @@ def _inputs(
         context.log.info(f"{model} {variant}: encoding {len(texts)} title + description queries")
         encoded = client.encode_detailed(model, texts, is_query=True, batch_size=config.batch_size)
         queries = normalise(encoded.vectors)
-        categories = {}
-        for name in VARIANTS:
-            documents = category_documents(taxonomy, name)
-            if documents.ids != list(hierarchy.paths):
-                raise RuntimeError(f"category documents for {model} {name} do not follow the L3 taxonomy's order")
-            categories[name] = client.encode(model, documents.documents, is_query=False, batch_size=config.batch_size)
-        image = _image_scores(context, storage, client, model, variant, categories[variant], config.batch_size)
+        categories = {
+            name: client.encode(
+                model, category_documents(taxonomy, name).documents, is_query=False, batch_size=config.batch_size
+            )
+            for name in (VARIANTS if fuses else (variant,))
+        }
+        image = (
+            _image_scores(context, storage, client, model, variant, categories[variant], config.batch_size)
+            if fuses else None
+        )  # fmt: skip
         requests_made = client.request_count
     context.log.info(f"{model} {variant}: scoring {products.height} products against {len(hierarchy.paths)} categories")
     return Inputs(
@@ -180,13 +185,13 @@ def cascade_scores(inputs: Inputs) -> Scored:
     soft = path_scores(aggregated, inputs.hierarchy)
     hard = [inputs.hierarchy.paths[i] for i in hard_cascade(aggregated, inputs.hierarchy)]
     hard_result = evaluate_paths(hard, *_truths(inputs.products))
-    soft_top = np.argmax(soft, axis=1)
-    l1 = lambda node: inputs.hierarchy.paths[node].split(" > ")[0]  # noqa: E731
+    soft_top = [inputs.hierarchy.paths[i] for i in np.argmax(soft, axis=1)]
     return soft, {
         **metadata,
         "hard_cascade_strict_hf1": dg.MetadataValue.float(hard_result["strict"]["hierarchical"]["f1"]),
+        # products where keeping every branch open changed the L1 the hard cascade committed to
         "l1_differs_from_hard_cascade": dg.MetadataValue.int(
-            sum(l1(int(s)) != h.split(" > ")[0] for s, h in zip(soft_top, hard, strict=True))
+            sum(at_level(s, 1) != at_level(h, 1) for s, h in zip(soft_top, hard, strict=True))
         ),
     }
 
@@ -238,30 +243,42 @@ def _comparison(warehouse: Warehouse, partition: Partition, result: dict) -> str
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Approach:
+    name: str  # the `approach` value in predictions and metrics
+    score: Callable[[Inputs], Scored]
+    fuses: bool  # reads both variants (and image scores), not only the partition's variant
+    evaluation: str = ZERO_SHOT
+
+
+TITLE_DESCRIPTION = Approach("title-description", title_description_scores, fuses=False)
+SCORE_FUSION = Approach("score-fusion", fused_scores, fuses=True)
+HIERARCHICAL_CASCADE = Approach("hierarchical-cascade", cascade_scores, fuses=True)
+LABEL_TRANSFER = Approach("label-transfer", label_transfer_scores, fuses=True, evaluation=CROSS_VALIDATED)
+
+
 def classify_and_store(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
     sie: SIEResource,
     config: ImprovedRetrievalConfig,
-    approach: str,
-    score: Callable[[Inputs], Scored],
-    evaluation: str = ZERO_SHOT,
+    approach: Approach,
 ) -> dg.MaterializeResult:
-    """Score every product with `score`, store its top-k, the query latencies and the metrics of
-    its top-1 under `approach`, and describe the result against the reference."""
-    inputs = _inputs(context, storage, sie, config)
-    scores, extra = score(inputs)
-    partition = Partition(approach, inputs.model, inputs.variant)
+    """Score every product, store its top-k, the query latencies and the metrics of its top-1
+    under the approach's name, and describe the result against the reference."""
+    inputs = _inputs(context, storage, sie, config, approach.fuses)
+    scores, extra = approach.score(inputs)
+    partition = Partition(approach.name, inputs.model, inputs.variant)
     ranked = top_k(scores, inputs.hierarchy.paths, config.top_k)
     warehouse = storage.warehouse()
     rows = save_predictions(warehouse, partition, inputs.products["product_id"].to_list(), ranked)
     save_latencies(warehouse, partition, QUERY_STAGE, inputs.query_requests)
     result = evaluate_paths([r[0][0] for r in ranked], *_truths(inputs.products))
     latency_block = latency(warehouse, partition, QUERY_STAGE)
-    save_metrics(warehouse, partition, result, len(ranked), latency_block, evaluation=evaluation)
+    save_metrics(warehouse, partition, result, len(ranked), latency_block, evaluation=approach.evaluation)
     context.log.info(
-        f"{approach} {inputs.model} {inputs.variant}: strict hF1 {result['strict']['hierarchical']['f1']:.3f} "
-        f"on {len(ranked)} products ({evaluation})"
+        f"{approach.name} {inputs.model} {inputs.variant}: strict hF1 {result['strict']['hierarchical']['f1']:.3f} "
+        f"on {len(ranked)} products ({approach.evaluation})"
     )
     return dg.MaterializeResult(
         metadata={
@@ -274,10 +291,10 @@ def classify_and_store(
     )
 
 
-def _asset(**deps_extra):
+def _asset(*extra_deps):
     return dg.asset(
         partitions_def=model_variant, group_name=GROUP, code_version="1",
-        deps=[products_experiment_l3, category_embeddings, *deps_extra.get("deps", [])],
+        deps=[products_experiment_l3, category_embeddings, *extra_deps],
     )  # fmt: skip
 
 
@@ -287,21 +304,21 @@ def title_description_retrieval(
 ) -> dg.MaterializeResult:
     """`title-description`: nearest category to the title + description query, among the partition
     variant's documents (exact cosine)."""
-    return classify_and_store(context, storage, sie, config, "title-description", title_description_scores)
+    return classify_and_store(context, storage, sie, config, TITLE_DESCRIPTION)
 
 
-@_asset(deps=[image_retrieval_predictions])
+@_asset(image_retrieval_predictions)
 def score_fusion_retrieval(
     context: dg.AssetExecutionContext, config: ImprovedRetrievalConfig, storage: StorageResource, sie: SIEResource
 ) -> dg.MaterializeResult:
     """`score-fusion`: title + description scores against full-path and leaf documents, standardised
     per product and averaged. The text side ignores the variant (both partitions fuse both); the
-    variant picks the image-retrieval partition of the same model whose image scores join with the
-    text's weight when it exists. Without it (text models, text-only data) the two partitions agree."""
-    return classify_and_store(context, storage, sie, config, "score-fusion", fused_scores)
+    variant picks the image-retrieval partition of the same model whose image scores join, with the
+    text's weight, when it exists. Without it (text models, text-only data) the two partitions agree."""
+    return classify_and_store(context, storage, sie, config, SCORE_FUSION)
 
 
-@_asset(deps=[image_retrieval_predictions])
+@_asset(image_retrieval_predictions)
 def hierarchical_cascade_retrieval(
     context: dg.AssetExecutionContext, config: ImprovedRetrievalConfig, storage: StorageResource, sie: SIEResource
 ) -> dg.MaterializeResult:
@@ -309,21 +326,14 @@ def hierarchical_cascade_retrieval(
     half its own, half its subtree's best; a path's score is the mean over its levels, and the best
     path wins (the hard greedy cascade's hF1 is in the metadata for comparison). Variant as in
     score-fusion."""
-    return classify_and_store(context, storage, sie, config, "hierarchical-cascade", cascade_scores)
+    return classify_and_store(context, storage, sie, config, HIERARCHICAL_CASCADE)
 
 
-@_asset(deps=[image_retrieval_predictions])
+@_asset(image_retrieval_predictions)
 def label_transfer_retrieval(
     context: dg.AssetExecutionContext, config: ImprovedRetrievalConfig, storage: StorageResource, sie: SIEResource
 ) -> dg.MaterializeResult:
     """`label-transfer`: the cascade's scores plus the category votes of the 10 most similar labelled
     products from the other folds of a 5-fold split by product-id hash (a product never votes for
     itself); the vote weight is chosen inside each training split. Variant as in score-fusion."""
-    return classify_and_store(
-        context, storage, sie, config, "label-transfer", label_transfer_scores, evaluation=CROSS_VALIDATED
-    )
-
-
-IMPROVED_ASSETS = (
-    title_description_retrieval, score_fusion_retrieval, hierarchical_cascade_retrieval, label_transfer_retrieval
-)
+    return classify_and_store(context, storage, sie, config, LABEL_TRANSFER)
