@@ -175,3 +175,32 @@ def test_predict_commands_print_ranked_lines_then_latencies(evaluated, tmp_path,
     )  # fmt: skip
     assert {p for p, _ in reranked[:5]} <= paths and [s for _, s in reranked[:5]] == sorted((s for _, s in reranked[:5]), reverse=True)
     assert [name for name, _ in reranked[5:]] == ["retrieval_latency_ms", "reranking_latency_ms"]
+
+
+def test_warehouse_views_answer_the_usual_questions(evaluated):
+    root, reports = evaluated
+    board = query(root, "SELECT task, approach, model, model_size, strict, lenient, variant FROM leaderboard")
+    by_approach = {row[1]: row for row in board}
+    assert set(by_approach) == {"text-retrieval", "image-retrieval", "reranking", "nli"}
+    assert by_approach["nli"][0] == "L1 classification (L1 F1)" and by_approach["nli"][4] == pytest.approx(reports["nli"]["strict"]["f1"])
+    reranking = by_approach["reranking"]
+    assert reranking[0] == "L3 classification (hF1)" and reranking[2] == RETRIEVER_RERANKER
+    size = query(root, "SELECT size FROM models WHERE id = ?", [TINY_CROSS_ENCODER])[0][0]
+    assert reranking[3] == size  # a reranking row shows the reranker's size, as the reference's table does
+    assert reranking[4] == pytest.approx(reports["reranking"]["strict"]["hierarchical"]["f1"])
+
+    per_product = query(root, "SELECT count(*), count(*) FILTER (correct_strict) FROM product_predictions WHERE approach = 'reranking'")
+    (products, correct), = per_product
+    assert products == 7 and correct <= products
+    stages = {row[0] for row in query(root, "SELECT DISTINCT stage FROM latencies")}
+    assert {"query_encode", "extract", "rerank", "category_encode"} <= stages
+    wrong_l1 = query(
+        root,
+        """SELECT sum(products) FROM confusions WHERE approach = 'image-retrieval' AND level = 1""",
+    )[0][0] or 0
+    (expected,) = query(
+        root,
+        """SELECT count(*) FROM product_predictions WHERE approach = 'image-retrieval'
+           AND split_part(prediction, ' > ', 1) <> split_part(ground_truth_category, ' > ', 1)""",
+    )[0]
+    assert wrong_l1 == expected

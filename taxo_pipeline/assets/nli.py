@@ -8,7 +8,9 @@ from taxo_pipeline.assets.dataset import load_experiment, load_taxonomy_l3, prod
 from taxo_pipeline.assets.partitions import nli_models
 from taxo_pipeline.evaluation.metrics import evaluate_l1
 from taxo_pipeline.evaluation.store import Partition, latency, save_latencies, save_metrics, save_predictions, top1_with_truth
+from taxo_pipeline.evaluation.views import refresh_views
 from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.resource import SIEResource
 
 APPROACH = "nli"
@@ -60,6 +62,7 @@ def nli_metrics(context: dg.AssetExecutionContext, storage: StorageResource) -> 
     )
     latency_block = latency(warehouse, partition, STAGE)
     save_metrics(warehouse, partition, result, scored.height, latency_block)
+    refresh_views(warehouse, load_catalogue())
     return dg.MaterializeResult(
         metadata={
             "count": scored.height,

@@ -20,9 +20,10 @@ from taxo_pipeline.evaluation.store import (
     save_predictions,
     top1_with_truth,
 )
+from taxo_pipeline.evaluation.views import refresh_views
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
-from taxo_pipeline.sie.catalogue import model_slug
+from taxo_pipeline.sie.catalogue import load_catalogue, model_slug
 from taxo_pipeline.sie.resource import SIEResource
 
 QUERY_STAGE = "query_encode"
@@ -83,4 +84,5 @@ def score_top1(storage: StorageResource, partition: Partition, stage: str = QUER
     )
     latency_block = latency(warehouse, partition, stage)
     save_metrics(warehouse, partition, result, scored.height, latency_block)
+    refresh_views(warehouse, load_catalogue())
     return dg.MaterializeResult(metadata=metrics_metadata(result, scored.height, latency_block))

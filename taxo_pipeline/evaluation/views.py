@@ -1,0 +1,87 @@
+"""SQL views over the result tables: the questions people ask of the warehouse, answered in one query."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from taxo_pipeline.sie.catalogue import Catalogue
+from taxo_pipeline.warehouse import Warehouse
+
+MODELS_TABLE = "models"
+
+VIEWS = {
+    # The reference's two results tables in one: L3 rows rank by hierarchical F1, L1 rows (NLI) by L1 macro F1.
+    "leaderboard": """
+        WITH rows AS (
+            SELECT m.approach, m.model, m.variant, m.mode, m.f1, m.count, m.latency_p50_ms,
+                   CASE WHEN m.scope = 'hierarchical' THEN 'L3 classification (hF1)' ELSE 'L1 classification (L1 F1)' END AS task
+            FROM metrics m
+            WHERE m.scope = 'hierarchical' OR (m.approach = 'nli' AND m.scope = 'macro_l1')
+        )
+        SELECT task, approach, model,
+               coalesce(s.size, r.size) AS model_size,
+               max(f1) FILTER (mode = 'strict') AS strict, max(f1) FILTER (mode = 'lenient') AS lenient,
+               variant, max(count) AS products, max(latency_p50_ms) AS latency_p50_ms
+        FROM rows
+        LEFT JOIN models s ON s.id = rows.model
+        LEFT JOIN models r ON rows.model LIKE '% + ' || r.id  -- reranking rows: the reranker's size
+        GROUP BY ALL
+        ORDER BY task DESC, strict DESC, lenient DESC
+    """,
+    "metrics_by_level": """
+        SELECT approach, model, variant, mode,
+               max(f1) FILTER (scope = 'hierarchical') AS hierarchical_f1,
+               max(f1) FILTER (scope = 'macro_l1') AS macro_l1_f1,
+               max(f1) FILTER (scope = 'macro_l2') AS macro_l2_f1,
+               max(f1) FILTER (scope = 'macro_l3') AS macro_l3_f1,
+               max(count) AS products, max(evaluation) AS evaluation
+        FROM metrics GROUP BY ALL ORDER BY ALL
+    """,
+    "latencies": """
+        SELECT approach, model, variant, stage, count(*) AS requests, max(batch_size) AS batch_size,
+               quantile_cont(latency_ms, 0.5) AS p50_ms, quantile_cont(latency_ms, 0.95) AS p95_ms
+        FROM request_latencies GROUP BY ALL ORDER BY ALL
+    """,
+    "product_predictions": """
+        SELECT p.approach, p.model, p.variant, p.product_id, e.product_title, e.product_description,
+               p.category AS prediction, p.score, e.ground_truth_category,
+               p.category = e.ground_truth_category AS correct_strict,
+               p.category = e.ground_truth_category OR list_contains(e.potential_product_categories, p.category)
+                   AS correct_lenient
+        FROM predictions p JOIN products_experiment_l3 e USING (product_id)
+        WHERE p.rank = 1
+    """,
+    # Most frequent wrong top-level and second-level calls per approach: where a model gets lost.
+    "confusions": """
+        WITH levels AS (
+            SELECT approach, model, variant, k AS level,
+                   array_to_string(string_split(ground_truth_category, ' > ')[1:k], ' > ') AS truth,
+                   array_to_string(string_split(prediction, ' > ')[1:k], ' > ') AS predicted
+            FROM product_predictions, (VALUES (1), (2)) AS t(k)
+            WHERE len(string_split(ground_truth_category, ' > ')) >= k
+        )
+        SELECT approach, model, variant, level, truth, predicted, count(*) AS products
+        FROM levels WHERE truth <> predicted
+        GROUP BY ALL ORDER BY approach, model, variant, level, products DESC
+    """,
+}
+
+
+def refresh_views(warehouse: Warehouse, catalogue: Catalogue) -> None:
+    """Rewrite the `models` table from the catalogue and (re)create every view, in one transaction.
+    Views need the result tables; they are created once those exist."""
+    models = pa.table(
+        {
+            "id": [spec.id for spec in catalogue],
+            "family": [spec.family for spec in catalogue],
+            "size": [spec.size for spec in catalogue],
+            "enabled": [spec.enabled for spec in catalogue],
+        }
+    )
+    with warehouse.transaction() as con:
+        con.register("_models", models)
+        con.execute(f"CREATE OR REPLACE TABLE {MODELS_TABLE} AS SELECT * FROM _models")
+        existing = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if {"metrics", "predictions", "request_latencies", "products_experiment_l3"} <= existing:
+            for name, sql in VIEWS.items():
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
