@@ -2,8 +2,16 @@
 
 import dagster as dg
 
-from taxo_pipeline.assets import category_index, checks, dataset, image_retrieval, nli, reranking, text_retrieval
-from taxo_pipeline.assets import improved_retrieval
+from taxo_pipeline.assets import (
+    category_index,
+    checks,
+    dataset,
+    image_retrieval,
+    improved_retrieval,
+    nli,
+    reranking,
+    text_retrieval,
+)
 from taxo_pipeline.assets.jobs import jobs
 from taxo_pipeline.assets.sensors import model_partitions_sensor
 from taxo_pipeline.resources import StorageResource

@@ -3,7 +3,15 @@
 import dagster as dg
 
 from taxo_pipeline.assets.partitions import model_variant, nli_models, reranker_retriever
-from taxo_pipeline.assets.plan import ENCODER_JOB, IMAGE_RETRIEVAL_ASSETS, NLI_ASSETS, NLI_JOB, RERANKING_ASSETS, RERANKING_JOB, TEXT_RETRIEVAL_ASSETS
+from taxo_pipeline.assets.plan import (
+    ENCODER_JOB,
+    IMAGE_RETRIEVAL_ASSETS,
+    NLI_ASSETS,
+    NLI_JOB,
+    RERANKING_ASSETS,
+    RERANKING_JOB,
+    TEXT_RETRIEVAL_ASSETS,
+)
 
 encoder_evaluation = dg.define_asset_job(
     ENCODER_JOB, selection=list(dict.fromkeys(TEXT_RETRIEVAL_ASSETS + IMAGE_RETRIEVAL_ASSETS)), partitions_def=model_variant,

@@ -7,7 +7,14 @@ from pydantic import Field
 from taxo_pipeline.assets.dataset import load_experiment, load_taxonomy_l3, products_experiment_l3, taxonomy_l3
 from taxo_pipeline.assets.partitions import nli_models
 from taxo_pipeline.evaluation.metrics import evaluate_l1
-from taxo_pipeline.evaluation.store import Partition, latency, save_latencies, save_metrics, save_predictions, top1_with_truth
+from taxo_pipeline.evaluation.store import (
+    Partition,
+    latency,
+    save_latencies,
+    save_metrics,
+    save_predictions,
+    top1_with_truth,
+)
 from taxo_pipeline.evaluation.views import refresh_views
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue

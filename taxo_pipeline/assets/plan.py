@@ -5,7 +5,13 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from taxo_pipeline.assets.partitions import FAMILIES_BY_PARTITIONS, enabled_models, encoder_models, nli_models, rerank_models
+from taxo_pipeline.assets.partitions import (
+    FAMILIES_BY_PARTITIONS,
+    enabled_models,
+    encoder_models,
+    nli_models,
+    rerank_models,
+)
 from taxo_pipeline.retrieval.categories import VARIANTS
 from taxo_pipeline.sie.catalogue import Catalogue
 

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from taxo_pipeline import settings
-from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.assets.plan import (
     DATA_ASSETS,
     IMAGE_RETRIEVAL_ASSETS,
@@ -21,6 +20,7 @@ from taxo_pipeline.assets.plan import (
     model_variant_key,
     reranking_key,
 )
+from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.cli.runs import materialize, source_run_config
 from taxo_pipeline.evaluation.reports import nli_report, reranking_report, retrieval_report, write_report
 from taxo_pipeline.evaluation.store import Partition, latency, load_metrics

@@ -14,9 +14,9 @@ from pathlib import Path
 import polars as pl
 
 from taxo_pipeline import settings
+from taxo_pipeline.assets.plan import model_variant_key
 from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.cli.evaluate import add_index_arguments, add_source_arguments, use_index_dir
-from taxo_pipeline.assets.plan import model_variant_key
 from taxo_pipeline.cli.runs import materialize, source_run_config
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex

@@ -13,6 +13,7 @@ from taxo_pipeline import settings
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import SIEResource
 
+
 class RunFailedError(RuntimeError):
     """A launched run failed; the message carries the failing step's own error."""
 

@@ -250,7 +250,7 @@ class InferenceClient:
         done, results, started = 0, [], time.monotonic()
         for number, batch in enumerate(batches, 1):
             t0 = time.perf_counter()
-            results.extend(self._call(operation, model, lambda: send(batch)))
+            results.extend(self._call(operation, model, lambda batch=batch: send(batch)))
             count = sum(weight(item) for item in batch)
             self.latencies.append(LatencyRecord(operation, model, count, (time.perf_counter() - t0) * 1000))
             done += count

@@ -38,7 +38,7 @@ def build_tiny_models(root: Path) -> None:
         root / "cross-encoder"
     )
     BertForSequenceClassification(
-        BertConfig(**bert, num_labels=3, id2label=dict(enumerate(NLI_LABELS)), label2id={l: i for i, l in enumerate(NLI_LABELS)})
+        BertConfig(**bert, num_labels=3, id2label=dict(enumerate(NLI_LABELS)), label2id={label: i for i, label in enumerate(NLI_LABELS)})
     ).save_pretrained(root / "nli")
     # Saved before the CLIP processor, which stamps processor_class=CLIPProcessor on the tokenizer.
     for name in ("cross-encoder", "nli"):

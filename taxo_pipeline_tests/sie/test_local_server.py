@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.sie import local_server
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.local_server import LocalServerError, ensure_sie
+from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
 CLI = Path(sys.executable).parent / "taxo-pipeline"
 

@@ -2,12 +2,12 @@
 
 import dagster as dg
 import numpy as np
-from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
 from taxo_pipeline import settings
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
 from taxo_pipeline.sie.resource import SIEResource
 from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
 SECRET = "sk-test-resource-7777"
 
