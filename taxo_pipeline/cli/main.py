@@ -71,7 +71,7 @@ def run_materialize(args: argparse.Namespace) -> int:
             log.info("run %d/%d: %s for %s", number, len(plan), ", ".join(run.selection), run.partition_key)
             materialize(run.selection, sie_url=url, partition_key=run.partition_key, dynamic_partitions=run.dynamic_partitions)
     board = leaderboard(Warehouse(settings.warehouse_path()))
-    with pl.Config(tbl_rows=100, tbl_cols=20, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
+    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=400, fmt_str_lengths=80, tbl_hide_dataframe_shape=True):
         print(board)
     return 0
 
