@@ -1,5 +1,6 @@
 """The main job (`taxo-pipeline materialize`), the model-partition sensor, and the definitions."""
 
+import os
 import subprocess
 import sys
 
@@ -26,18 +27,20 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
     monkeypatch.setenv("DAGSTER_HOME", str(workspace / "dagster_home"))
     assert main(["materialize"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("tiny/clip") == 2 and "full-path" in printed and "leaf" in printed
 
     with duckdb.connect(str(workspace / "warehouse" / "taxo.duckdb"), read_only=True) as con:
         partitions = con.execute(
             "SELECT approach, model, variant, count(*), max(count) FROM metrics GROUP BY ALL ORDER BY ALL"
         ).fetchall()
-    # the sample has no images: image retrieval ran for tiny/clip but left no figures
-    assert partitions == [
-        ("nli", TINY_NLI, "l1", 2, 260),
-        ("text-retrieval", TINY_CLIP, "full-path", 8, 260),
-        ("text-retrieval", TINY_CLIP, "leaf", 8, 260),
-    ]
+        board_rows = con.execute("SELECT count(*) FROM leaderboard WHERE model = ?", [TINY_CLIP]).fetchone()[0]
+    approaches = ["hierarchical-cascade", "label-transfer", "score-fusion", "text-retrieval", "title-description"]
+    # every retrieval approach for both variants, 8 rows each; the sample has no images, so image
+    # retrieval ran for tiny/clip but left no figures
+    assert partitions == sorted(
+        [("nli", TINY_NLI, "l1", 2, 260)]
+        + [(approach, TINY_CLIP, variant, 8, 260) for approach in approaches for variant in ("full-path", "leaf")]
+    )
+    assert printed.count(TINY_CLIP) == board_rows == 10 and printed.count(TINY_NLI) == 1
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
         assert len(runs) == 4 and all(r.is_success for r in runs)  # the data assets, then one run per partition
@@ -56,7 +59,8 @@ def test_sensor_adds_partitions_for_newly_enabled_models_only(tiny_catalogue_ent
             (str(r.partition_key), tuple(k.to_user_string() for k in r.asset_selection)) for r in result.run_requests
         )
         assets = ("category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics",
-                  "image_retrieval_predictions", "image_retrieval_metrics")  # fmt: skip
+                  "image_retrieval_predictions", "image_retrieval_metrics", "title_description_retrieval",
+                  "score_fusion_retrieval", "hierarchical_cascade_retrieval", "label_transfer_retrieval")  # fmt: skip
         assert requested == [(f"{TINY_CLIP}|full-path", assets), (f"{TINY_CLIP}|leaf", assets)]
         instance.add_dynamic_partitions("encoder_model", [TINY_CLIP])
         again = model_partitions_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
@@ -65,7 +69,8 @@ def test_sensor_adds_partitions_for_newly_enabled_models_only(tiny_catalogue_ent
 
 def test_definitions_validate_and_show_every_asset():
     completed = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"], cwd=PROJECT_ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"], cwd=PROJECT_ROOT,
+        capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"},
     )
     assert completed.returncode == 0, completed.stderr
     assert "Validation successful" in completed.stderr + completed.stdout
@@ -74,5 +79,6 @@ def test_definitions_validate_and_show_every_asset():
         "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
         "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics",
         "image_retrieval_predictions", "image_retrieval_metrics", "nli_predictions", "nli_metrics",
-        "reranking_predictions", "reranking_metrics",
+        "reranking_predictions", "reranking_metrics", "title_description_retrieval", "score_fusion_retrieval",
+        "hierarchical_cascade_retrieval", "label_transfer_retrieval",
     }  # fmt: skip

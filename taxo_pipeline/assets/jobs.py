@@ -6,6 +6,7 @@ from taxo_pipeline.assets.partitions import model_variant, nli_models, reranker_
 from taxo_pipeline.assets.plan import (
     ENCODER_JOB,
     IMAGE_RETRIEVAL_ASSETS,
+    IMPROVED_ASSETS,
     NLI_ASSETS,
     NLI_JOB,
     RERANKING_ASSETS,
@@ -14,7 +15,7 @@ from taxo_pipeline.assets.plan import (
 )
 
 encoder_evaluation = dg.define_asset_job(
-    ENCODER_JOB, selection=list(dict.fromkeys(TEXT_RETRIEVAL_ASSETS + IMAGE_RETRIEVAL_ASSETS)), partitions_def=model_variant,
+    ENCODER_JOB, selection=list(dict.fromkeys(TEXT_RETRIEVAL_ASSETS + IMAGE_RETRIEVAL_ASSETS + IMPROVED_ASSETS)), partitions_def=model_variant,
     description="Category index, text and image retrieval for one model x variant.",
 )
 nli_evaluation = dg.define_asset_job(

@@ -18,6 +18,7 @@ from taxo_pipeline.sie.catalogue import Catalogue
 DATA_ASSETS = ("raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3")
 TEXT_RETRIEVAL_ASSETS = ("category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics")
 IMAGE_RETRIEVAL_ASSETS = ("category_embeddings", "image_retrieval_predictions", "image_retrieval_metrics")
+IMPROVED_ASSETS = ("title_description_retrieval", "score_fusion_retrieval", "hierarchical_cascade_retrieval", "label_transfer_retrieval")
 NLI_ASSETS = ("nli_predictions", "nli_metrics")
 RERANKING_ASSETS = ("reranking_predictions", "reranking_metrics")
 ENCODER_JOB, NLI_JOB, RERANKING_JOB = "encoder_evaluation", "nli_evaluation", "reranking_evaluation"
@@ -46,7 +47,7 @@ def evaluation_plan(catalogue: Catalogue, only: set[str] | None = None) -> list[
     encoders = enabled_models(catalogue, *FAMILIES_BY_PARTITIONS[encoder_models.name])
     runs = []
     for model in encoders:
-        assets = TEXT_RETRIEVAL_ASSETS + (IMAGE_RETRIEVAL_ASSETS[1:] if catalogue[model].family == "image" else ())
+        assets = TEXT_RETRIEVAL_ASSETS + (IMAGE_RETRIEVAL_ASSETS[1:] if catalogue[model].family == "image" else ()) + IMPROVED_ASSETS
         runs += [
             PlannedRun(ENCODER_JOB, assets, model_variant_key(model, variant), (model,), {encoder_models.name: [model]})
             for variant in VARIANTS

@@ -6,6 +6,8 @@ best similarity anywhere in its subtree. The hard cascade commits to the best L1
 L2 under it, and so on: an early mistake cannot be undone. The soft rule scores each complete path
 by the mean of its levels' aggregated scores and takes the best path, which is what the cascade
 returns when it keeps every branch open: a slightly weaker L1 can still win with a much better L3.
+A node's path score is also the score of stopping there, so an L1 or L2 node is predicted when
+nothing below it fits better (hierarchical F1 gives partial credit for a correct ancestor).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def path_scores(aggregated: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
 
 def hard_cascade(aggregated: np.ndarray, hierarchy: Hierarchy) -> np.ndarray:
     """Per product, the node reached by committing to the best child at each level until a node
-    without children (the reference's kind of early decision, kept for comparison)."""
+    without children: the textbook top-down classifier, reported next to the soft rule."""
     children = hierarchy.children()
     chosen = np.empty(aggregated.shape[0], dtype=np.int64)
     for row, row_scores in enumerate(aggregated):
