@@ -1,21 +1,26 @@
 """Text retrieval end to end through a real SIE server: all-MiniLM-L6-v2 on the real sample rows
 and the real taxonomy, both variants, checked against an independent reimplementation."""
 
+import io
 import json
 
 import dagster as dg
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
+from PIL import Image
 from sie_sdk import Item, SIEClient
 
 from taxo_pipeline.cli.evaluate import eval_text_retrieval
 from taxo_pipeline.cli.predict import predict_text_retrieval
 from taxo_pipeline.definitions import defs
+from taxo_pipeline.evaluation.charts import FOOTER, GROUP, HEADER, WIDTH
 from taxo_pipeline.evaluation.metrics import evaluate_paths
 from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.settings import EXPERIMENT_L3_FILE
 from taxo_pipeline.sie.resource import SIEResource
-from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
+from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY, png_in_markdown
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
 VARIANTS = ("full-path", "leaf")
@@ -80,6 +85,10 @@ def test_predictions_and_metrics_tables_agree_with_a_recomputation(pipeline):
         # the sample has no potentials, so lenient equals strict
         assert stored["lenient/hierarchical"] == stored["strict/hierarchical"]
         assert metadata(first[variant], "text_retrieval_metrics")["strict_hf1"] == pytest.approx(stored["strict/hierarchical"])
+        # the chart reads the warehouse: full-path ran first, so its chart has one bar group, leaf's both variants
+        chart = Image.open(io.BytesIO(png_in_markdown(metadata(first[variant], "text_retrieval_metrics")["hf1_by_approach"])))
+        assert chart.format == "PNG"
+        assert chart.size == (WIDTH, HEADER + (VARIANTS.index(variant) + 1) * GROUP + FOOTER)
         ranks = query(
             root, "SELECT min(rank), max(rank), count(DISTINCT product_id) FROM predictions WHERE variant = ?", [variant]
         )
@@ -154,7 +163,14 @@ def test_eval_command_writes_the_reference_json(pipeline, tmp_path, capsys, monk
     assert list(report) == ["model", "variant", "index_dir", "rebuild", "limit", "count", "strict", "lenient", "latency_ms"]
     assert (report["model"], report["variant"], report["limit"], report["count"]) == (MINILM, "full-path", 40, 40)
     assert set(report["strict"]) == {"hierarchical", "macro"} and set(report["strict"]["macro"]) == {"l1", "l2", "l3"}
-    assert report["latency_ms"]["request_count"] == 5 and report["latency_ms"]["batch_size"] == 8
+    # the 40 descriptions come from the embedding cache: the first run encoded all 260 shortest first,
+    # 8 per request, so their latencies are those of the requests that carried them
+    descriptions = pl.read_parquet(root / "data" / EXPERIMENT_L3_FILE)["product_description"].to_list()
+    unique = list(dict.fromkeys(descriptions))
+    shortest_first = sorted(range(len(unique)), key=lambda i: len(unique[i]))
+    request_of = {unique[i]: position // 8 for position, i in enumerate(shortest_first)}
+    carried_by = {request_of[d] for d in descriptions[:40]}
+    assert report["latency_ms"]["request_count"] == len(carried_by) and report["latency_ms"]["batch_size"] == 8
     stored = query(
         root, "SELECT f1 FROM metrics WHERE variant = 'full-path' AND mode = 'strict' AND scope = 'hierarchical'"
     )

@@ -31,7 +31,7 @@ from taxo_pipeline.assets.category_index import category_embeddings
 from taxo_pipeline.assets.dataset import load_experiment, load_taxonomy_l3, products_experiment_l3
 from taxo_pipeline.assets.image_retrieval import APPROACH as IMAGE_APPROACH
 from taxo_pipeline.assets.image_retrieval import image_retrieval_predictions
-from taxo_pipeline.assets.metadata import markdown_table, metrics_metadata
+from taxo_pipeline.assets.metadata import hf1_chart_metadata, markdown_table, metrics_metadata
 from taxo_pipeline.assets.partitions import model_variant, partition_keys
 from taxo_pipeline.assets.text_retrieval import APPROACH as REFERENCE_APPROACH
 from taxo_pipeline.assets.text_retrieval import text_retrieval_metrics
@@ -54,7 +54,7 @@ from taxo_pipeline.retrieval.fusion import ScoreSource, fuse
 from taxo_pipeline.retrieval.images import image_queries
 from taxo_pipeline.retrieval.label_transfer import FOLDS, NEIGHBOURS, TEMPERATURE, assign_folds, transfer_labels
 from taxo_pipeline.retrieval.queries import title_and_description_queries
-from taxo_pipeline.sie.client import Encoded, InferenceClient
+from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.latency import LatencyRecord
 from taxo_pipeline.sie.resource import SIEResource
 from taxo_pipeline.warehouse import Warehouse
@@ -85,20 +85,6 @@ class Inputs:
     image_scores: ScoreSource | None  # only where this model has an image-retrieval partition
     query_requests: list[LatencyRecord]  # the encode requests that produced the query vectors
     metadata: dict[str, dg.MetadataValue]
-
-
-def encode_length_sorted(
-    client: InferenceClient, model: str, texts: list[str], *, is_query: bool, batch_size: int
-) -> Encoded:
-    """Encode shortest first, so each request holds texts of similar length: the server pads a
-    request to its longest text, and on CPU padding is wasted compute (about a fifth of the query
-    encoding time for these descriptions). Vectors come back in input order."""
-    order = np.argsort([len(text) for text in texts], kind="stable")
-    encoded = client.encode_detailed(model, [texts[i] for i in order], is_query=is_query, batch_size=batch_size)
-    if not texts:
-        return encoded
-    restore = np.argsort(order)
-    return Encoded(encoded.vectors[restore], encoded.from_cache[restore], encoded.requests)
 
 
 def _has_predictions(warehouse: Warehouse, partition: Partition) -> bool:
@@ -147,12 +133,12 @@ def _inputs(
     texts = title_and_description_queries(products["product_title"].to_list(), products["product_description"].to_list())
     with sie.client(logger=context.log) as client:
         context.log.info(f"{model} {variant}: encoding {len(texts)} title + description queries")
-        encoded = encode_length_sorted(client, model, texts, is_query=True, batch_size=config.batch_size)
+        encoded = client.encode_detailed(model, texts, is_query=True, batch_size=config.batch_size)
         queries = normalise(encoded.vectors)
         categories = {
-            name: encode_length_sorted(
-                client, model, category_documents(taxonomy, name).documents, is_query=False, batch_size=config.batch_size
-            ).vectors
+            name: client.encode(
+                model, category_documents(taxonomy, name).documents, is_query=False, batch_size=config.batch_size
+            )
             for name in (VARIANTS if fuses else (variant,))
         }
         image = (
@@ -303,6 +289,7 @@ def classify_and_store(
             "dagster/row_count": dg.MetadataValue.int(rows),
             **metrics_metadata(result, len(ranked), latency_block),
             "vs_reference": dg.MetadataValue.md(_comparison(warehouse, partition, result)),
+            **hf1_chart_metadata(warehouse, partition.model),
             **inputs.metadata,
             **extra,
         }

@@ -156,11 +156,17 @@ class InferenceClient:
             )
             return [np.asarray(r["dense"], dtype=np.float32) for r in results]
 
+        # Shortest first, so each request holds inputs of similar length: the server pads a request
+        # to its longest input, and on CPU padding is wasted compute.
+        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
         first = len(self.latencies)
-        vectors = np.stack(self._batched("encode", model, inputs, send, batch_size))
+        in_order = self._batched("encode", model, [inputs[i] for i in order], send, batch_size)
         size = batch_size or self.batch_size
         made = self.latencies[first:]
-        return vectors, [made[i // size] for i in range(len(inputs))]
+        vectors, carried = [None] * len(inputs), [None] * len(inputs)
+        for position, index in enumerate(order):
+            vectors[index], carried[index] = in_order[position], made[position // size]
+        return np.stack(vectors), carried
 
     # -- score --------------------------------------------------------------------------------
 
