@@ -1,4 +1,4 @@
-"""The Dagster code location: every asset, check, job, sensor and resource of taxo-pipeline."""
+"""The Dagster code location: every asset, check, job, sensor, schedule and resource of taxo-pipeline."""
 
 import dagster as dg
 
@@ -12,15 +12,24 @@ from taxo_pipeline.assets import (
     reranking,
     text_retrieval,
 )
+from taxo_pipeline.assets.automation import AUTOMATION, automation_sensor, weekly_evaluation
 from taxo_pipeline.assets.jobs import jobs
+from taxo_pipeline.assets.model_fingerprints import FINGERPRINT_SOURCES
 from taxo_pipeline.assets.sensors import model_partitions_sensor
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import SIEResource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([dataset, category_index, text_retrieval, image_retrieval, nli, reranking, improved_retrieval]),
+    assets=[
+        *FINGERPRINT_SOURCES.values(),
+        *dg.load_assets_from_modules(
+            [dataset, category_index, text_retrieval, image_retrieval, nli, reranking, improved_retrieval],
+            automation_condition=AUTOMATION,
+        ),
+    ],
     asset_checks=checks.checks,
     jobs=jobs,
-    sensors=[model_partitions_sensor],
+    schedules=[weekly_evaluation],
+    sensors=[model_partitions_sensor, automation_sensor],
     resources={"storage": StorageResource(), "sie": SIEResource()},
 )

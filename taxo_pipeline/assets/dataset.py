@@ -31,27 +31,39 @@ class SourceConfig(dg.Config):
     refresh: bool = Field(default=False, description="Download again even when data/ holds a cached copy.")
 
 
-def _fetch(config: SourceConfig, storage: StorageResource, *, what, env_var, default_source, default_url, default_name):
-    source = config.source or default_source
-    cache_name = cache_name_for(source, default_url, default_name)
-    path = resolve_source(
+def _fetch(source: str, storage: StorageResource, refresh: bool, *, what, env_var, default_url, default_name) -> Path:
+    return resolve_source(
         source,
         what=what,
         env_var=env_var,
         cache_dir=storage.data_path(""),
-        cache_name=cache_name,
-        refresh=config.refresh,
+        cache_name=cache_name_for(source, default_url, default_name),
+        refresh=refresh,
     )
-    return source, path
+
+
+def products_file(storage: StorageResource, source: str | None = None, refresh: bool = False) -> tuple[str, Path]:
+    """The products source (`source`, else TAXO_PRODUCTS, else the reference's) and its local path."""
+    source = source or settings.products_source()
+    return source, _fetch(
+        source, storage, refresh, what="products", env_var="TAXO_PRODUCTS",
+        default_url=settings.PRODUCTS_URL, default_name=settings.RAW_PRODUCTS_FILE,
+    )  # fmt: skip
+
+
+def taxonomy_file(storage: StorageResource, source: str | None = None, refresh: bool = False) -> tuple[str, Path]:
+    """The taxonomy source (`source`, else TAXO_TAXONOMY, else the reference's) and its local path."""
+    source = source or settings.taxonomy_source()
+    return source, _fetch(
+        source, storage, refresh, what="taxonomy", env_var="TAXO_TAXONOMY",
+        default_url=settings.TAXONOMY_URL, default_name=settings.RAW_TAXONOMY_FILE,
+    )  # fmt: skip
 
 
 @dg.asset(group_name=GROUP, code_version="1")
 def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
     """The raw product file (Parquet, JSON Lines or CSV), validated; its local path flows downstream."""
-    source, path = _fetch(
-        config, storage, what="products", env_var="TAXO_PRODUCTS", default_source=settings.products_source(),
-        default_url=settings.PRODUCTS_URL, default_name=settings.RAW_PRODUCTS_FILE,
-    )
+    source, path = products_file(storage, config.source, config.refresh)
     frame = read_products(path)
     context.log.info("products: %d rows from %s", frame.height, path)
     return dg.Output(
@@ -69,10 +81,7 @@ def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storag
 @dg.asset(group_name=GROUP, code_version="1")
 def raw_taxonomy(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
     """Shopify's categories.txt, validated; its local path flows downstream."""
-    source, path = _fetch(
-        config, storage, what="taxonomy", env_var="TAXO_TAXONOMY", default_source=settings.taxonomy_source(),
-        default_url=settings.TAXONOMY_URL, default_name=settings.RAW_TAXONOMY_FILE,
-    )
+    source, path = taxonomy_file(storage, config.source, config.refresh)
     categories = parse_categories(path)
     context.log.info("taxonomy: %d categories from %s", len(categories), path)
     return dg.Output(

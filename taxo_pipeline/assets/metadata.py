@@ -5,6 +5,10 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from taxo_pipeline.evaluation.charts import Bar, bar_chart, markdown_image
+from taxo_pipeline.evaluation.store import headline_f1
+from taxo_pipeline.warehouse import Warehouse
+
 
 def table_metadata(frame: pl.DataFrame, preview_rows: int = 5) -> dict[str, dg.MetadataValue]:
     schema = dg.TableSchema(
@@ -46,3 +50,24 @@ def metrics_metadata(result: dict, count: int, latency: dict) -> dict[str, dg.Me
         "latency_p95_ms": dg.MetadataValue.float(latency["p95"]),
         "metrics": dg.MetadataValue.md("\n".join(lines)),
     }
+
+
+def hf1_chart_metadata(warehouse: Warehouse, model: str) -> dict[str, dg.MetadataValue]:
+    """A bar chart of every approach's strict and lenient hF1 stored for the model, all variants, read
+    back from the warehouse so it shows the approaches that ran before this one too. A reranking
+    partition's model names the pair `retriever + reranker`: it gets the retriever's chart, which
+    holds its reranking rows. NLI rows show L1 F1, labelled so."""
+    retriever = model.split(" + ")[0]
+    bars = [
+        Bar(_approach_label(retriever, approach, pair, variant, scope), strict, lenient)
+        for approach, pair, variant, scope, strict, lenient in headline_f1(warehouse, retriever).iter_rows()
+    ]
+    png = bar_chart(f"hF1 per approach: {retriever}", bars)
+    return {"hf1_by_approach": dg.MetadataValue.md(markdown_image(png, "hF1 per approach"))}
+
+
+def _approach_label(retriever: str, approach: str, model: str, variant: str, scope: str) -> str:
+    if scope == "macro_l1":
+        return f"{approach} (L1 F1)"
+    reranker = model.removeprefix(f"{retriever} + ")
+    return f"{approach} ({variant})" if model == retriever else f"{approach} + {reranker} ({variant})"

@@ -5,6 +5,8 @@ import dagster as dg
 from pydantic import Field
 
 from taxo_pipeline.assets.dataset import load_experiment, load_taxonomy_l3, products_experiment_l3, taxonomy_l3
+from taxo_pipeline.assets.metadata import hf1_chart_metadata
+from taxo_pipeline.assets.model_fingerprints import nli_model_fingerprint
 from taxo_pipeline.assets.partitions import nli_models
 from taxo_pipeline.evaluation.metrics import evaluate_l1
 from taxo_pipeline.evaluation.store import (
@@ -32,7 +34,12 @@ class NLIConfig(dg.Config):
     batch_size: int = Field(default=16, description="Products per extract request (the reference used 16).")
 
 
-@dg.asset(partitions_def=nli_models, group_name=GROUP, deps=[products_experiment_l3, taxonomy_l3], code_version="1")
+@dg.asset(
+    partitions_def=nli_models,
+    group_name=GROUP,
+    deps=[products_experiment_l3, taxonomy_l3, nli_model_fingerprint],
+    code_version="1",
+)
 def nli_predictions(
     context: dg.AssetExecutionContext, config: NLIConfig, storage: StorageResource, sie: SIEResource
 ) -> dg.MaterializeResult:
@@ -77,5 +84,6 @@ def nli_metrics(context: dg.AssetExecutionContext, storage: StorageResource) -> 
             "lenient_l1_f1": dg.MetadataValue.float(result["lenient"]["f1"]),
             "latency_p50_ms": dg.MetadataValue.float(latency_block["p50"]),
             "latency_p95_ms": dg.MetadataValue.float(latency_block["p95"]),
+            **hf1_chart_metadata(warehouse, partition.model),
         }
     )

@@ -1,5 +1,5 @@
 """Which runs evaluate the enabled models: one per partition, each with the assets that partition
-needs. The main job runs the whole plan; the sensor runs the part a newly enabled model adds."""
+needs. The main job (`taxo-pipeline materialize`) runs the plan."""
 
 from dataclasses import dataclass
 
@@ -21,7 +21,7 @@ IMAGE_RETRIEVAL_ASSETS = ("category_embeddings", "image_retrieval_predictions", 
 IMPROVED_ASSETS = ("title_description_retrieval", "score_fusion_retrieval", "hierarchical_cascade_retrieval", "label_transfer_retrieval")
 NLI_ASSETS = ("nli_predictions", "nli_metrics")
 RERANKING_ASSETS = ("reranking_predictions", "reranking_metrics")
-ENCODER_JOB, NLI_JOB, RERANKING_JOB = "encoder_evaluation", "nli_evaluation", "reranking_evaluation"
+DATA_JOB, ENCODER_JOB, NLI_JOB, RERANKING_JOB = "data_refresh", "encoder_evaluation", "nli_evaluation", "reranking_evaluation"
 
 
 def model_variant_key(model: str, variant: str) -> dg.MultiPartitionKey:
@@ -38,30 +38,25 @@ class PlannedRun:
     selection: tuple[str, ...]
     partition_key: str
     models: tuple[str, ...]  # the model ids the run needs served
-    dynamic_partitions: dict[str, list[str]]  # {partitions definition: keys} the run's partition needs
 
 
-def evaluation_plan(catalogue: Catalogue, only: set[str] | None = None) -> list[PlannedRun]:
-    """Every partition of the enabled models, retrieval before the reranking that reads it.
-    `only`: just the runs that involve one of these models."""
+def evaluation_plan(catalogue: Catalogue) -> list[PlannedRun]:
+    """Every partition of the enabled models, retrieval before the reranking that reads it."""
     encoders = enabled_models(catalogue, *FAMILIES_BY_PARTITIONS[encoder_models.name])
     runs = []
     for model in encoders:
         assets = TEXT_RETRIEVAL_ASSETS + (IMAGE_RETRIEVAL_ASSETS[1:] if catalogue[model].family == "image" else ()) + IMPROVED_ASSETS
         runs += [
-            PlannedRun(ENCODER_JOB, assets, model_variant_key(model, variant), (model,), {encoder_models.name: [model]})
+            PlannedRun(ENCODER_JOB, assets, model_variant_key(model, variant), (model,))
             for variant in VARIANTS
         ]
     runs += [
-        PlannedRun(NLI_JOB, NLI_ASSETS, model, (model,), {nli_models.name: [model]})
+        PlannedRun(NLI_JOB, NLI_ASSETS, model, (model,))
         for model in enabled_models(catalogue, *FAMILIES_BY_PARTITIONS[nli_models.name])
     ]
     runs += [
-        PlannedRun(
-            RERANKING_JOB, RERANKING_ASSETS, reranking_key(reranker, retriever), (retriever, reranker),
-            {rerank_models.name: [reranker], encoder_models.name: [retriever]},
-        )
+        PlannedRun(RERANKING_JOB, RERANKING_ASSETS, reranking_key(reranker, retriever), (retriever, reranker))
         for reranker in enabled_models(catalogue, *FAMILIES_BY_PARTITIONS[rerank_models.name])
         for retriever in encoders
     ]
-    return [run for run in runs if only is None or only & set(run.models)]
+    return runs

@@ -4,7 +4,8 @@ with a cross-encoder's `score`, one call per product; the prediction is the best
 import dagster as dg
 from pydantic import Field
 
-from taxo_pipeline.assets.partitions import RETRIEVER_TO_MODEL, reranker_retriever
+from taxo_pipeline.assets.model_fingerprints import rerank_model_fingerprint
+from taxo_pipeline.assets.partitions import RERANKER_DIMENSION, RETRIEVER_TO_MODEL, reranker_retriever
 from taxo_pipeline.assets.retrieval_steps import score_top1
 from taxo_pipeline.assets.text_retrieval import APPROACH as RETRIEVAL_APPROACH
 from taxo_pipeline.assets.text_retrieval import text_retrieval_predictions
@@ -34,7 +35,10 @@ def reranking_partition(context: dg.AssetExecutionContext, variant: str) -> tupl
 @dg.asset(
     partitions_def=reranker_retriever,
     group_name=GROUP,
-    deps=[dg.AssetDep(text_retrieval_predictions, partition_mapping=RETRIEVER_TO_MODEL)],
+    deps=[
+        dg.AssetDep(text_retrieval_predictions, partition_mapping=RETRIEVER_TO_MODEL),
+        dg.AssetDep(rerank_model_fingerprint, partition_mapping=RERANKER_DIMENSION),
+    ],
     code_version="1",
 )
 def reranking_predictions(

@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from taxo_pipeline.assets.metadata import metrics_metadata
+from taxo_pipeline.assets.metadata import hf1_chart_metadata, metrics_metadata
 from taxo_pipeline.evaluation.metrics import evaluate_paths
 from taxo_pipeline.evaluation.store import (
     METRICS,
@@ -85,4 +85,6 @@ def score_top1(storage: StorageResource, partition: Partition, stage: str = QUER
     latency_block = latency(warehouse, partition, stage)
     save_metrics(warehouse, partition, result, scored.height, latency_block)
     refresh_views(warehouse, load_catalogue())
-    return dg.MaterializeResult(metadata=metrics_metadata(result, scored.height, latency_block))
+    return dg.MaterializeResult(
+        metadata={**metrics_metadata(result, scored.height, latency_block), **hf1_chart_metadata(warehouse, partition.model)}
+    )

@@ -1,34 +1,81 @@
-"""Keep the model partitions in step with the catalogue: enabling a model adds its partitions and
-requests the runs that evaluate it."""
+"""Keep the model partitions in step with the catalogue, and record each model's fingerprint.
+
+Enabling a model adds its partitions; disabling or removing one deletes them, so no future run
+includes it (its warehouse rows and run history stay). A changed fingerprint is recorded as an
+observation of the model's fingerprint source. The eager automation (automation.py) does the rest:
+it runs a new model's partitions, and a changed model's, and nothing else. The sensor does this
+every minute; `taxo-pipeline materialize` does it before it plans its runs.
+"""
+
+from dataclasses import dataclass
 
 import dagster as dg
 
-from taxo_pipeline.assets.jobs import jobs
-from taxo_pipeline.assets.partitions import missing_model_partitions
-from taxo_pipeline.assets.plan import evaluation_plan
-from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.assets.model_fingerprints import FINGERPRINT_SOURCES, model_fingerprints
+from taxo_pipeline.assets.partitions import PartitionChanges, enabled_by_partitions, model_partition_changes
+from taxo_pipeline.sie.catalogue import Catalogue, load_catalogue
+
+# Observations carry their data version in this tag, as the ones an observe run records.
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+@dataclass(frozen=True)
+class ModelSync:
+    changes: PartitionChanges
+    observations: list[dg.AssetObservation]  # fingerprints that differ from the last ones recorded
+
+    def __bool__(self) -> bool:
+        return bool(self.changes.add or self.changes.remove or self.observations)
+
+    def partition_requests(self) -> list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest]:
+        return [
+            dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys)
+            for name, keys in self.changes.add.items()
+        ] + [
+            dg.DeleteDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys)
+            for name, keys in self.changes.remove.items()
+        ]
+
+
+def _recorded_fingerprint(instance: dg.DagsterInstance, key: dg.AssetKey, model: str) -> str | None:
+    records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[model]), limit=1).records
+    return records[0].asset_observation.tags.get(DATA_VERSION_TAG) if records else None
+
+
+def model_sync(instance: dg.DagsterInstance, catalogue: Catalogue) -> ModelSync:
+    """The partition changes and fingerprint observations that bring the instance in line with the catalogue."""
+    observations = []
+    for name, models in enabled_by_partitions(catalogue).items():
+        key = FINGERPRINT_SOURCES[name].key
+        for model, value in model_fingerprints(catalogue, models).items():
+            if _recorded_fingerprint(instance, key, model) != value:
+                observations.append(
+                    dg.AssetObservation(
+                        asset_key=key, partition=model, tags={DATA_VERSION_TAG: value}, metadata={"fingerprint": value}
+                    )
+                )
+    return ModelSync(model_partition_changes(instance, catalogue), observations)
+
+
+def apply_model_sync(instance: dg.DagsterInstance, sync: ModelSync) -> None:
+    """What the sensor daemon does with the sensor's result, for callers outside a sensor."""
+    for name, keys in sync.changes.add.items():
+        instance.add_dynamic_partitions(name, keys)
+    for name, keys in sync.changes.remove.items():
+        for key in keys:
+            instance.delete_dynamic_partition(name, key)
+    for observation in sync.observations:
+        instance.report_runless_asset_event(observation)
 
 
 @dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    jobs=jobs,
-    description="Adds partitions for every enabled model of models.yaml and runs the evaluations they add.",
+    description="Syncs the model partitions with models.yaml and records model fingerprints; the automation "
+    "sensor then runs a new or changed model's partitions.",
 )
 def model_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    catalogue = load_catalogue()
-    missing = missing_model_partitions(context.instance, catalogue)
-    if not missing:
-        return dg.SkipReason("every enabled model has its partitions")
-    new_models = {model for models in missing.values() for model in models}
-    return dg.SensorResult(
-        dynamic_partitions_requests=[
-            dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=keys) for name, keys in missing.items()
-        ],
-        run_requests=[
-            dg.RunRequest(
-                job_name=run.job, partition_key=run.partition_key, asset_selection=[dg.AssetKey(a) for a in run.selection]
-            )
-            for run in evaluation_plan(catalogue, only=new_models)
-        ],
-    )
+    sync = model_sync(context.instance, load_catalogue())
+    if not sync:
+        return dg.SkipReason("every enabled model has its partitions and an unchanged fingerprint")
+    return dg.SensorResult(dynamic_partitions_requests=sync.partition_requests(), asset_events=sync.observations)

@@ -46,14 +46,16 @@ def source_run_config(products: str | None, taxonomy: str | None) -> dict:
 def materialize(
     selection: Sequence[str],
     *,
-    sie_url: str,
+    sie_url: str | None,
     ops_config: dict | None = None,
     partition_key: str | None = None,
     dynamic_partitions: dict[str, list[str]] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize `selection` (for one partition if given; unpartitioned assets in the selection
     run once) against the SIE server at `sie_url`: the caller's `ensure_sie`, shared by every run
-    of the command. `dynamic_partitions` ({definition name: model ids}) are added first if missing."""
+    of the command (None for selections that call no model). `dynamic_partitions` ({definition
+    name: model ids}) are added first if missing."""
     from taxo_pipeline.definitions import defs  # loading definitions is slow; only commands that run need it
 
     dagster_home()
@@ -68,6 +70,7 @@ def materialize(
         partition_key=partition_key,
         resources={"storage": StorageResource(), "sie": SIEResource(base_url=sie_url)},
         run_config={"ops": ops_config or {}},
+        tags=tags,
         raise_on_error=False,
     )
     if not result.success:

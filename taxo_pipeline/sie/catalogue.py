@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from taxo_pipeline.errors import InputError
+from taxo_pipeline.files import file_sha256
 
 PACKAGED_CATALOGUE = Path(__file__).resolve().parent.parent / "models.yaml"
 FAMILIES = ("nli", "text", "image", "rerank")
@@ -206,13 +207,5 @@ def fingerprint(spec: ModelSpec) -> str:
     if weights:
         for file in sorted(p for p in weights.rglob("*") if p.is_file()):
             digest.update(str(file.relative_to(weights)).encode())
-            digest.update(_file_sha256(file).encode())
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+            digest.update(file_sha256(file).encode())
     return digest.hexdigest()

@@ -1,0 +1,170 @@
+"""Model changes drive reruns: the partition sensor, the fingerprint observations and the eager
+automation, evaluated tick by tick without a daemon (dg.evaluate_automation_conditions)."""
+
+import copy
+import shutil
+
+import dagster as dg
+import pytest
+
+from taxo_pipeline.assets.automation import WEEKLY_CRON, automation_sensor, weekly_evaluation
+from taxo_pipeline.assets.plan import DATA_JOB
+from taxo_pipeline.assets.sensors import apply_model_sync, model_partitions_sensor, model_sync
+from taxo_pipeline.definitions import defs
+from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
+
+ENCODER_ASSETS = {
+    "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics", "image_retrieval_predictions",
+    "image_retrieval_metrics", "title_description_retrieval", "score_fusion_retrieval",
+    "hierarchical_cascade_retrieval", "label_transfer_retrieval",
+}  # fmt: skip
+
+
+class Catalogue:
+    """The test catalogue file, edited between ticks."""
+
+    def __init__(self, entries: dict[str, dict], path, monkeypatch):
+        self.entries, self.path = copy.deepcopy(entries), path
+        monkeypatch.setenv("TAXO_MODELS", str(path))
+        self.write()
+
+    def write(self) -> None:
+        write_catalogue(self.path, list(self.entries.values()))
+
+
+def sync(instance: dg.DagsterInstance) -> None:
+    """One tick of the partition sensor, applied as the daemon applies it."""
+    apply_model_sync(instance, model_sync(instance, load_catalogue()))
+
+
+def materialize_everything(instance: dg.DagsterInstance) -> None:
+    """Record a materialization of every partition of every asset, as if every run had happened."""
+    graph = defs.resolve_asset_graph()
+    for key in graph.materializable_asset_keys:
+        partitions_def = graph.get(key).partitions_def
+        keys = partitions_def.get_partition_keys(dynamic_partitions_store=instance) if partitions_def else [None]
+        for partition in keys:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+
+
+def requested(result) -> dict[str, set[str]]:
+    """{asset: requested partition keys} of one evaluation."""
+    return {
+        r.key.to_user_string(): {str(k.partition_key) for k in r.true_subset.expensively_compute_asset_partitions()}
+        for r in result.results
+        if r.true_subset.size
+    }
+
+
+@pytest.fixture
+def steady(tiny_catalogue_entries, tmp_path, monkeypatch):
+    """Every test model enabled, synced, every partition materialized, one evaluation done:
+    (catalogue, instance, automation cursor)."""
+    catalogue = Catalogue(tiny_catalogue_entries, tmp_path / "models.yaml", monkeypatch)
+    with dg.instance_for_test() as instance:
+        sync(instance)
+        materialize_everything(instance)
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert first.total_requested == 0  # everything is there: nothing to do
+        yield catalogue, instance, first.cursor
+
+
+def test_changing_one_model_reruns_only_its_partitions_and_no_change_reruns_nothing(steady):
+    catalogue, instance, cursor = steady
+    sync(instance)
+    unchanged = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert unchanged.total_requested == 0
+
+    # a new runtime option for MiniLM: a different model as far as results go
+    catalogue.entries[MINILM]["server"]["max_sequence_length"] = 128
+    catalogue.write()
+    changes = model_sync(instance, load_catalogue())
+    assert [(o.asset_key.to_user_string(), o.partition) for o in changes.observations] == [
+        ("encoder_model_fingerprint", MINILM)
+    ]
+    apply_model_sync(instance, changes)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=unchanged.cursor)
+    minilm_partitions = {f"{MINILM}|full-path", f"{MINILM}|leaf"}
+    assert requested(result) == {asset: minilm_partitions for asset in ENCODER_ASSETS}
+
+    # MiniLM's text-retrieval predictions were rerun: the reranking that reads them follows, nothing else
+    for partition in minilm_partitions:
+        for asset in ENCODER_ASSETS:
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    reranking = {f"{TINY_CROSS_ENCODER}|{MINILM}"}  # reranker|retriever
+    assert requested(result) == {"reranking_predictions": reranking, "reranking_metrics": reranking}
+
+    sync(instance)  # nothing changed since
+    for asset in ("reranking_predictions", "reranking_metrics"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=next(iter(reranking))))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.total_requested == 0
+
+
+def test_new_weight_files_rerun_the_model_but_moved_ones_do_not(steady, tiny_catalogue_entries, tmp_path):
+    catalogue, instance, cursor = steady
+    weights = tmp_path / "nli-weights"
+    shutil.copytree(tiny_catalogue_entries[TINY_NLI]["weights"]["path"], weights)
+    catalogue.entries[TINY_NLI]["weights"] = {"path": str(weights)}
+    catalogue.write()
+    sync(instance)  # the fingerprint hashes contents, not locations
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert result.total_requested == 0
+
+    with (weights / "config.json").open("a") as config:  # retrained weights, say
+        config.write("\n")
+    sync(instance)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result) == {"nli_predictions": {TINY_NLI}, "nli_metrics": {TINY_NLI}}
+
+
+def test_enabling_a_model_runs_its_partitions_and_disabling_one_keeps_its_history(steady, tiny_catalogue_entries):
+    catalogue, instance, cursor = steady
+    catalogue.entries["tiny/clip-copy"] = {**copy.deepcopy(tiny_catalogue_entries[TINY_CLIP]), "id": "tiny/clip-copy"}
+    catalogue.entries["tiny/clip-copy"]["server"]["sie_id"] = "tiny/clip-copy"
+    catalogue.write()
+    sync(instance)
+    assert "tiny/clip-copy" in instance.get_dynamic_partitions("encoder_model")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    new_partitions = {"tiny/clip-copy|full-path", "tiny/clip-copy|leaf"}
+    assert requested(result) == {asset: new_partitions for asset in ENCODER_ASSETS}
+
+    catalogue.entries[TINY_CLIP]["enabled"] = False
+    catalogue.write()
+    sensor = model_partitions_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert [(type(r).__name__, r.partitions_def_name, list(r.partition_keys)) for r in sensor.dynamic_partitions_requests] == [
+        ("DeleteDynamicPartitionsRequest", "encoder_model", [TINY_CLIP])
+    ]
+    sync(instance)
+    assert TINY_CLIP not in instance.get_dynamic_partitions("encoder_model")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert not any(TINY_CLIP + "|" in key for keys in requested(result).values() for key in keys)
+    # its materializations stay in the event log (and its rows in the warehouse)
+    history = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("text_retrieval_metrics"), asset_partitions=[f"{TINY_CLIP}|leaf"]),
+        limit=10,
+    ).records
+    assert len(history) == 1
+
+
+def test_refreshed_data_reruns_every_partition_downstream(steady):
+    _, instance, cursor = steady
+    instance.report_runless_asset_event(dg.AssetMaterialization("products_experiment_l3"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    every = {f"{m}|{v}" for m in (MINILM, TINY_CLIP) for v in ("full-path", "leaf")}
+    # category_embeddings only reads the taxonomy; reranking follows once retrieval has rerun
+    assert requested(result) == {
+        **{asset: every for asset in ENCODER_ASSETS - {"category_embeddings"}},
+        "nli_predictions": {TINY_NLI},
+        "nli_metrics": {TINY_NLI},
+    }
+
+
+def test_the_schedules_and_sensors_run_by_default():
+    assert weekly_evaluation.cron_schedule == WEEKLY_CRON and weekly_evaluation.job_name == DATA_JOB
+    assert weekly_evaluation.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert automation_sensor.default_status == model_partitions_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert {s.name for s in defs.sensors} == {automation_sensor.name, model_partitions_sensor.name}
