@@ -1,7 +1,9 @@
 """Test inputs: the offline data in ../shared/data, and small product files in the Hugging Face
 shard schema with real JPEG bytes."""
 
+import base64
 import io
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,3 +58,9 @@ def write_shard(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
+
+
+def png_in_markdown(markdown: str) -> bytes:
+    """The PNG bytes of markdown's one inline `data:image/png;base64` image."""
+    (encoded,) = re.findall(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown)
+    return base64.b64decode(encoded, validate=True)

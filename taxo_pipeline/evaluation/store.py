@@ -154,3 +154,21 @@ def load_metrics(warehouse: Warehouse, partition: Partition) -> tuple[dict, int]
             macro = {scope.removeprefix("macro_"): prf for scope, prf in sorted(block.items()) if scope.startswith("macro_")}
             result[mode] = {"hierarchical": block["hierarchical"], "macro": macro}
     return result, rows[0][5]
+
+
+def headline_f1(warehouse: Warehouse, model: str) -> pl.DataFrame:
+    """Strict and lenient headline F1 of every approach and variant stored for `model` and for its
+    reranking pairs (`model + reranker`), best first. Headline as in the leaderboard view:
+    hierarchical F1, or L1 macro F1 for NLI, which predicts the top level only."""
+    with warehouse.connect(read_only=True) as con:
+        return con.sql(
+            f"""
+            SELECT approach, model, variant, scope,
+                   max(f1) FILTER (mode = 'strict') AS strict, max(f1) FILTER (mode = 'lenient') AS lenient
+            FROM {METRICS}
+            WHERE (model = ? OR starts_with(model, ? || ' + '))
+              AND (scope = 'hierarchical' OR (approach = 'nli' AND scope = 'macro_l1'))
+            GROUP BY ALL ORDER BY strict DESC, approach, model, variant
+            """,
+            params=[model, model],
+        ).pl()
