@@ -1,8 +1,9 @@
 """The DuckDB warehouse: short-lived connections and all-or-nothing writes.
 
-DuckDB allows one read-write process per file, so writers retry while another process
-holds the lock, and every write (a whole table or one partition) is one transaction:
-a failure leaves the previous rows in place.
+DuckDB allows one read-write process per file, so connections queue on a file lock beside the
+warehouse (shared for readers), retry while a process outside taxo-pipeline holds DuckDB's own
+lock, and every write (a whole table or one partition) is one transaction: a failure leaves the
+previous rows in place.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+
+from taxo_pipeline.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +38,27 @@ class Warehouse:
     def connect(self, read_only: bool = False, lock_wait_s: float = LOCK_WAIT_S) -> Iterator[duckdb.DuckDBPyConnection]:
         if read_only and not self.path.exists():
             raise FileNotFoundError(f"warehouse {self.path} does not exist yet: materialize the pipeline first")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Step processes that open a fresh file together fail ("not a valid DuckDB database file"), and
+        # polling DuckDB's lock starves some of them: queue on our own lock instead.
+        with file_lock(self.path.with_name(self.path.name + ".lock"), shared=read_only):
+            con = self._open(read_only, lock_wait_s)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def _open(self, read_only: bool, lock_wait_s: float) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + lock_wait_s
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
+                return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     raise
                 log.debug("warehouse %s is locked by another process, retrying in %.2fs", self.path, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        try:
-            yield con
-        finally:
-            con.close()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -1,7 +1,8 @@
 """The category index: one Chroma persistent directory per model x variant, cosine space.
 
 Chroma's PersistentClient is not process-safe, so each collection gets its own directory and
-concurrent partitions never share one.
+concurrent partitions never share one; processes that do share one (text and image retrieval of a
+partition, or two runs of it) take a file lock beside it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import chromadb
 import numpy as np
 from chromadb.config import Settings
 
+from taxo_pipeline.locks import file_lock
 from taxo_pipeline.retrieval.categories import CategoryDocuments
 
 ADD_BATCH = 1000
@@ -33,21 +35,27 @@ class CategoryIndex:
     def __init__(self, index_dir: Path, model_slug: str, variant: str):
         self.directory = Path(index_dir) / model_slug / variant
         self.name = collection_name(model_slug, variant)
-        self._client = chromadb.PersistentClient(
-            path=str(self.directory), settings=Settings(anonymized_telemetry=False)
-        )
+        # A reader in another process during a rebuild gets Chroma errors or empty results: readers
+        # share this lock, a rebuild (and opening the directory, which may create it) holds it alone.
+        self._lock = self.directory.with_name(f"{variant}.lock")
+        with file_lock(self._lock):
+            self._client = chromadb.PersistentClient(
+                path=str(self.directory), settings=Settings(anonymized_telemetry=False)
+            )
 
     def count(self) -> int:
-        try:
-            return self._client.get_collection(self.name).count()
-        except Exception:  # chromadb raises NotFoundError or ValueError by version
-            return 0
+        with file_lock(self._lock, shared=True):
+            try:
+                return self._client.get_collection(self.name).count()
+            except Exception:  # chromadb raises NotFoundError or ValueError by version
+                return 0
 
     def fingerprint(self) -> str | None:
-        try:
-            return (self._client.get_collection(self.name).metadata or {}).get("fingerprint")
-        except Exception:  # chromadb raises NotFoundError or ValueError by version
-            return None
+        with file_lock(self._lock, shared=True):
+            try:
+                return (self._client.get_collection(self.name).metadata or {}).get("fingerprint")
+            except Exception:  # chromadb raises NotFoundError or ValueError by version
+                return None
 
     def sync(self, categories: CategoryDocuments, vectors: np.ndarray, force: bool = False) -> bool:
         """Make the collection hold exactly these categories and vectors; rebuild only when they
@@ -59,28 +67,29 @@ class CategoryIndex:
         for text in (*categories.ids, *categories.documents):
             digest.update(text.encode() + b"\0")
         fingerprint = digest.hexdigest()
-        if not force and self.fingerprint() == fingerprint and self.count() == len(categories.ids):
-            return False
-        if self.fingerprint() is not None or self.count():
-            self._client.delete_collection(self.name)
-        collection = self._client.create_collection(
-            self.name, metadata={"hnsw:space": "cosine", "fingerprint": fingerprint}
-        )
-        for start in range(0, len(categories.ids), ADD_BATCH):
-            end = start + ADD_BATCH
-            collection.add(
-                ids=categories.ids[start:end],
-                embeddings=vectors[start:end],
-                documents=categories.documents[start:end],
-                metadatas=[{"path": p, "level": lvl} for p, lvl in zip(categories.ids[start:end], categories.levels[start:end])],
+        with file_lock(self._lock):
+            if not force and self.fingerprint() == fingerprint and self.count() == len(categories.ids):
+                return False
+            if self.fingerprint() is not None or self.count():
+                self._client.delete_collection(self.name)
+            collection = self._client.create_collection(
+                self.name, metadata={"hnsw:space": "cosine", "fingerprint": fingerprint}
             )
-        return True
+            for start in range(0, len(categories.ids), ADD_BATCH):
+                end = start + ADD_BATCH
+                collection.add(
+                    ids=categories.ids[start:end],
+                    embeddings=vectors[start:end],
+                    documents=categories.documents[start:end],
+                    metadatas=[{"path": p, "level": lvl} for p, lvl in zip(categories.ids[start:end], categories.levels[start:end])],
+                )
+            return True
 
     def query(self, vectors: np.ndarray, top_k: int) -> list[list[Match]]:
-        collection = self._client.get_collection(self.name)
-        result = collection.query(
-            query_embeddings=np.asarray(vectors, dtype=np.float32), n_results=top_k, include=["distances"]
-        )
+        with file_lock(self._lock, shared=True):
+            result = self._client.get_collection(self.name).query(
+                query_embeddings=np.asarray(vectors, dtype=np.float32), n_results=top_k, include=["distances"]
+            )
         return [
             [Match(path, float(d)) for path, d in zip(ids, distances)]
             for ids, distances in zip(result["ids"], result["distances"])
