@@ -31,8 +31,19 @@ class SourceConfig(dg.Config):
     refresh: bool = Field(default=False, description="Download again even when data/ holds a cached copy.")
 
 
-def _fetch(source: str, storage: StorageResource, refresh: bool, *, what, env_var, default_url, default_name) -> Path:
-    return resolve_source(
+# what -> (env var, default source, the reference's URL, the seed's cache file name)
+_SOURCES = {
+    "products": ("TAXO_PRODUCTS", settings.products_source, settings.PRODUCTS_URL, settings.RAW_PRODUCTS_FILE),
+    "taxonomy": ("TAXO_TAXONOMY", settings.taxonomy_source, settings.TAXONOMY_URL, settings.RAW_TAXONOMY_FILE),
+}
+
+
+def source_file(storage: StorageResource, what: str, source: str | None = None, refresh: bool = False) -> tuple[str, Path]:
+    """The `what` ("products" or "taxonomy") source, `source` else its env var else the reference's,
+    and its local path (a URL is downloaded into data/ once)."""
+    env_var, default_source, default_url, default_name = _SOURCES[what]
+    source = source or default_source()
+    path = resolve_source(
         source,
         what=what,
         env_var=env_var,
@@ -40,30 +51,13 @@ def _fetch(source: str, storage: StorageResource, refresh: bool, *, what, env_va
         cache_name=cache_name_for(source, default_url, default_name),
         refresh=refresh,
     )
-
-
-def products_file(storage: StorageResource, source: str | None = None, refresh: bool = False) -> tuple[str, Path]:
-    """The products source (`source`, else TAXO_PRODUCTS, else the reference's) and its local path."""
-    source = source or settings.products_source()
-    return source, _fetch(
-        source, storage, refresh, what="products", env_var="TAXO_PRODUCTS",
-        default_url=settings.PRODUCTS_URL, default_name=settings.RAW_PRODUCTS_FILE,
-    )  # fmt: skip
-
-
-def taxonomy_file(storage: StorageResource, source: str | None = None, refresh: bool = False) -> tuple[str, Path]:
-    """The taxonomy source (`source`, else TAXO_TAXONOMY, else the reference's) and its local path."""
-    source = source or settings.taxonomy_source()
-    return source, _fetch(
-        source, storage, refresh, what="taxonomy", env_var="TAXO_TAXONOMY",
-        default_url=settings.TAXONOMY_URL, default_name=settings.RAW_TAXONOMY_FILE,
-    )  # fmt: skip
+    return source, path
 
 
 @dg.asset(group_name=GROUP, code_version="1")
 def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
     """The raw product file (Parquet, JSON Lines or CSV), validated; its local path flows downstream."""
-    source, path = products_file(storage, config.source, config.refresh)
+    source, path = source_file(storage, "products", config.source, config.refresh)
     frame = read_products(path)
     context.log.info("products: %d rows from %s", frame.height, path)
     return dg.Output(
@@ -81,7 +75,7 @@ def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storag
 @dg.asset(group_name=GROUP, code_version="1")
 def raw_taxonomy(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
     """Shopify's categories.txt, validated; its local path flows downstream."""
-    source, path = taxonomy_file(storage, config.source, config.refresh)
+    source, path = source_file(storage, "taxonomy", config.source, config.refresh)
     categories = parse_categories(path)
     context.log.info("taxonomy: %d categories from %s", len(categories), path)
     return dg.Output(

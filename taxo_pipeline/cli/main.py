@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 
 from taxo_pipeline import settings
-from taxo_pipeline.assets.dataset import products_file, taxonomy_file
+from taxo_pipeline.assets.dataset import source_file
 from taxo_pipeline.assets.plan import DATA_ASSETS, evaluation_plan
 from taxo_pipeline.assets.sensors import apply_model_sync, model_sync
 from taxo_pipeline.cli.common import run_command
@@ -78,7 +78,7 @@ def run_materialize(args: argparse.Namespace) -> int:
     apply_model_sync(instance, model_sync(instance, catalogue))
     versions = code_versions(defs.resolve_asset_graph())
     storage = StorageResource()
-    sources = {"products": products_file(storage, args.products)[1], "taxonomy": taxonomy_file(storage, args.taxonomy)[1]}
+    sources = {what: source_file(storage, what, source)[1] for what, source in [("products", args.products), ("taxonomy", args.taxonomy)]}
     data_tag = data_signature(sources, versions)
     fresh_warehouse = not settings.warehouse_path().exists()
     if fresh_warehouse or not is_up_to_date(instance, DATA_ASSETS, None, data_tag):
