@@ -6,12 +6,14 @@ import shutil
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.observe import observe  # not exported at the top level in 1.13
 
 from taxo_pipeline.assets.automation import WEEKLY_CRON, automation_sensor, weekly_evaluation
+from taxo_pipeline.assets.model_fingerprints import FINGERPRINT_SOURCES
 from taxo_pipeline.assets.plan import DATA_JOB
 from taxo_pipeline.assets.sensors import apply_model_sync, model_partitions_sensor, model_sync
 from taxo_pipeline.definitions import defs
-from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
 ENCODER_ASSETS = {
@@ -168,3 +170,16 @@ def test_the_schedules_and_sensors_run_by_default():
     assert weekly_evaluation.default_status == dg.DefaultScheduleStatus.RUNNING
     assert automation_sensor.default_status == model_partitions_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert {s.name for s in defs.sensors} == {automation_sensor.name, model_partitions_sensor.name}
+
+
+def test_observing_from_the_ui_records_what_the_sensor_records(steady):
+    _, instance, cursor = steady
+    result = observe([FINGERPRINT_SOURCES["encoder_model"]], instance=instance)  # "Observe sources" in the UI
+    assert result.success
+    for model in (MINILM, TINY_CLIP):
+        (record,) = instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("encoder_model_fingerprint"), asset_partitions=[model]), limit=1
+        ).records
+        assert record.asset_observation.tags["dagster/data_version"] == fingerprint(load_catalogue()[model])
+    # the same versions as the sensor's: nothing to rerun
+    assert dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor).total_requested == 0
