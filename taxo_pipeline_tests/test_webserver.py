@@ -6,7 +6,6 @@ runs can hit (an index rebuilt while other processes query it), reproduced with 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from dagster_graphql import DagsterGraphQLClient
 from taxo_pipeline.assets.plan import DATA_ASSETS, ENCODER_JOB, TEXT_RETRIEVAL_ASSETS, model_variant_key
 from taxo_pipeline.cli.runs import materialize
 from taxo_pipeline.settings import PROJECT_ROOT
+from taxo_pipeline.sie.local_server import free_port
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP
 
 LIMIT, TOP_K = 40, 5
@@ -35,12 +35,6 @@ telemetry:
 """
 START_TIMEOUT_S, RUN_TIMEOUT_S, STOP_GRACE_S = 120, 900, 20
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_up(server: subprocess.Popen, port: int, log: Path) -> None:

@@ -23,6 +23,7 @@ DATA_VERSION_TAG = "dagster/data_version"
 class ModelSync:
     changes: PartitionChanges
     observations: list[dg.AssetObservation]  # fingerprints that differ from the last ones recorded
+    fingerprints: dict[str, str]  # every enabled model's current fingerprint
 
     def __bool__(self) -> bool:
         return bool(self.changes.add or self.changes.remove or self.observations)
@@ -44,17 +45,18 @@ def _recorded_fingerprint(instance: dg.DagsterInstance, key: dg.AssetKey, model:
 
 def model_sync(instance: dg.DagsterInstance, catalogue: Catalogue) -> ModelSync:
     """The partition changes and fingerprint observations that bring the instance in line with the catalogue."""
-    observations = []
+    observations, fingerprints = [], {}
     for name, models in enabled_by_partitions(catalogue).items():
         key = FINGERPRINT_SOURCES[name].key
         for model, value in model_fingerprints(catalogue, models).items():
+            fingerprints[model] = value
             if _recorded_fingerprint(instance, key, model) != value:
                 observations.append(
                     dg.AssetObservation(
                         asset_key=key, partition=model, tags={DATA_VERSION_TAG: value}, metadata={"fingerprint": value}
                     )
                 )
-    return ModelSync(model_partition_changes(instance, catalogue), observations)
+    return ModelSync(model_partition_changes(instance, catalogue), observations, fingerprints)
 
 
 def apply_model_sync(instance: dg.DagsterInstance, sync: ModelSync) -> None:

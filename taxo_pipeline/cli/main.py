@@ -22,7 +22,7 @@ from taxo_pipeline.cli.runs import dagster_home, materialize, source_run_config
 from taxo_pipeline.cli.up_to_date import SIGNATURE_TAG, code_versions, data_signature, is_up_to_date, signature
 from taxo_pipeline.evaluation.leaderboard import leaderboard
 from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue, validate_model_id
+from taxo_pipeline.sie.catalogue import load_catalogue, validate_model_id
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
 from taxo_pipeline.sie.local_server import ensure_sie
@@ -75,7 +75,8 @@ def run_materialize(args: argparse.Namespace) -> int:
     dagster_home()
     instance = dg.DagsterInstance.get()
     # The same partitions and fingerprints the sensor keeps: disabled models leave the plan.
-    apply_model_sync(instance, model_sync(instance, catalogue))
+    sync = model_sync(instance, catalogue)
+    apply_model_sync(instance, sync)
     versions = code_versions(defs.resolve_asset_graph())
     storage = StorageResource()
     sources = {what: source_file(storage, what, source)[1] for what, source in [("products", args.products), ("taxonomy", args.taxonomy)]}
@@ -85,12 +86,11 @@ def run_materialize(args: argparse.Namespace) -> int:
         materialize(DATA_ASSETS, sie_url=None, ops_config=source_run_config(args.products, args.taxonomy), tags={SIGNATURE_TAG: data_tag})
     else:
         log.info("data assets: up to date (same sources and code)")
-    fingerprints = {spec.id: fingerprint(spec) for spec in catalogue.enabled()}
     plan, pending = evaluation_plan(catalogue), []
     for run in plan:
         # data_tag covers the sources and every asset's code version
         tag = signature(data=data_tag, partition=str(run.partition_key), selection=run.selection,
-                        models={m: fingerprints[m] for m in run.models})  # fmt: skip
+                        models={m: sync.fingerprints[m] for m in run.models})  # fmt: skip
         if fresh_warehouse or not is_up_to_date(instance, run.selection, str(run.partition_key), tag):
             pending.append((run, tag))
     log.info("partition runs: %d up to date, %d to run", len(plan) - len(pending), len(pending))

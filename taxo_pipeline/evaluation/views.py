@@ -26,7 +26,7 @@ VIEWS = {
         LEFT JOIN models s ON s.id = rows.model
         LEFT JOIN models r ON rows.model LIKE '% + ' || r.id  -- reranking rows: the reranker's size
         GROUP BY ALL
-        ORDER BY task DESC, strict DESC, lenient DESC
+        ORDER BY task DESC, strict DESC, lenient DESC, approach, model, variant  -- ties in a stable order
     """,
     "metrics_by_level": """
         SELECT approach, model, variant, mode,

@@ -100,7 +100,8 @@ def write_models_dir(specs: Sequence[ModelSpec], device: str = "cpu", root: Path
     return folder
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -155,7 +156,7 @@ class LocalSIEServer:
         executable = sie_server_executable()
         models_dir = write_models_dir(self.specs, self.device)
         ids = [spec.id for spec in self.specs]
-        self.port = _free_port()
+        self.port = free_port()
         logs = settings.data_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"sie-server-{self.port}.log"
