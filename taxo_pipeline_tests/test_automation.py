@@ -1,5 +1,6 @@
-"""Model changes drive reruns: the partition sensor, the fingerprint observations and the eager
-automation, evaluated tick by tick without a daemon (dg.evaluate_automation_conditions)."""
+"""Model changes drive reruns: the partition sensor, the fingerprint observations and the automation
+(eager, code versions, what is missing), evaluated tick by tick without a daemon
+(dg.evaluate_automation_conditions)."""
 
 import copy
 import shutil
@@ -16,6 +17,7 @@ from taxo_pipeline.definitions import defs
 from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
+DATA_ASSETS = {"raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3"}
 ENCODER_ASSETS = {
     "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics", "image_retrieval_predictions",
     "image_retrieval_metrics", "title_description_retrieval", "score_fusion_retrieval",
@@ -50,6 +52,13 @@ def materialize_everything(instance: dg.DagsterInstance) -> None:
             instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
 
 
+def report(instance: dg.DagsterInstance, result) -> None:
+    """Record a materialization of what an evaluation requested, as if its runs had succeeded."""
+    for r in result.results:
+        for asset_partition in r.true_subset.expensively_compute_asset_partitions():
+            instance.report_runless_asset_event(dg.AssetMaterialization(r.key, partition=asset_partition.partition_key))
+
+
 def requested(result) -> dict[str, set[str]]:
     """{asset: requested partition keys} of one evaluation."""
     return {
@@ -70,6 +79,29 @@ def steady(tiny_catalogue_entries, tmp_path, monkeypatch):
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert first.total_requested == 0  # everything is there: nothing to do
         yield catalogue, instance, first.cursor
+
+
+def test_a_fresh_instance_starts_with_the_data_assets_then_what_reads_them(tiny_catalogue_entries, tmp_path, monkeypatch):
+    Catalogue(tiny_catalogue_entries, tmp_path / "models.yaml", monkeypatch)
+    with dg.instance_for_test() as instance:
+        sync(instance)
+        # nothing materialized yet: the data assets, one run's worth (each needs the one before)
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert requested(result) == {asset: {"None"} for asset in DATA_ASSETS}
+        report(instance, result)
+        # then every partition that reads only them, once they exist
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        every = {f"{m}|{v}" for m in (MINILM, TINY_CLIP) for v in ("full-path", "leaf")}
+        assert requested(result) == {
+            **{asset: every for asset in ENCODER_ASSETS}, "nli_predictions": {TINY_NLI}, "nli_metrics": {TINY_NLI}
+        }
+        report(instance, result)
+        # then the reranking of each retriever's candidates, then nothing
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        reranking = {f"{TINY_CROSS_ENCODER}|{m}" for m in (MINILM, TINY_CLIP)}
+        assert requested(result) == {"reranking_predictions": reranking, "reranking_metrics": reranking}
+        report(instance, result)
+        assert dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor).total_requested == 0
 
 
 def test_changing_one_model_reruns_only_its_partitions_and_no_change_reruns_nothing(steady):
