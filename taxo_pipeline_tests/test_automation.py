@@ -13,6 +13,7 @@ from taxo_pipeline.assets.automation import WEEKLY_CRON, automation_sensor, week
 from taxo_pipeline.assets.model_fingerprints import FINGERPRINT_SOURCES
 from taxo_pipeline.assets.plan import DATA_JOB
 from taxo_pipeline.assets.sensors import apply_model_sync, model_partitions_sensor, model_sync
+from taxo_pipeline.cli.materialize import models_downstream, requested_runs, sie_assets
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
@@ -136,6 +137,23 @@ def test_changing_one_model_reruns_only_its_partitions_and_no_change_reruns_noth
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.total_requested == 0
+
+
+def test_the_main_job_serves_only_the_models_its_requested_runs_and_their_downstream_call(steady):
+    catalogue, instance, cursor = steady
+    graph, sie_keys = defs.resolve_asset_graph(), sie_assets(defs)
+    catalogue.entries[MINILM]["server"]["max_sequence_length"] = 128
+    catalogue.entries[TINY_NLI]["server"]["max_sequence_length"] = 128
+    catalogue.write()
+    sync(instance)
+    runs = requested_runs(graph, dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor), sie_keys)
+    # one run per partition, each calling the model of its partition key
+    assert [(run.partition_key, run.models) for run in runs] == [
+        (f"{MINILM}|full-path", {MINILM}), (f"{MINILM}|leaf", {MINILM}), (TINY_NLI, {TINY_NLI})
+    ]  # fmt: skip
+    # the reranking that reads MiniLM's candidates comes next: its reranker is served from the start
+    assert models_downstream(instance, graph, runs, sie_keys) == {MINILM, TINY_NLI, TINY_CROSS_ENCODER}
+    assert models_downstream(instance, graph, runs[2:], sie_keys) == {TINY_NLI}
 
 
 def test_new_weight_files_rerun_the_model_but_moved_ones_do_not(steady, tiny_catalogue_entries, tmp_path):
