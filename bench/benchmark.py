@@ -290,7 +290,7 @@ class Bench:
         partitions; run what the automation then requests, as the daemon would."""
         import dagster as dg
 
-        from taxo_pipeline.assets.sensors import apply_model_sync, model_sync
+        from taxo_pipeline.defs.models.sensors import apply_model_sync, model_sync
         from taxo_pipeline.definitions import defs
         from taxo_pipeline.sie.catalogue import load_catalogue
 

@@ -8,7 +8,7 @@ import sys
 import dagster as dg
 import duckdb
 
-from taxo_pipeline.assets.sensors import model_partitions_sensor
+from taxo_pipeline.defs.models.sensors import model_partitions_sensor
 from taxo_pipeline.cli.main import main
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.settings import PROJECT_ROOT

@@ -13,13 +13,14 @@ import dagster as dg
 import polars as pl
 
 from taxo_pipeline import settings
-from taxo_pipeline.assets.dataset import source_file
-from taxo_pipeline.assets.plan import DATA_ASSETS, evaluation_plan
-from taxo_pipeline.assets.sensors import apply_model_sync, model_sync
+from taxo_pipeline.cli.arguments import add_source_arguments
 from taxo_pipeline.cli.common import run_command
-from taxo_pipeline.cli.evaluate import add_source_arguments
+from taxo_pipeline.cli.evaluate import add_eval
+from taxo_pipeline.cli.predict import add_predict
 from taxo_pipeline.cli.runs import dagster_home, materialize, source_run_config
 from taxo_pipeline.cli.up_to_date import SIGNATURE_TAG, code_versions, data_signature, is_up_to_date, signature
+from taxo_pipeline.defs.ingest.assets import source_file
+from taxo_pipeline.defs.models.sensors import apply_model_sync, model_sync
 from taxo_pipeline.evaluation.leaderboard import leaderboard
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue, validate_model_id
@@ -125,7 +126,7 @@ def run_dev(args: argparse.Namespace) -> int:
         return subprocess.call([*command, *args.dagster_args], env=env, cwd=settings.PROJECT_ROOT)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_encode, add_materialize, add_dev]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_encode, add_materialize, add_eval, add_predict, add_dev]
 
 
 def build_parser() -> argparse.ArgumentParser:

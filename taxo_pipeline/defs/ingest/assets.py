@@ -12,12 +12,13 @@ import polars as pl
 from pydantic import Field
 
 from taxo_pipeline import settings
-from taxo_pipeline.assets.metadata import table_metadata
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.fetch import cache_name_for, resolve_source
 from taxo_pipeline.dataset.products import IMAGE, read_products
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
 from taxo_pipeline.dataset.trimming import trim_products
+from taxo_pipeline.defs.automation import AUTOMATION
+from taxo_pipeline.defs.metadata import table_metadata
 from taxo_pipeline.files import write_parquet_atomic
 from taxo_pipeline.resources import StorageResource
 
@@ -54,7 +55,7 @@ def source_file(storage: StorageResource, what: str, source: str | None = None, 
     return source, path
 
 
-@dg.asset(group_name=GROUP, code_version="1")
+@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
 def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
     """The raw product file (Parquet, JSON Lines or CSV), validated; its local path flows downstream."""
     source, path = source_file(storage, "products", config.source, config.refresh)
@@ -72,7 +73,7 @@ def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storag
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1")
+@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
 def raw_taxonomy(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
     """Shopify's categories.txt, validated; its local path flows downstream."""
     source, path = source_file(storage, "taxonomy", config.source, config.refresh)
@@ -99,7 +100,7 @@ def _write(storage: StorageResource, table: str, file_name: str, frame: pl.DataF
     return path
 
 
-@dg.asset(group_name=GROUP, code_version="1")
+@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
 def clean_products_full_depth(
     context: dg.AssetExecutionContext, storage: StorageResource, raw_products: str, raw_taxonomy: str
 ) -> dg.MaterializeResult:
@@ -120,7 +121,7 @@ def clean_products_full_depth(
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1")
+@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
 def taxonomy_l3(context: dg.AssetExecutionContext, storage: StorageResource, raw_taxonomy: str) -> dg.MaterializeResult:
     """Every taxonomy node trimmed to at most 3 levels: L1, L2 and L3 nodes, sorted and unique."""
     taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)))
@@ -147,7 +148,10 @@ def load_experiment(storage: StorageResource, with_images: bool = False) -> pl.D
     return frame if with_images or IMAGE not in frame.columns else frame.drop(IMAGE)
 
 
-@dg.asset(group_name=GROUP, code_version="1", deps=[clean_products_full_depth, taxonomy_l3])
+@dg.asset(
+    group_name=GROUP, code_version="1", deps=[clean_products_full_depth, taxonomy_l3], kinds={"parquet", "duckdb"},
+    automation_condition=AUTOMATION,
+)
 def products_experiment_l3(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The evaluation table: ground truth and potentials trimmed to 3 levels."""
     clean = pl.read_parquet(storage.data_path(settings.CLEAN_FULL_DEPTH_FILE))

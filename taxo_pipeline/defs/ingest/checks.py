@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from taxo_pipeline.assets.dataset import clean_products_full_depth, products_experiment_l3, taxonomy_l3
+from taxo_pipeline.defs.ingest.assets import clean_products_full_depth, products_experiment_l3, taxonomy_l3
 from taxo_pipeline.resources import StorageResource
 
 

@@ -1,10 +1,12 @@
 """Partitions keyed by model ids, kept in sync with the catalogue: model x variant for the encoders,
-one per NLI model, and reranker x retriever for reranking."""
+one per encoder (approaches that read both variants), one per NLI model, and reranker x retriever for
+reranking. Each approach's `partitioning` names one of them (taxo_pipeline/approaches/spec.py)."""
 
 from dataclasses import dataclass
 
 import dagster as dg
 
+from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER
 from taxo_pipeline.retrieval.categories import VARIANTS
 from taxo_pipeline.sie.catalogue import Catalogue
 
@@ -60,6 +62,64 @@ def model_partition_changes(instance: dg.DagsterInstance, catalogue: Catalogue) 
     return PartitionChanges(add, remove)
 
 
-def partition_keys(context: dg.AssetExecutionContext) -> tuple[str, str]:
-    keys = context.partition_key.keys_by_dimension
-    return keys["model"], keys["variant"]
+PARTITIONS: dict[str, dg.PartitionsDefinition] = {
+    MODEL_VARIANT: model_variant,
+    MODEL: encoder_models,
+    NLI_MODEL: nli_models,
+    RERANKER_RETRIEVER: reranker_retriever,
+}
+# How a partition of the first partitioning reads partitions of the second (identity where they match).
+_MAPPINGS: dict[tuple[str, str], dg.PartitionMapping] = {
+    (MODEL, MODEL_VARIANT): MODEL_DIMENSION,
+    (MODEL_VARIANT, MODEL): MODEL_DIMENSION,
+    (RERANKER_RETRIEVER, MODEL_VARIANT): RETRIEVER_TO_MODEL,
+    (RERANKER_RETRIEVER, MODEL): dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="retriever"),
+}
+
+
+def partition_mapping(child: str, parent: str) -> dg.PartitionMapping | None:
+    if child == parent:
+        return None
+    if (child, parent) not in _MAPPINGS:
+        raise ValueError(f"a {child} partition cannot read {parent} partitions")
+    return _MAPPINGS[child, parent]
+
+
+@dataclass(frozen=True)
+class PartitionModels:
+    model: str  # the model that classifies or retrieves
+    variant: str | None  # None: the partitioning has no variant dimension
+    reranker: str | None = None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The model ids a run of this partition calls."""
+        return (self.model, self.reranker) if self.reranker else (self.model,)
+
+
+def partition_models(partitioning: str, partition_key: str | dg.MultiPartitionKey) -> PartitionModels:
+    if partitioning in (MODEL, NLI_MODEL):
+        return PartitionModels(str(partition_key), None)
+    if not isinstance(partition_key, dg.MultiPartitionKey):  # e.g. "model|variant" from a run's tags
+        partition_key = PARTITIONS[partitioning].get_partition_key_from_str(partition_key)
+    keys = partition_key.keys_by_dimension
+    if partitioning == MODEL_VARIANT:
+        return PartitionModels(keys["model"], keys["variant"])
+    return PartitionModels(keys["retriever"], None, keys["reranker"])
+
+
+def partition_key(partitioning: str, models: PartitionModels) -> str | dg.MultiPartitionKey:
+    if partitioning in (MODEL, NLI_MODEL):
+        return models.model
+    if partitioning == MODEL_VARIANT:
+        return dg.MultiPartitionKey({"model": models.model, "variant": models.variant})
+    return dg.MultiPartitionKey({"reranker": models.reranker, "retriever": models.model})
+
+
+def dynamic_partitions(partitioning: str, models: PartitionModels) -> dict[str, list[str]]:
+    """{dynamic partitions definition: keys} a run of this partition needs to exist."""
+    if partitioning == NLI_MODEL:
+        return {nli_models.name: [models.model]}
+    if partitioning == RERANKER_RETRIEVER:
+        return {rerank_models.name: [models.reranker], encoder_models.name: [models.model]}
+    return {encoder_models.name: [models.model]}
