@@ -57,7 +57,7 @@ def query(root, sql, params=()):
 
 def test_every_approach_has_strict_and_lenient_metric_rows(evaluated):
     root, _ = evaluated
-    rows = query(root, "SELECT approach, model, mode, scope, count FROM metrics ORDER BY ALL")
+    rows = query(root, "SELECT approach, model || coalesce(' + ' || reranker, ''), mode, scope, count FROM metrics ORDER BY ALL")
     by_approach = {}
     for approach, model, mode, scope, count in rows:
         by_approach.setdefault((approach, model), set()).add((mode, scope, count))
@@ -95,8 +95,8 @@ def test_reranking_reorders_the_retrievers_candidates_by_score(evaluated, sie_se
         for pid, cats, scores in query(
             root,
             """SELECT product_id, list(category ORDER BY rank), list(score ORDER BY rank) FROM predictions
-               WHERE approach = 'reranking' AND model = ? GROUP BY ALL""",
-            [RETRIEVER_RERANKER],
+               WHERE approach = 'reranking' AND model = ? AND reranker = ? GROUP BY ALL""",
+            [TINY_CLIP, TINY_CROSS_ENCODER],
         )
     )
     assert len(reranked) == 7
@@ -159,14 +159,14 @@ def test_predict_commands_print_ranked_lines_then_latencies(evaluated, tmp_path,
         return [(name, float(value)) for name, value in rows]
 
     ranked = lines(predict_nli, ["--model", TINY_NLI, "--description", "A warm wool beanie.", "--top-k", "3"])
-    assert [name for name, _ in ranked[3:]] == ["latency_ms"]
+    assert [name for name, _ in ranked[3:]] == ["extract_latency_ms", "total_latency_ms"]
     assert {name for name, _ in ranked[:3]} <= labels and [s for _, s in ranked[:3]] == sorted((s for _, s in ranked[:3]), reverse=True)
 
     image = tmp_path / "hat.jpg"
     image.write_bytes(jpeg((220, 200, 120)))
     matches = lines(predict_image_retrieval, ["--model", TINY_CLIP, "--variant", "full-path", "--image-path", str(image), "--top-k", "4"])
     assert {p for p, _ in matches[:4]} <= paths and [d for _, d in matches[:4]] == sorted(d for _, d in matches[:4])
-    assert [name for name, _ in matches[4:]] == ["encode_latency_ms", "search_latency_ms"]
+    assert [name for name, _ in matches[4:]] == ["query_encode_latency_ms", "total_latency_ms"]
 
     reranked = lines(
         predict_reranking,
@@ -174,7 +174,7 @@ def test_predict_commands_print_ranked_lines_then_latencies(evaluated, tmp_path,
          "--description", "Handwoven straw Panama hat.", "--top-k", "5"],
     )  # fmt: skip
     assert {p for p, _ in reranked[:5]} <= paths and [s for _, s in reranked[:5]] == sorted((s for _, s in reranked[:5]), reverse=True)
-    assert [name for name, _ in reranked[5:]] == ["retrieval_latency_ms", "reranking_latency_ms"]
+    assert [name for name, _ in reranked[5:]] == ["query_encode_latency_ms", "rerank_latency_ms", "total_latency_ms"]
 
 
 def test_warehouse_views_answer_the_usual_questions(evaluated):
