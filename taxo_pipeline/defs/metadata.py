@@ -55,6 +55,7 @@ def metrics_metadata(result: dict, count: int, latency: dict) -> dict[str, dg.Me
         **{name: dg.MetadataValue.float(value) for name, value in headline.items()},
         "latency_p50_ms": dg.MetadataValue.float(latency["p50"]),
         "latency_p95_ms": dg.MetadataValue.float(latency["p95"]),
+        "latency_per_product_ms": dg.MetadataValue.float(latency.get("per_product") or 0.0),
         "metrics": dg.MetadataValue.md("\n".join(lines)),
     }
 

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from taxo_pipeline.approaches.spec import L1, Approach, Classified, ClassifyRequest
 from taxo_pipeline.evaluation.keys import ResultKey, product_set_fingerprint
 from taxo_pipeline.evaluation.metrics import evaluate_l1, evaluate_paths
-from taxo_pipeline.evaluation.store import FULL, latency, save_metrics, save_results, top1_with_truth
+from taxo_pipeline.evaluation.store import (
+    FULL,
+    latency,
+    latency_per_product,
+    save_metrics,
+    save_results,
+    top1_with_truth,
+)
 from taxo_pipeline.warehouse import Warehouse
 
 
@@ -53,7 +60,8 @@ def score_and_store(warehouse: Warehouse, approach: Approach, key: ResultKey, l1
         result = evaluate_l1(predictions, truths, potentials, l1_labels)
     else:
         result = evaluate_paths(predictions, truths, potentials)
-    latency_block = latency(warehouse, key, approach.stage)
+    latency_block = {**latency(warehouse, key, approach.stage),
+                     "per_product": latency_per_product(warehouse, key, scored.height)}  # fmt: skip
     save_metrics(warehouse, key, result, scored.height, latency_block, approach.evaluation, approach.headline)
     return Scored(result, scored.height, latency_block)
 

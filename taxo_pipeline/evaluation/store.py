@@ -117,6 +117,17 @@ def latency(warehouse: Warehouse, key: ResultKey, stage: str) -> dict:
     return latency_summary([r[0] for r in rows], max((r[1] for r in rows), default=0))
 
 
+def latency_per_product(warehouse: Warehouse, key: ResultKey, products: int) -> float | None:
+    """Milliseconds of SIE requests per product classified, over every stage the approach called
+    (the category index is built once per model, not per product)."""
+    condition, params = where(key)
+    with warehouse.connect(read_only=True) as con:
+        (total,) = con.execute(
+            f"SELECT sum(latency_ms) FROM {LATENCIES} WHERE {condition} AND stage <> 'category_encode'", params
+        ).fetchone()
+    return total / products if total is not None and products else None
+
+
 def top1_with_truth(warehouse: Warehouse, key: ResultKey) -> pl.DataFrame:
     """Each predicted product's top category next to its ground truth and potentials."""
     condition, params = where(key, "p")

@@ -21,6 +21,7 @@ VIEWS = {
                coalesce(r.size, s.size) AS model_size,
                max(m.f1) FILTER (m.mode = 'strict') AS strict, max(m.f1) FILTER (m.mode = 'lenient') AS lenient,
                m.variant, max(m.count) AS products, max(m.latency_p50_ms) AS latency_p50_ms,
+               max(m.latency_per_product_ms) AS latency_per_product_ms,
                max(m.evaluation) AS evaluation, m.dataset
         FROM metrics m
         LEFT JOIN models s ON s.id = m.model
