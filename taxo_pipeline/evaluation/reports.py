@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from taxo_pipeline.files import write_atomic
 
 
 def retrieval_report(*, model, variant, index_dir, rebuild, limit, count, metrics, latency) -> dict:
@@ -53,8 +54,5 @@ def reranking_report(
 
 
 def write_report(report: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(report, indent=2) + "\n"
+    write_atomic(Path(path), lambda tmp: tmp.write_text(text))
