@@ -49,6 +49,8 @@ def resolve_source(
     """Return a local path for `source`, downloading a URL into `cache_dir/cache_name` once."""
     if not is_url(source):
         path = Path(source).expanduser()
+        if path.is_dir():
+            raise InputError(f"{what} file {path} is a directory, not a file (set {env_var} or pass the file's path)")
         if not path.is_file():
             raise InputError(f"{what} file {path} does not exist (set {env_var} or pass a path that exists)")
         return path.resolve()
