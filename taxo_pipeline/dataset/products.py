@@ -25,12 +25,14 @@ FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json"
 
 def read_products(path: Path) -> pl.DataFrame:
     path = Path(path)
+    _check_is_file(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(
             f"products file {path}: unsupported extension {path.suffix!r} (use .parquet, .jsonl or .csv)"
         )
-    _check_is_file(path)
+    if path.stat().st_size == 0:  # each reader below words this its own way
+        raise InputError(f"products file {path} is empty (0 bytes)")
     raw = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[fmt](path)
     missing = [c for c in TEXT_COLUMNS if c not in raw.columns]
     if missing:
@@ -44,13 +46,11 @@ def read_products(path: Path) -> pl.DataFrame:
 
 
 def _check_is_file(path: Path) -> None:
-    # pyarrow reads a directory as a dataset of its parts, and each reader words an empty file its own way.
+    # pyarrow would read a directory as a dataset of its parts.
     if path.is_dir():
         raise InputError(f"products file {path} is a directory, not a file")
     if not path.is_file():
         raise InputError(f"products file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise InputError(f"products file {path} is empty (0 bytes)")
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:
