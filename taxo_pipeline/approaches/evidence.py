@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.texts import max_text_chars, truncate_for_model
 from taxo_pipeline.retrieval.categories import CategoryDocuments, category_documents
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.sie.catalogue import model_slug
@@ -32,6 +33,8 @@ class Evidence:
         self.taxonomy = taxonomy
         self.requests: dict[str, list[LatencyRecord]] = defaultdict(list)
         self.from_cache = 0
+        self.truncated = 0  # texts cut to TAXO_MAX_TEXT_CHARS before they were sent
+        self._max_chars = max_text_chars()
         self._documents = cache(lambda variant: category_documents(taxonomy, variant))
         self._category_vectors: dict[tuple[str, str], np.ndarray] = {}
 
@@ -40,9 +43,15 @@ class Evidence:
         """Requests actually sent (cached vectors cost none)."""
         return self.client.request_count
 
+    def _cut(self, texts: Sequence[str]) -> list[str]:
+        cut, count = truncate_for_model(texts, self._max_chars)
+        self.truncated += count
+        return cut
+
     def encode(
         self, model: str, inputs: Sequence[str | bytes], *, is_query: bool, batch_size: int, stage: str = QUERY_STAGE
     ) -> np.ndarray:
+        inputs = [self._cut([value])[0] if isinstance(value, str) else value for value in inputs]
         encoded = self.client.encode_detailed(model, inputs, is_query=is_query, batch_size=batch_size)
         self.requests[stage] += encoded.requests
         self.from_cache += int(np.count_nonzero(encoded.from_cache))
@@ -71,7 +80,7 @@ class Evidence:
 
     def extract(self, model: str, texts: Sequence[str], labels: Sequence[str], batch_size: int) -> list[list[dict]]:
         before = self.client.request_count
-        classified = self.client.extract(model, texts, list(labels), batch_size=batch_size)
+        classified = self.client.extract(model, self._cut(texts), list(labels), batch_size=batch_size)
         self.requests[EXTRACT_STAGE] += self.client.latencies[before:]
         return classified
 
@@ -79,6 +88,6 @@ class Evidence:
         self, model: str, queries: Sequence[str], candidates: Sequence[Sequence[str]], batch_size: int
     ) -> list[np.ndarray]:
         before = self.client.request_count
-        scores = self.client.score_many(model, list(queries), [list(c) for c in candidates], batch_size=batch_size)
+        scores = self.client.score_many(model, self._cut(queries), [list(c) for c in candidates], batch_size=batch_size)
         self.requests[RERANK_STAGE] += self.client.latencies[before:]
         return scores

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.files import write_atomic
 
 
 def report_for(kind: str, *, key: ResultKey, args, count: int, metrics: dict, index_dir, latencies: dict) -> dict:
@@ -26,8 +26,5 @@ def report_for(kind: str, *, key: ResultKey, args, count: int, metrics: dict, in
 
 
 def write_report(report: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(report, indent=2) + "\n"
+    write_atomic(Path(path), lambda tmp: tmp.write_text(text))

@@ -10,6 +10,7 @@ from pydantic import Field
 from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER, Approach, ClassifyRequest
+from taxo_pipeline.dataset.texts import max_text_chars
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.index.category_embeddings import category_embeddings
 from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_l3, products_experiment_l3, taxonomy_l3
@@ -120,6 +121,8 @@ def classify_partition(
         )  # fmt: skip
         stored = classify_and_store(storage.warehouse(), approach, key, request, full)
     context.log.info(f"{stored.key}: {len(stored.classified.product_ids)} of {products.height} products classified")
+    if evidence.truncated:
+        context.log.warning(f"{evidence.truncated} texts were cut to {max_text_chars()} characters (TAXO_MAX_TEXT_CHARS)")
     return dg.Output(
         stored.key.columns,
         metadata={
@@ -129,6 +132,7 @@ def classify_partition(
             "dataset": stored.key.dataset,
             "sie_requests": evidence.sie_requests,
             "from_embedding_cache": evidence.from_cache,
+            "texts_truncated": evidence.truncated,
             **_notes_metadata(stored.classified.notes),
         },
     )
