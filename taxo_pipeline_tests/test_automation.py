@@ -8,11 +8,11 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.observe import observe  # not exported at the top level in 1.13
 
+from taxo_pipeline.assets.plan import DATA_JOB
+from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.automation import WEEKLY_CRON, automation_sensor, weekly_evaluation
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
-from taxo_pipeline.assets.plan import DATA_JOB
 from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
-from taxo_pipeline.definitions import defs
 from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 

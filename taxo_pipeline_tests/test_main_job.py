@@ -8,9 +8,9 @@ import sys
 import dagster as dg
 import duckdb
 
-from taxo_pipeline.defs.models.sensors import model_partitions_sensor
 from taxo_pipeline.cli.main import main
 from taxo_pipeline.definitions import defs
+from taxo_pipeline.defs.models.sensors import model_partitions_sensor
 from taxo_pipeline.settings import PROJECT_ROOT
 from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.sie.sie_testkit import TINY_CLIP, TINY_NLI, write_catalogue

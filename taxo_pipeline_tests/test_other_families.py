@@ -204,3 +204,25 @@ def test_warehouse_views_answer_the_usual_questions(evaluated):
            AND split_part(prediction, ' > ', 1) <> split_part(ground_truth_category, ' > ', 1)""",
     )[0]
     assert wrong_l1 == expected
+
+
+def test_bad_input_fails_before_anything_is_written_and_keeps_the_results(evaluated, tmp_path, capsys):
+    root, _ = evaluated
+    before = query(root, "SELECT approach, count(*), sum(f1) FROM metrics GROUP BY ALL ORDER BY ALL")
+    # a limit must be a positive whole number: refused before anything runs
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            eval_nli(["--model", TINY_NLI, "--limit", bad])
+        assert "expected a positive whole number" in capsys.readouterr().err
+    # every row's label is outside the taxonomy: the data run fails, the previous tables and results stay
+    nothing_left = write_shard(tmp_path / "unknown.parquet", [product(truth="Nowhere > Else")])
+    assert eval_nli(["--model", TINY_NLI, "--products", str(nothing_left)]) == 1
+    assert "no row is left after cleaning" in capsys.readouterr().err
+    # two rows share a product id: refused, naming it
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_text("\n".join(json.dumps({**row, "product_id": "same", "product_image": None}) for row in
+                                  [product(image=None), product(title="Other", image=None)]))  # fmt: skip
+    assert eval_nli(["--model", TINY_NLI, "--products", str(repeated)]) == 1
+    assert "1 product_id values repeat (e.g. 'same')" in capsys.readouterr().err
+    assert query(root, "SELECT approach, count(*), sum(f1) FROM metrics GROUP BY ALL ORDER BY ALL") == before
+    assert query(root, "SELECT count(*) FROM products_experiment_l3")[0][0] == len(ROWS)

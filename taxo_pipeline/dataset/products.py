@@ -135,7 +135,12 @@ def _stable_ids(raw: pl.DataFrame) -> pl.Series:
 
 
 def _normalise(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
-    columns = [_stable_ids(raw).alias("product_id")]
+    ids = _stable_ids(raw).alias("product_id")
+    if (repeated := ids.filter(ids.is_duplicated()).unique(maintain_order=True)).len():
+        # results are keyed by product id: a repeated one would be joined to every row that carries it
+        shown = ", ".join(repr(i) for i in repeated.head(5).to_list())
+        raise InputError(f"products file {path}: {repeated.len()} product_id values repeat (e.g. {shown}); ids must be unique")
+    columns = [ids]
     columns += [raw[c].cast(pl.String) for c in TEXT_COLUMNS]
     if POTENTIALS in raw.columns:
         try:

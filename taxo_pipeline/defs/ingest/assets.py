@@ -19,6 +19,7 @@ from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.metadata import table_metadata
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.files import write_parquet_atomic
 from taxo_pipeline.resources import StorageResource
 
@@ -108,6 +109,8 @@ def clean_products_full_depth(
     clean, report = clean_products(read_products(Path(raw_products)), parse_categories(Path(raw_taxonomy)))
     dropped = sum(report.dropped.values())
     context.log.info("cleaning: %d rows in, %d dropped %s, %d out", report.rows_in, dropped, report.dropped, report.rows_out)
+    if clean.height == 0:  # nothing to evaluate: fail before the previous tables are replaced
+        raise InputError(f"products file {raw_products}: no row is left after cleaning (dropped: {report.dropped})")
     path = _write(storage, "clean_products_full_depth", settings.CLEAN_FULL_DEPTH_FILE, clean)
     return dg.MaterializeResult(
         metadata={
