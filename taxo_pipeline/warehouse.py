@@ -77,20 +77,10 @@ class Warehouse:
             con.register("_rows", rows)
             con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM _rows')
 
-    def replace_partition(self, table: str, keys: Mapping[str, str], rows: pa.Table) -> None:
-        """Delete this partition's rows and insert the new ones, in one transaction.
-
-        `rows` must carry the key columns; the table is created from its schema on first use.
-        """
-        missing = [k for k in keys if k not in rows.column_names]
-        if missing:
-            raise ValueError(f"rows for {table} lack partition key columns {missing}")
-        where = " AND ".join(f'"{k}" = ?' for k in keys)
+    def replace_partition(self, table: str, keys: Mapping[str, str | None], rows: pa.Table) -> None:
+        """Delete this partition's rows and insert the new ones, in one transaction."""
         with self.transaction() as con:
-            con.register("_rows", rows)
-            con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM _rows LIMIT 0')
-            con.execute(f'DELETE FROM "{table}" WHERE {where}', list(keys.values()))
-            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _rows')
+            replace_rows(con, table, keys, rows)
 
     def table_exists(self, table: str) -> bool:
         if not self.path.exists():
@@ -109,3 +99,23 @@ def vector_column(vectors: np.ndarray) -> pa.ListArray:
     n, dim = vectors.shape
     offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
     return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), pa.float32()))
+
+
+def replace_rows(con: duckdb.DuckDBPyConnection, table: str, keys: Mapping[str, str | None], rows: pa.Table) -> None:
+    """Inside the caller's transaction: delete the rows matching `keys` (NULL-safe) and insert `rows`.
+    `rows` must carry the key columns; the table is created from their schema on first use, and
+    columns it lacks (a warehouse written by an older version) are added."""
+    if missing := [k for k in keys if k not in rows.column_names]:
+        raise ValueError(f"rows for {table} lack partition key columns {missing}")
+    con.register("_rows", rows)
+    con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM _rows LIMIT 0')
+    existing = {name for (name,) in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+    ).fetchall()}  # fmt: skip
+    for name, column_type, *_ in con.execute("DESCRIBE SELECT * FROM _rows").fetchall():
+        if name not in existing:
+            con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {column_type}')
+    where = " AND ".join(f'"{k}" IS NOT DISTINCT FROM ?' for k in keys)
+    con.execute(f'DELETE FROM "{table}" WHERE {where}', list(keys.values()))
+    con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _rows')
+    con.unregister("_rows")

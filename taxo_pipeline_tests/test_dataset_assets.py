@@ -8,8 +8,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from taxo_pipeline.assets import checks, dataset
 from taxo_pipeline.dataset.fetch import resolve_source
+from taxo_pipeline.defs.ingest import assets as dataset
+from taxo_pipeline.defs.ingest import checks
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline_tests.factories import HATS, PANAMA, SAMPLE_PRODUCTS, TAXONOMY, product, write_shard

@@ -2,7 +2,6 @@
 sample rows next to the reference's text retrieval, and score fusion picking up image scores from
 a tiny CLIP model when an image-retrieval partition exists."""
 
-import math
 
 import dagster as dg
 import duckdb
@@ -26,10 +25,12 @@ from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP
 
 DATA = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3"]
 REFERENCE = ["category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"]
-IMPROVED = ["title_description_retrieval", "score_fusion_retrieval", "hierarchical_cascade_retrieval", "label_transfer_retrieval"]
+# title-description runs per model x variant; the others read both variants, once per model
+PER_VARIANT = ["title_description_predictions", "title_description_metrics"]
+FUSED = [f"{name}_{kind}" for name in ("score_fusion", "hierarchical_cascade", "label_transfer") for kind in ("predictions", "metrics")]
 APPROACHES = {
-    "title-description": "title_description_retrieval", "score-fusion": "score_fusion_retrieval",
-    "hierarchical-cascade": "hierarchical_cascade_retrieval", "label-transfer": "label_transfer_retrieval",
+    "title-description": "title_description", "score-fusion": "score_fusion",
+    "hierarchical-cascade": "hierarchical_cascade", "label-transfer": "label_transfer",
 }  # fmt: skip
 SCOPES = {(m, s) for m in ("strict", "lenient") for s in ("hierarchical", "macro_l1", "macro_l2", "macro_l3")}
 
@@ -42,23 +43,35 @@ def _environment(env: pytest.MonkeyPatch, root, products, sie_server, test_catal
         env.setenv(name, str(value))
 
 
-def _materialize(instance, selection, model, variant="full-path") -> dg.ExecuteInProcessResult:
+def _materialize(instance, selection, partition_key) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [*defs.assets, *defs.asset_checks], selection=selection, instance=instance,
-        partition_key=dg.MultiPartitionKey({"model": model, "variant": variant}),
+        [*defs.assets, *defs.asset_checks], selection=selection, instance=instance, partition_key=partition_key,
         resources={"storage": StorageResource(), "sie": SIEResource()},
     )  # fmt: skip
 
 
+def variant_key(model, variant="full-path") -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"model": model, "variant": variant})
+
+
 @pytest.fixture(scope="module")
 def minilm(sie_server, test_catalogue, tmp_path_factory):
-    """One run: the data, the reference's text retrieval and the four approaches, MiniLM full-path."""
+    """The data, the reference's text retrieval and title-description for MiniLM full-path, the leaf
+    index, then the three approaches that read both variants: {asset: its materialization's metadata}."""
     root = tmp_path_factory.mktemp("improved")
     with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
         _environment(env, root, SAMPLE_PRODUCTS, sie_server, test_catalogue)
         instance.add_dynamic_partitions("encoder_model", [MINILM])
-        result = _materialize(instance, [*DATA, *REFERENCE, *IMPROVED], MINILM)
-        yield root, result
+        runs = [
+            _materialize(instance, [*DATA, *REFERENCE, *PER_VARIANT], variant_key(MINILM)),
+            _materialize(instance, ["category_embeddings"], variant_key(MINILM, "leaf")),
+            _materialize(instance, FUSED, MINILM),
+        ]
+        assert all(run.success for run in runs)
+        yield root, {
+            asset: {k: v.value for k, v in run.asset_materializations_for_node(asset)[0].metadata.items()}
+            for run in (runs[0], runs[2]) for asset in (PER_VARIANT if run is runs[0] else FUSED)
+        }  # fmt: skip
 
 
 def query(root, sql, params=()):
@@ -72,32 +85,33 @@ def metadata(result, asset):
 
 def hf1(root, approach, mode="strict"):
     ((f1,),) = query(
-        root, "SELECT f1 FROM metrics WHERE approach = ? AND model = ? AND variant = 'full-path' AND mode = ? "
-        "AND scope = 'hierarchical'", [approach, MINILM, mode],
+        root, "SELECT f1 FROM metrics WHERE approach = ? AND model = ? AND variant IN ('full-path', 'both') "
+        "AND mode = ? AND scope = 'hierarchical'", [approach, MINILM, mode],
     )  # fmt: skip
     return f1
 
 
 def test_each_approach_stores_top5_predictions_and_every_metric_row(minilm):
-    root, result = minilm
-    assert result.success
-    for approach, asset in APPROACHES.items():
+    root, shown = minilm
+    for approach, slug in APPROACHES.items():
         rows = query(
-            root, "SELECT mode, scope, count, evaluation, latency_p50_ms FROM metrics WHERE approach = ? AND model = ?",
+            root, "SELECT variant, mode, scope, count, evaluation, latency_p50_ms FROM metrics WHERE approach = ? AND model = ?",
             [approach, MINILM],
         )
-        assert {(mode, scope) for mode, scope, *_ in rows} == SCOPES
-        assert {(count, evaluation) for _, _, count, evaluation, _ in rows} == {
-            (260, "5-fold cv" if approach == "label-transfer" else "zero-shot")
-        }
+        assert {(mode, scope) for _, mode, scope, *_ in rows} == SCOPES
+        # the approaches that read both variants have one set of figures, not one per variant
+        assert {(variant, count, evaluation) for variant, _, _, count, evaluation, _ in rows} == {
+            ("full-path" if approach == "title-description" else "both", 260,
+             "5-fold cv" if approach == "label-transfer" else "zero-shot")
+        }  # fmt: skip
         assert all(p50 > 0 for *_, p50 in rows)
         assert query(
             root, "SELECT count(DISTINCT product_id), min(rank), max(rank) FROM predictions WHERE approach = ?", [approach]
         ) == [(260, 1, 5)]
-        shown = metadata(result, asset)
-        assert shown["count"] == 260 and shown["strict_hf1"] == pytest.approx(hf1(root, approach))
-        assert shown["lenient_hf1"] == pytest.approx(hf1(root, approach, "lenient"))
-        assert "| text-retrieval |" in shown["vs_reference"] and f"| {approach} |" in shown["vs_reference"]
+        figures = shown[f"{slug}_metrics"]
+        assert figures["count"] == 260 and figures["strict_hf1"] == pytest.approx(hf1(root, approach))
+        assert figures["lenient_hf1"] == pytest.approx(hf1(root, approach, "lenient"))
+        assert shown[f"{slug}_predictions"]["dagster/row_count"] == 260 * 5
 
 
 def test_the_best_approach_beats_the_reference_by_a_quarter(minilm):
@@ -111,15 +125,12 @@ def test_the_best_approach_beats_the_reference_by_a_quarter(minilm):
 
 
 def test_queries_are_encoded_once_in_large_batches_and_shared(minilm):
-    root, result = minilm
-    shown = [metadata(result, asset) for asset in IMPROVED]
-    # whichever approach ran first encoded the 260 title + description queries; the others read the cache
-    assert sorted(m["queries_from_embedding_cache"] for m in shown) == [0, 260, 260, 260]
-    # 260 queries in requests of 64, plus the leaf documents once (only full-path was indexed); the
-    # cache sends each distinct text once, and an L1 node's leaf document is its full path
-    ((new_leaves,),) = query(root, "SELECT count(DISTINCT name) FROM taxonomy_l3 WHERE name NOT IN (SELECT path FROM taxonomy_l3)")
-    assert new_leaves > 1000
-    assert sum(m["sie_requests"] for m in shown) == 5 + math.ceil(new_leaves / 64)
+    root, shown = minilm
+    predictions = [shown[f"{slug}_predictions"] for slug in APPROACHES.values()]
+    # title-description ran first and encoded the 260 title + description queries in requests of 64;
+    # the others read them, and both variants' documents, from the embedding cache
+    assert [m["sie_requests"] for m in predictions] == [5, 0, 0, 0]
+    assert all(m["from_embedding_cache"] >= 260 for m in predictions[1:])
     for approach in APPROACHES:
         assert query(
             root, "SELECT count(*), max(batch_size) FROM request_latencies WHERE approach = ? AND stage = 'query_encode'",
@@ -132,13 +143,12 @@ def test_queries_are_encoded_once_in_large_batches_and_shared(minilm):
 
 
 def test_fusion_without_images_fuses_both_variants_and_label_transfer_reports_its_folds(minilm):
-    root, result = minilm
-    fusion = metadata(result, "score_fusion_retrieval")
+    _, shown = minilm
+    fusion = shown["score_fusion_predictions"]
     assert fusion["fused_sources"] == "text full-path, text leaf" and fusion["image_products_fused"] == 0
-    cascade = metadata(result, "hierarchical_cascade_retrieval")
-    assert 0 < cascade["hard_cascade_strict_hf1"] < 1 and cascade["l1_differs_from_hard_cascade"] >= 0
-    transfer = metadata(result, "label_transfer_retrieval")
-    assert transfer["evaluation"] == "5-fold cv" and transfer["neighbours"] == 10
+    assert shown["hierarchical_cascade_predictions"]["l1_differs_from_hard_cascade"] >= 0
+    transfer = shown["label_transfer_predictions"]
+    assert shown["label_transfer_metrics"]["evaluation"] == "5-fold cv" and transfer["neighbours"] == 10
     folds = [line.split("|")[1:4] for line in transfer["vote_weight_per_fold"].splitlines()[2:]]
     assert sorted(int(f) for f, _, _ in folds) == [0, 1, 2, 3, 4]
     assert sum(int(n) for _, n, _ in folds) == 260
@@ -154,14 +164,16 @@ ROWS = [
 ]
 
 
-def test_score_fusion_adds_image_scores_once_image_retrieval_exists(sie_server, test_catalogue, tmp_path):
+def test_score_fusion_of_an_image_model_adds_its_image_scores(sie_server, test_catalogue, tmp_path):
     with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
         _environment(env, tmp_path, write_shard(tmp_path / "shard.parquet", ROWS), sie_server, test_catalogue)
         instance.add_dynamic_partitions("encoder_model", [TINY_CLIP])
-        text_only = _materialize(instance, [*DATA, "category_embeddings", "score_fusion_retrieval"], TINY_CLIP)
-        assert metadata(text_only, "score_fusion_retrieval")["image_products_fused"] == 0
-        with_images = _materialize(instance, ["image_retrieval_predictions", "score_fusion_retrieval"], TINY_CLIP)
-    fusion = metadata(with_images, "score_fusion_retrieval")
-    assert fusion["fused_sources"] == "text full-path, text leaf, image"
+        _materialize(instance, [*DATA, "category_embeddings", "image_retrieval_predictions"], variant_key(TINY_CLIP))
+        _materialize(instance, ["category_embeddings"], variant_key(TINY_CLIP, "leaf"))
+        fused = _materialize(instance, ["score_fusion_predictions", "score_fusion_metrics"], TINY_CLIP)
+    fusion = metadata(fused, "score_fusion_predictions")
+    assert fusion["fused_sources"] == "text full-path, text leaf, image full-path, image leaf"
     assert fusion["image_products_fused"] == 5  # every product but the one whose image does not decode
-    assert fusion["count"] == 6 and fusion["sie_requests"] == 0  # image vectors came from the embedding cache
+    assert metadata(fused, "score_fusion_metrics")["count"] == 6
+    # image and category vectors came from the embedding cache; only the title + description queries were new
+    assert fusion["sie_requests"] == 1

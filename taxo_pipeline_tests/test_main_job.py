@@ -12,10 +12,10 @@ import sys
 import dagster as dg
 import duckdb
 
-from taxo_pipeline.assets.sensors import apply_model_sync, model_partitions_sensor, model_sync
 from taxo_pipeline.cli.main import main
 from taxo_pipeline.cli.runs import dagster_home, materialize
 from taxo_pipeline.definitions import defs
+from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
 from taxo_pipeline.files import file_sha256
 from taxo_pipeline.settings import PROJECT_ROOT
 from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
@@ -97,14 +97,15 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
             "SELECT approach, model, variant, count(*), max(count) FROM metrics GROUP BY ALL ORDER BY ALL"
         ).fetchall()
         board_rows = con.execute("SELECT count(*) FROM leaderboard WHERE model = ?", [TINY_CLIP]).fetchone()[0]
-    approaches = ["hierarchical-cascade", "label-transfer", "score-fusion", "text-retrieval", "title-description"]
-    # every retrieval approach for both variants, 8 rows each; the sample has no images, so image
-    # retrieval ran for tiny/clip but left no figures
+    # the reference's method and title-description per variant, the fused approaches once per model (both
+    # variants), 8 rows each; the sample has no images, so image retrieval ran for tiny/clip but left no figures
     assert partitions == sorted(
-        [("nli", TINY_NLI, "l1", 2, 260), ("reranking", f"{TINY_CLIP} + {TINY_CROSS_ENCODER}", "full-path", 8, 260)]
-        + [(approach, TINY_CLIP, variant, 8, 260) for approach in approaches for variant in ("full-path", "leaf")]
+        [("nli", TINY_NLI, "l1", 2, 260), ("reranking", TINY_CLIP, "full-path", 8, 260)]
+        + [(a, TINY_CLIP, v, 8, 260) for a in ("text-retrieval", "title-description") for v in ("full-path", "leaf")]
+        + [(a, TINY_CLIP, "both", 8, 260) for a in ("hierarchical-cascade", "label-transfer", "score-fusion")]
     )
-    assert board_rows == 10 and printed.count(TINY_CLIP) == 11 and printed.count(TINY_NLI) == 1
+    # tiny/clip's 7 rows, and the reranking of its candidates as "tiny/clip + tiny/cross-encoder"
+    assert board_rows == 7 and printed.count(TINY_CLIP) == 8 and printed.count(TINY_NLI) == 1
     with dg.DagsterInstance.get() as instance:
         assert all(r.is_success for r in instance.get_runs())
         assert instance.get_dynamic_partitions("encoder_model") == [TINY_CLIP]
@@ -113,14 +114,16 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
         expected = expected_partitions(instance)
         assert all(expected.values())  # every asset has partitions: one model per family is enabled
         assert {key: materialized_partitions(instance, key) for key in expected} == expected
-    # the sources, the other data assets, then one run per partition, the reranking once its retriever ran
-    encoder_assets = {k.to_user_string() for k, keys in expected.items() if f"{TINY_CLIP}|leaf" in keys}
+    # the sources, the other data assets, then one run per partition, each once what it reads has run
+    by_variant = {k.to_user_string() for k, keys in expected.items() if f"{TINY_CLIP}|leaf" in keys}
+    by_model = {k.to_user_string() for k, keys in expected.items() if TINY_CLIP in keys}
     assert launched(since=0) == [
         (None, {"raw_products", "raw_taxonomy"}),
         (None, {"clean_products_full_depth", "taxonomy_l3", "products_experiment_l3"}),
-        (f"{TINY_CLIP}|full-path", encoder_assets),
-        (f"{TINY_CLIP}|leaf", encoder_assets),
+        (f"{TINY_CLIP}|full-path", by_variant),
+        (f"{TINY_CLIP}|leaf", by_variant),
         (TINY_NLI, {"nli_predictions", "nli_metrics"}),
+        (TINY_CLIP, by_model),
         (f"{TINY_CROSS_ENCODER}|{TINY_CLIP}", {"reranking_predictions", "reranking_metrics"}),
     ]
 
@@ -128,7 +131,7 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
     monkeypatch.setenv("SIE_BASE_URL", CLOSED_PORT)
     assert main(["materialize"]) == 0
     assert capsys.readouterr().out == printed
-    assert launched(since=6) == []
+    assert launched(since=7) == []
 
     # tiny/nli gets a new hypothesis template: its partition alone runs again
     monkeypatch.setenv("SIE_BASE_URL", sie_env)
@@ -137,7 +140,7 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
     entries[TINY_NLI]["server"]["profiles"]["default"]["adapter_options"]["runtime"]["hypothesis_template"] = "It is {}."
     write_catalogue(workspace / "models.yaml", [{**e, "enabled": m in models} for m, e in entries.items()])
     assert main(["materialize"]) == 0
-    assert launched(since=6) == [(TINY_NLI, {"nli_predictions", "nli_metrics"})]
+    assert launched(since=7) == [(TINY_NLI, {"nli_predictions", "nli_metrics"})]
     assert runs_so_far()[0].is_success
 
     # tiny/nli disabled: it leaves the partitions, its results stay in the warehouse and the leaderboard
@@ -145,7 +148,7 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
     monkeypatch.setenv("SIE_BASE_URL", CLOSED_PORT)
     assert main(["materialize"]) == 0
     assert TINY_NLI in capsys.readouterr().out
-    assert launched(since=7) == []
+    assert launched(since=8) == []
     with dg.DagsterInstance.get() as instance:
         assert instance.get_dynamic_partitions("nli_model") == []
 
@@ -153,13 +156,14 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
 def test_main_job_launches_nothing_after_everything_was_materialized_elsewhere(
     workspace, sie_env, tiny_catalogue_entries, monkeypatch, capsys
 ):
-    monkeypatch.setenv("TAXO_MODELS", str(only_enabled(tiny_catalogue_entries, workspace / "models.yaml", TINY_NLI)))
+    models = (TINY_CLIP, TINY_NLI, TINY_CROSS_ENCODER)  # every partitioning
+    monkeypatch.setenv("TAXO_MODELS", str(only_enabled(tiny_catalogue_entries, workspace / "models.yaml", *models)))
     monkeypatch.setenv("DAGSTER_HOME", str(workspace / "dagster_home"))
     dagster_home()  # as `taxo-pipeline dev` prepares it
     with dg.DagsterInstance.get() as instance:
         apply_model_sync(instance, model_sync(instance, load_catalogue()))  # the partition sensor's tick
     runs = materialize_everything_elsewhere(sie_env)
-    assert runs == 2  # the data assets, then tiny/nli's partition
+    assert runs == 6  # the data assets, then tiny/clip's three partitions, tiny/nli's and the reranking's
 
     monkeypatch.setenv("SIE_BASE_URL", CLOSED_PORT)  # a model call or a server start would fail
     assert main(["materialize"]) == 0
@@ -274,7 +278,8 @@ def test_definitions_validate_and_show_every_asset():
         "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
         "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics",
         "image_retrieval_predictions", "image_retrieval_metrics", "nli_predictions", "nli_metrics",
-        "reranking_predictions", "reranking_metrics", "title_description_retrieval", "score_fusion_retrieval",
-        "hierarchical_cascade_retrieval", "label_transfer_retrieval",
+        "reranking_predictions", "reranking_metrics", "title_description_predictions", "title_description_metrics",
+        "score_fusion_predictions", "score_fusion_metrics", "hierarchical_cascade_predictions",
+        "hierarchical_cascade_metrics", "label_transfer_predictions", "label_transfer_metrics",
         "encoder_model_fingerprint", "nli_model_fingerprint", "rerank_model_fingerprint",
     }  # fmt: skip

@@ -57,7 +57,7 @@ def query(root, sql, params=()):
 
 def test_every_approach_has_strict_and_lenient_metric_rows(evaluated):
     root, _ = evaluated
-    rows = query(root, "SELECT approach, model, mode, scope, count FROM metrics ORDER BY ALL")
+    rows = query(root, "SELECT approach, model || coalesce(' + ' || reranker, ''), mode, scope, count FROM metrics ORDER BY ALL")
     by_approach = {}
     for approach, model, mode, scope, count in rows:
         by_approach.setdefault((approach, model), set()).add((mode, scope, count))
@@ -95,8 +95,8 @@ def test_reranking_reorders_the_retrievers_candidates_by_score(evaluated, sie_se
         for pid, cats, scores in query(
             root,
             """SELECT product_id, list(category ORDER BY rank), list(score ORDER BY rank) FROM predictions
-               WHERE approach = 'reranking' AND model = ? GROUP BY ALL""",
-            [RETRIEVER_RERANKER],
+               WHERE approach = 'reranking' AND model = ? AND reranker = ? GROUP BY ALL""",
+            [TINY_CLIP, TINY_CROSS_ENCODER],
         )
     )
     assert len(reranked) == 7
@@ -159,14 +159,14 @@ def test_predict_commands_print_ranked_lines_then_latencies(evaluated, tmp_path,
         return [(name, float(value)) for name, value in rows]
 
     ranked = lines(predict_nli, ["--model", TINY_NLI, "--description", "A warm wool beanie.", "--top-k", "3"])
-    assert [name for name, _ in ranked[3:]] == ["latency_ms"]
+    assert [name for name, _ in ranked[3:]] == ["extract_latency_ms", "total_latency_ms"]
     assert {name for name, _ in ranked[:3]} <= labels and [s for _, s in ranked[:3]] == sorted((s for _, s in ranked[:3]), reverse=True)
 
     image = tmp_path / "hat.jpg"
     image.write_bytes(jpeg((220, 200, 120)))
     matches = lines(predict_image_retrieval, ["--model", TINY_CLIP, "--variant", "full-path", "--image-path", str(image), "--top-k", "4"])
     assert {p for p, _ in matches[:4]} <= paths and [d for _, d in matches[:4]] == sorted(d for _, d in matches[:4])
-    assert [name for name, _ in matches[4:]] == ["encode_latency_ms", "search_latency_ms"]
+    assert [name for name, _ in matches[4:]] == ["query_encode_latency_ms", "total_latency_ms"]
 
     reranked = lines(
         predict_reranking,
@@ -174,7 +174,7 @@ def test_predict_commands_print_ranked_lines_then_latencies(evaluated, tmp_path,
          "--description", "Handwoven straw Panama hat.", "--top-k", "5"],
     )  # fmt: skip
     assert {p for p, _ in reranked[:5]} <= paths and [s for _, s in reranked[:5]] == sorted((s for _, s in reranked[:5]), reverse=True)
-    assert [name for name, _ in reranked[5:]] == ["retrieval_latency_ms", "reranking_latency_ms"]
+    assert [name for name, _ in reranked[5:]] == ["query_encode_latency_ms", "rerank_latency_ms", "total_latency_ms"]
 
 
 def test_warehouse_views_answer_the_usual_questions(evaluated):
@@ -204,3 +204,25 @@ def test_warehouse_views_answer_the_usual_questions(evaluated):
            AND split_part(prediction, ' > ', 1) <> split_part(ground_truth_category, ' > ', 1)""",
     )[0]
     assert wrong_l1 == expected
+
+
+def test_bad_input_fails_before_anything_is_written_and_keeps_the_results(evaluated, tmp_path, capsys):
+    root, _ = evaluated
+    before = query(root, "SELECT approach, count(*), sum(f1) FROM metrics GROUP BY ALL ORDER BY ALL")
+    # a limit must be a positive whole number: refused before anything runs
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            eval_nli(["--model", TINY_NLI, "--limit", bad])
+        assert "expected a positive whole number" in capsys.readouterr().err
+    # every row's label is outside the taxonomy: the data run fails, the previous tables and results stay
+    nothing_left = write_shard(tmp_path / "unknown.parquet", [product(truth="Nowhere > Else")])
+    assert eval_nli(["--model", TINY_NLI, "--products", str(nothing_left)]) == 1
+    assert "no row is left after cleaning" in capsys.readouterr().err
+    # two rows share a product id: refused, naming it
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_text("\n".join(json.dumps({**row, "product_id": "same", "product_image": None}) for row in
+                                  [product(image=None), product(title="Other", image=None)]))  # fmt: skip
+    assert eval_nli(["--model", TINY_NLI, "--products", str(repeated)]) == 1
+    assert "1 product_id values repeat (e.g. 'same')" in capsys.readouterr().err
+    assert query(root, "SELECT approach, count(*), sum(f1) FROM metrics GROUP BY ALL ORDER BY ALL") == before
+    assert query(root, "SELECT count(*) FROM products_experiment_l3")[0][0] == len(ROWS)

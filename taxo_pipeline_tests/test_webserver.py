@@ -17,8 +17,10 @@ import dagster as dg
 import duckdb
 from dagster_graphql import DagsterGraphQLClient
 
-from taxo_pipeline.assets.plan import DATA_ASSETS, ENCODER_JOB, TEXT_RETRIEVAL_ASSETS, model_variant_key
+from taxo_pipeline.approaches.spec import MODEL_VARIANT
 from taxo_pipeline.cli.runs import materialize
+from taxo_pipeline.defs.evaluate.jobs import JOB_NAMES
+from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
 from taxo_pipeline.settings import PROJECT_ROOT
 from taxo_pipeline.sie.local_server import free_port
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP
@@ -83,7 +85,7 @@ def test_four_partition_runs_launched_together_from_the_webserver_all_succeed(wo
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("TAXO_INDEX_DIR", str(workspace / "chroma"))
-    materialize(DATA_ASSETS, sie_url=sie_env)
+    materialize(dg.AssetSelection.groups(DATA_GROUP), sie_url=sie_env)
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions("encoder_model", [MINILM, TINY_CLIP])
 
@@ -101,11 +103,11 @@ def test_four_partition_runs_launched_together_from_the_webserver_all_succeed(wo
         def launch(partition: tuple[str, str]) -> str:
             model, variant = partition
             return DagsterGraphQLClient("127.0.0.1", port_number=port).submit_job_execution(
-                ENCODER_JOB,
-                asset_selection=list(TEXT_RETRIEVAL_ASSETS),
+                JOB_NAMES[MODEL_VARIANT],
+                asset_selection=["category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"],
                 run_config={"ops": {"text_retrieval_predictions": {"config": {"limit": LIMIT, "top_k": TOP_K}}}},
                 tags={
-                    "dagster/partition": str(model_variant_key(model, variant)),
+                    "dagster/partition": str(dg.MultiPartitionKey({"model": model, "variant": variant})),
                     "dagster/partition/model": model,
                     "dagster/partition/variant": variant,
                 },

@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 
 from taxo_pipeline import settings
 from taxo_pipeline.cli.common import run_command
+from taxo_pipeline.cli.evaluate import add_eval
 from taxo_pipeline.cli.materialize import add_materialize
+from taxo_pipeline.cli.predict import add_predict
 from taxo_pipeline.cli.runs import dagster_home
 from taxo_pipeline.sie.catalogue import validate_model_id
 from taxo_pipeline.sie.client import InferenceClient
@@ -64,7 +66,7 @@ def run_dev(args: argparse.Namespace) -> int:
         return subprocess.call([*command, *args.dagster_args], env=env, cwd=settings.PROJECT_ROOT)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_encode, add_materialize, add_dev]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_encode, add_materialize, add_eval, add_predict, add_dev]
 
 
 def build_parser() -> argparse.ArgumentParser:

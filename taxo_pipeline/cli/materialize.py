@@ -24,10 +24,11 @@ import polars as pl
 from dagster._core.definitions.partitions.context import partition_loading_context
 
 from taxo_pipeline import settings
-from taxo_pipeline.assets.dataset import SOURCE_METADATA, source_data_version, source_file
-from taxo_pipeline.assets.sensors import DATA_VERSION_TAG, apply_model_sync, model_sync
-from taxo_pipeline.cli.evaluate import add_source_arguments
+from taxo_pipeline.cli.arguments import add_source_arguments
 from taxo_pipeline.cli.runs import RunFailedError, dagster_home, materialize
+from taxo_pipeline.defs.ingest.assets import SOURCE_METADATA, source_data_version, source_file
+from taxo_pipeline.defs.models.partitions import PARTITIONS, partition_models
+from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, apply_model_sync, model_sync
 from taxo_pipeline.evaluation.leaderboard import leaderboard
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
@@ -39,6 +40,8 @@ log = logging.getLogger("taxo_pipeline")
 
 # Where the command keeps its automation cursor: the instance's key-value store, beside the daemon's.
 CURSOR_KEY = "taxo_pipeline/materialize/automation_cursor"
+# {partitions definition: the name of its partitioning}, to read the model ids in its keys.
+_PARTITIONINGS = {partitions_def: name for name, partitions_def in PARTITIONS.items()}
 RETRY_HINT = (
     "The automation reruns it once one of its inputs changes (data, model, code); to retry it "
     "unchanged, materialize it from the Dagster UI (`taxo-pipeline dev`)."
@@ -139,19 +142,10 @@ def sie_assets(defs: dg.Definitions) -> frozenset[dg.AssetKey]:
     )
 
 
-def partition_models(partitions_def: dg.PartitionsDefinition | None, partition_key: str | None) -> set[str]:
-    """The model ids in a partition key: the values of its dynamic dimensions (model, retriever,
-    reranker), or the key itself on a one-dimension model partitioning."""
-    if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
-        return {partition_key}
-    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
-        by_dimension = partitions_def.get_partition_key_from_str(partition_key).keys_by_dimension
-        return {
-            by_dimension[dimension.name]
-            for dimension in partitions_def.partitions_defs
-            if isinstance(dimension.partitions_def, dg.DynamicPartitionsDefinition)
-        }
-    return set()
+def called_models(partitions_def: dg.PartitionsDefinition | None, partition_key: str | None) -> set[str]:
+    """The model ids in a partition key of one of the model partitionings; none for the data assets."""
+    partitioning = _PARTITIONINGS.get(partitions_def)
+    return set(partition_models(partitioning, partition_key).ids) if partitioning else set()
 
 
 def requested_runs(graph, result, sie_keys: frozenset[dg.AssetKey]) -> list[PlannedRun]:
@@ -167,7 +161,7 @@ def requested_runs(graph, result, sie_keys: frozenset[dg.AssetKey]) -> list[Plan
     runs = []
     for (partitions_def, partition_key), keys in groups.items():
         keys = sorted(keys, key=order.__getitem__)
-        called = set().union(*(partition_models(partitions_def, partition_key) for key in keys if key in sie_keys))
+        called = set().union(*(called_models(partitions_def, partition_key) for key in keys if key in sie_keys))
         runs.append(PlannedRun(partition_key, tuple(keys), frozenset(called)))
     return sorted(runs, key=lambda run: (order[run.assets[0]], str(run.partition_key)))
 
@@ -184,7 +178,7 @@ def models_downstream(instance: dg.DagsterInstance, graph, runs: Iterable[Planne
                 children = graph.get_children_partitions(*asset_partition)
                 todo.extend((child.asset_key, child.partition_key) for child in children)
     return frozenset().union(
-        *(partition_models(graph.get(key).partitions_def, partition) for key, partition in seen if key in sie_keys)
+        *(called_models(graph.get(key).partitions_def, partition) for key, partition in seen if key in sie_keys)
     )
 
 
@@ -255,5 +249,5 @@ def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, launcher:
             return
     raise RuntimeError(
         f"the automation still requests runs after {evaluations} evaluations "
-        f"({', '.join(run.describe() for run in runs)}): a condition in taxo_pipeline/assets/automation.py never settles"
+        f"({', '.join(run.describe() for run in runs)}): a condition in taxo_pipeline/defs/automation.py never settles"
     )

@@ -1,5 +1,6 @@
-"""`predict-*` commands: classify one product from the command line, printing `label<TAB>score`
-(or `path<TAB>distance`) lines, then latency lines."""
+"""`taxo-pipeline predict APPROACH` (and the reference's `predict-*` commands): classify one product
+from the command line with any registered approach, printing `label<TAB>score` lines best first
+(`path<TAB>distance` for the reference's retrieval), then the latency of each SIE stage and in all."""
 
 from __future__ import annotations
 
@@ -7,157 +8,130 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 
 from taxo_pipeline import settings
-from taxo_pipeline.assets.plan import model_variant_key
+from taxo_pipeline.approaches.evidence import Evidence
+from taxo_pipeline.approaches.registry import approach as approach_named
+from taxo_pipeline.approaches.registry import approaches
+from taxo_pipeline.approaches.spec import Approach, ClassifyRequest
+from taxo_pipeline.cli.arguments import add_model_arguments, add_source_arguments, partition_models, storage
 from taxo_pipeline.cli.common import run_command
-from taxo_pipeline.cli.evaluate import add_index_arguments, add_source_arguments, use_index_dir
+from taxo_pipeline.cli.evaluate import INDEX_ASSET, evaluation_runs
 from taxo_pipeline.cli.runs import materialize, source_run_config
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.products import IMAGE
+from taxo_pipeline.defs.evaluate.assets import FIXED_VARIANT
+from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
+from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_l3
+from taxo_pipeline.defs.models.partitions import dynamic_partitions, partition_key
+from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
-from taxo_pipeline.sie.catalogue import model_slug, validate_model_id
+from taxo_pipeline.sie.catalogue import load_catalogue, model_slug
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
 from taxo_pipeline.sie.local_server import ensure_sie
-from taxo_pipeline.warehouse import Warehouse
 
 log = logging.getLogger("taxo_pipeline")
+INDEX_KEY = dg.AssetKey(INDEX_ASSET)
 
 
-@contextmanager
-def _client(models: Sequence[str]) -> Iterator[tuple[str, InferenceClient]]:
-    cache = EmbeddingCache(Warehouse(settings.warehouse_path()))
-    with ensure_sie(models=list(models), logger=log) as url, InferenceClient(url, cache=cache, logger=log) as client:
-        yield url, client
-
-
-def _ensure_index(model: str, variant: str, taxonomy: str | None, sie_url: str) -> CategoryIndex:
-    """The model's category index, built through Dagster when this directory has none yet."""
-    index = CategoryIndex(settings.index_dir(), model_slug(model), variant)
-    if not index.count():
-        log.info("no index for %s %s in %s: building it", model, variant, index.directory)
-        materialize(
-            ["raw_taxonomy", "taxonomy_l3", "category_embeddings"], sie_url=sie_url,
-            ops_config=source_run_config(None, taxonomy), partition_key=model_variant_key(model, variant),
-            dynamic_partitions={"encoder_model": [model]},
-        )
-    return index
-
-
-def _print_latencies(**seconds: float) -> None:
-    for name, value in seconds.items():
-        print(f"{name}\t{value * 1000:.1f}")
-
-
-def _retrieval_parser(prog: str, what: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=f"Print the top-k categories for one {what}.")
-    add_index_arguments(parser)
+def build_parser(approach: Approach, prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=f"Classify one product with {approach.name}: {approach.description}")
+    add_model_arguments(parser, approach)
     add_source_arguments(parser)
-    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--title", default="", help="the product title (approaches that read it)")
+    if approach.query == "image":
+        parser.add_argument("--image-path", required=True, type=Path, help="a JPEG/PNG/WebP image of the product")
+        parser.set_defaults(description="")
+    else:
+        parser.add_argument("--description", required=True, help="the product description to classify")
     return parser
 
 
-def _predict_retrieval(args: argparse.Namespace, query: str | bytes) -> int:
-    use_index_dir(args.index_dir)
-    with _client([args.model]) as (url, client):
-        index = _ensure_index(args.model, args.variant, args.taxonomy, url)
-        started = time.perf_counter()
-        vector = client.encode(args.model, [query], is_query=True)
-        encoded = time.perf_counter()
-        (matches,) = index.query(vector, args.top_k)
-        searched = time.perf_counter()
-    for match in matches:
-        print(f"{match.path}\t{match.distance:.4f}")
-    _print_latencies(encode_latency_ms=encoded - started, search_latency_ms=searched - encoded)
-    return 0
+def _product(args: argparse.Namespace) -> pl.DataFrame:
+    row = {"product_id": ["cli"], "product_title": [args.title], "product_description": [args.description]}
+    if path := getattr(args, "image_path", None):
+        if not path.is_file():
+            raise FileNotFoundError(f"image file {path} does not exist")
+        row[IMAGE] = [{"bytes": path.read_bytes(), "path": str(path)}]
+    return pl.DataFrame(row)
 
 
-def _predict_text_retrieval(argv: Sequence[str] | None) -> int:
-    parser = _retrieval_parser("predict-text-retrieval", "product description")
-    parser.add_argument("--description", required=True, help="the product description to classify")
-    args = parser.parse_args(argv)
-    return _predict_retrieval(args, args.description)
+def _prepare(approach: Approach, args: argparse.Namespace, store: StorageResource, url: str) -> None:
+    """Build what the approach reads when this folder lacks it: the tables, and its partition's
+    category indexes (the approach's own predictions are not needed)."""
+    ops = source_run_config(args.products, args.taxonomy)
+    if args.products or args.taxonomy or not store.data_path(settings.EXPERIMENT_L3_FILE).exists():
+        materialize(dg.AssetSelection.groups(DATA_GROUP), sie_url=None, ops_config=ops, storage=store)
+    for run in evaluation_runs(approach, partition_models(args))[:-1]:
+        model, variant = run.models.model, run.models.variant
+        if run.selection == [INDEX_KEY] and not CategoryIndex(store.index_path(), model_slug(model), variant).count():
+            log.info("no index for %s %s in %s: building it", model, variant, store.index_path())
+            materialize(run.selection, sie_url=url, ops_config=ops, storage=store,
+                        partition_key=partition_key(run.partitioning, run.models),
+                        dynamic_partitions=dynamic_partitions(run.partitioning, run.models))  # fmt: skip
 
 
-def _predict_image_retrieval(argv: Sequence[str] | None) -> int:
-    parser = _retrieval_parser("predict-image-retrieval", "product image")
-    parser.add_argument("--image-path", required=True, type=Path, help="a JPEG/PNG/WebP image of the product")
-    args = parser.parse_args(argv)
-    if not args.image_path.is_file():
-        raise FileNotFoundError(f"image file {args.image_path} does not exist")
-    return _predict_retrieval(args, args.image_path.read_bytes())
+def run_predict(approach: Approach, args: argparse.Namespace) -> int:
+    models, store = partition_models(args), storage(args)
+    known = {spec.id: spec.family for spec in load_catalogue()}
+    with ensure_sie(models=list(models.ids), logger=log) as url:
+        _prepare(approach, args, store, url)
+        taxonomy = load_taxonomy_l3(store)
+        cache = EmbeddingCache(store.warehouse())
+        with InferenceClient(url, cache=cache, logger=log) as client:
+            evidence = Evidence(client, store.index_path(), taxonomy)
+            request = ClassifyRequest(
+                _product(args), taxonomy, evidence, models.model,
+                models.variant or FIXED_VARIANT.get(approach.partitioning, "full-path"), known.get(models.model, "text"),
+                models.reranker, args.top_k, approach.batch_size,
+                labelled=load_experiment(store) if approach.needs_labels else None,
+            )  # fmt: skip
+            started = time.perf_counter()
+            classified = approach.classify(request)
+            elapsed = time.perf_counter() - started
+    for why in classified.skipped.values():
+        print(f"{approach.name}: product skipped: {why}", file=sys.stderr)
+    for category, score in (classified.ranked[0] if classified.ranked else []):
+        print(f"{category}\t{1.0 - score if approach.prints_distance else score:.4f}")
+    for stage, records in evidence.requests.items():
+        print(f"{stage}_latency_ms\t{sum(r.latency_ms for r in records):.1f}")
+    print(f"total_latency_ms\t{elapsed * 1000:.1f}")
+    return 0 if classified.ranked else 1
 
 
-def _l1_labels(taxonomy: str | None, sie_url: str) -> list[str]:
-    path = Path(settings.data_dir()) / settings.TAXONOMY_L3_FILE
-    if taxonomy or not path.exists():
-        materialize(["raw_taxonomy", "taxonomy_l3"], sie_url=sie_url, ops_config=source_run_config(None, taxonomy))
-    return TaxonomyL3(pl.read_parquet(path)["path"].to_list()).l1_labels()
+def predict_command(approach_name: str, prog: str):
+    """The console-script entry point of one approach's predict command."""
+
+    def entry(argv: Sequence[str] | None = None) -> int:
+        def run(argv_: Sequence[str] | None) -> int:
+            approach = approach_named(approach_name)
+            return run_predict(approach, build_parser(approach, prog).parse_args(argv_))
+
+        return run_command(prog, run, argv)
+
+    return entry
 
 
-def _predict_nli(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="predict-nli", description="Print the top-k L1 labels for one description.")
-    parser.add_argument("--model", required=True, type=validate_model_id, help="SIE NLI model id (org/name)")
-    parser.add_argument("--description", required=True, help="the product description to classify")
-    parser.add_argument("--top-k", type=int, default=5)
-    add_source_arguments(parser)
-    args = parser.parse_args(argv)
-    with _client([args.model]) as (url, client):
-        labels = _l1_labels(args.taxonomy, url)
-        started = time.perf_counter()
-        (ranked,) = client.extract(args.model, [args.description], labels)
-        elapsed = time.perf_counter() - started
-    for entry in ranked[: args.top_k]:
-        print(f"{entry['label']}\t{entry['score']:.4f}")
-    _print_latencies(latency_ms=elapsed)
-    return 0
+def add_predict(subparsers: argparse._SubParsersAction) -> None:
+    """`taxo-pipeline predict APPROACH ...`: one sub-subcommand per registered approach."""
+    parser = subparsers.add_parser("predict", help="classify one product with one approach and print its top-k")
+    per_approach = parser.add_subparsers(dest="approach", required=True, metavar="APPROACH")
+    for approach in approaches():
+        sub = per_approach.add_parser(approach.name, help=approach.description)
+        for action in build_parser(approach, approach.name)._actions[1:]:
+            sub._add_action(action)
+        sub.set_defaults(run=lambda args, a=approach: run_predict(a, args))
 
 
-def _predict_reranking(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="predict-reranking", description="Retrieve the top-k categories for one description, then rerank them."
-    )
-    add_index_arguments(parser, model_flag="--retrieval-model")
-    parser.add_argument("--reranker-model", required=True, type=validate_model_id, help="SIE reranker id (org/name)")
-    parser.add_argument("--description", required=True, help="the product description to classify")
-    parser.add_argument("--top-k", type=int, default=5)
-    add_source_arguments(parser)
-    args = parser.parse_args(argv)
-    use_index_dir(args.index_dir)
-    with _client([args.retrieval_model, args.reranker_model]) as (url, client):
-        index = _ensure_index(args.retrieval_model, args.variant, args.taxonomy, url)
-        started = time.perf_counter()
-        (matches,) = index.query(client.encode(args.retrieval_model, [args.description], is_query=True), args.top_k)
-        retrieved = time.perf_counter()
-        paths = [m.path for m in matches]
-        scores = client.score(args.reranker_model, args.description, paths)
-        reranked = time.perf_counter()
-    for path, score in sorted(zip(paths, scores), key=lambda pair: pair[1], reverse=True):
-        print(f"{path}\t{score:.4f}")
-    _print_latencies(retrieval_latency_ms=retrieved - started, reranking_latency_ms=reranked - retrieved)
-    return 0
-
-
-def predict_text_retrieval(argv: Sequence[str] | None = None) -> int:
-    return run_command("predict-text-retrieval", _predict_text_retrieval, argv)
-
-
-def predict_image_retrieval(argv: Sequence[str] | None = None) -> int:
-    return run_command("predict-image-retrieval", _predict_image_retrieval, argv)
-
-
-def predict_nli(argv: Sequence[str] | None = None) -> int:
-    return run_command("predict-nli", _predict_nli, argv)
-
-
-def predict_reranking(argv: Sequence[str] | None = None) -> int:
-    return run_command("predict-reranking", _predict_reranking, argv)
-
+predict_text_retrieval = predict_command("text-retrieval", "predict-text-retrieval")
+predict_image_retrieval = predict_command("image-retrieval", "predict-image-retrieval")
+predict_nli = predict_command("nli", "predict-nli")
+predict_reranking = predict_command("reranking", "predict-reranking")
 
 if __name__ == "__main__":
     sys.exit(predict_text_retrieval())

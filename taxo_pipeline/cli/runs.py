@@ -44,9 +44,10 @@ def source_run_config(products: str | None, taxonomy: str | None) -> dict:
 
 
 def materialize(
-    selection: Sequence[str],
+    selection: Sequence[str] | dg.AssetSelection,
     *,
     sie_url: str | None,
+    storage: StorageResource | None = None,
     ops_config: dict | None = None,
     partition_key: str | None = None,
     dynamic_partitions: dict[str, list[str]] | None = None,
@@ -65,10 +66,10 @@ def materialize(
             instance.add_dynamic_partitions(name, missing)
     result = dg.materialize(
         [*defs.assets, *defs.asset_checks],
-        selection=list(selection),
+        selection=selection if isinstance(selection, dg.AssetSelection) else list(selection),
         instance=instance,
         partition_key=partition_key,
-        resources={"storage": StorageResource(), "sie": SIEResource(base_url=sie_url)},
+        resources={"storage": storage or StorageResource(), "sie": SIEResource(base_url=sie_url)},
         run_config={"ops": ops_config or {}},
         tags=tags,
         raise_on_error=False,

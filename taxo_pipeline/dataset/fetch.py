@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from taxo_pipeline.errors import InputError
+from taxo_pipeline.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,8 @@ def resolve_source(
     """Return a local path for `source`, downloading a URL into `cache_dir/cache_name` once."""
     if not is_url(source):
         path = Path(source).expanduser()
+        if path.is_dir():
+            raise InputError(f"{what} file {path} is a directory, not a file (set {env_var} or pass the file's path)")
         if not path.is_file():
             raise InputError(f"{what} file {path} does not exist (set {env_var} or pass a path that exists)")
         return path.resolve()
@@ -58,15 +59,12 @@ def resolve_source(
     if target.is_file() and not refresh:
         log.info("%s: using cached %s (refresh to download again)", what, target)
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{cache_name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
+
+    def download(tmp: Path) -> None:
+        with tmp.open("wb") as out:
             _download(source, out, what=what, env_var=env_var, timeout_s=timeout_s)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+
+    write_atomic(target, download)
     return target
 
 

@@ -25,11 +25,14 @@ FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json"
 
 def read_products(path: Path) -> pl.DataFrame:
     path = Path(path)
+    _check_is_file(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(
             f"products file {path}: unsupported extension {path.suffix!r} (use .parquet, .jsonl or .csv)"
         )
+    if path.stat().st_size == 0:  # each reader below words this its own way
+        raise InputError(f"products file {path} is empty (0 bytes)")
     raw = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[fmt](path)
     missing = [c for c in TEXT_COLUMNS if c not in raw.columns]
     if missing:
@@ -40,6 +43,14 @@ def read_products(path: Path) -> pl.DataFrame:
     if raw.height == 0:
         raise InputError(f"products file {path} holds no rows")
     return _normalise(raw, path)
+
+
+def _check_is_file(path: Path) -> None:
+    # pyarrow would read a directory as a dataset of its parts.
+    if path.is_dir():
+        raise InputError(f"products file {path} is a directory, not a file")
+    if not path.is_file():
+        raise InputError(f"products file {path} does not exist")
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:
@@ -69,6 +80,11 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
 def _read_csv(path: Path) -> pl.DataFrame:
     try:
         frame = pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.NoDataError as exc:
+        raise InputError(
+            f"products file {path} holds no header row (expected a first line naming the columns "
+            f"{', '.join(TEXT_COLUMNS)})"
+        ) from exc
     except Exception as exc:
         raise InputError(f"products file {path} is not a readable CSV file: {exc}") from exc
     if POTENTIALS in frame.columns:
@@ -119,7 +135,12 @@ def _stable_ids(raw: pl.DataFrame) -> pl.Series:
 
 
 def _normalise(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
-    columns = [_stable_ids(raw).alias("product_id")]
+    ids = _stable_ids(raw).alias("product_id")
+    if (repeated := ids.filter(ids.is_duplicated()).unique(maintain_order=True)).len():
+        # results are keyed by product id: a repeated one would be joined to every row that carries it
+        shown = ", ".join(repr(i) for i in repeated.head(5).to_list())
+        raise InputError(f"products file {path}: {repeated.len()} product_id values repeat (e.g. {shown}); ids must be unique")
+    columns = [ids]
     columns += [raw[c].cast(pl.String) for c in TEXT_COLUMNS]
     if POTENTIALS in raw.columns:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from taxo_pipeline.errors import InputError
 
 SEPARATOR = " > "
 MAX_LEVEL = 3
+GID_FORM = "gid://shopify/TaxonomyCategory/<id>"
+GID_RE = re.compile(r"gid://shopify/TaxonomyCategory/[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+_BAD_NAME_CHARS = re.compile(r"[<>\x00-\x1f\x7f]")
 
 
 def parse_categories(path: Path) -> list[str]:
@@ -22,19 +26,31 @@ def parse_categories(path: Path) -> list[str]:
     categories = []
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if " : " not in line:
-            raise InputError(
-                f"taxonomy file {path}, line {number}: expected '<gid> : <path>' (no ' : ' found): {line[:120]!r}"
-            )
-        category = line.split(" : ", 1)[1].strip()
-        if not category:
-            raise InputError(f"taxonomy file {path}, line {number}: empty category path: {line[:120]!r}")
-        categories.append(category)
+        if stripped and not stripped.startswith("#"):
+            categories.append(_category(line, f"taxonomy file {path}, line {number}"))
     if not categories:
         raise InputError(f"taxonomy file {path} holds no categories")
     return categories
+
+
+def _category(line: str, where: str) -> str:
+    """The path of one `<gid> : <path>` line; anything else (a stray text line, a mangled file)
+    would otherwise become a node of the taxonomy and a label to predict."""
+    gid, found, category = line.partition(" : ")
+    if not found or not GID_RE.fullmatch(gid.strip()):
+        raise InputError(f"{where}: expected '<gid> : <path>' where <gid> is {GID_FORM}: {line[:120]!r}")
+    category = category.strip()
+    if not category:
+        raise InputError(f"{where}: empty category path: {line[:120]!r}")
+    names = split_path(category)
+    if not all(names):
+        raise InputError(f"{where}: empty category name in the path: {line[:120]!r}")
+    if any(_BAD_NAME_CHARS.search(name) for name in names):
+        raise InputError(
+            f"{where}: category names may not contain '<', '>' or control characters "
+            f"(nodes are separated by ' > '): {line[:120]!r}"
+        )
+    return category
 
 
 def split_path(path: str) -> list[str]:

@@ -3,58 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-
-def retrieval_report(*, model, variant, index_dir, rebuild, limit, count, metrics, latency) -> dict:
-    return {
-        "model": model,
-        "variant": variant,
-        "index_dir": str(index_dir),
-        "rebuild": rebuild,
-        "limit": limit,
-        "count": count,
-        "strict": metrics["strict"],
-        "lenient": metrics["lenient"],
-        "latency_ms": latency,
-    }
+from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.files import write_atomic
 
 
-def nli_report(*, model, limit, count, metrics, latency) -> dict:
-    return {
-        "model": model,
-        "limit": limit,
-        "count": count,
-        "strict": metrics["strict"],
-        "lenient": metrics["lenient"],
-        "latency_ms": latency,
-    }
-
-
-def reranking_report(
-    *, retrieval_model, reranker_model, variant, index_dir, rebuild, top_k, limit, count, metrics,
-    retrieval_latency, reranking_latency,
-) -> dict:
-    return {
-        "retrieval_model": retrieval_model,
-        "reranker_model": reranker_model,
-        "variant": variant,
-        "index_dir": str(index_dir),
-        "rebuild": rebuild,
-        "top_k": top_k,
-        "limit": limit,
-        "count": count,
-        "strict": metrics["strict"],
-        "lenient": metrics["lenient"],
-        "retrieval_latency_ms": retrieval_latency,
-        "reranking_latency_ms": reranking_latency,
-    }
+def report_for(kind: str, *, key: ResultKey, args, count: int, metrics: dict, index_dir, latencies: dict) -> dict:
+    """The eval command's JSON for an approach whose report shape is `kind` (retrieval, nli or
+    reranking); `latencies` holds the latency block of each stage the approach recorded."""
+    scores = {"limit": args.limit, "count": count, "strict": metrics["strict"], "lenient": metrics["lenient"]}
+    if kind == "nli":
+        return {"model": key.model, **scores, "latency_ms": latencies["extract"]}
+    index = {"index_dir": str(index_dir), "rebuild": args.rebuild}
+    if kind == "reranking":
+        return {
+            "retrieval_model": key.model, "reranker_model": key.reranker, "variant": key.variant, **index,
+            "top_k": args.top_k, **scores, "retrieval_latency_ms": latencies["query_encode"],
+            "reranking_latency_ms": latencies["rerank"],
+        }  # fmt: skip
+    return {"model": key.model, "variant": key.variant, **index, **scores, "latency_ms": latencies["query_encode"]}
 
 
 def write_report(report: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(report, indent=2) + "\n"
+    write_atomic(Path(path), lambda tmp: tmp.write_text(text))

@@ -1,147 +1,167 @@
-"""Predictions, request latencies and metrics in the warehouse, one partition per (approach, model, variant).
+"""Predictions, request latencies and metrics in the warehouse, keyed by ResultKey.
 
-Every approach writes the same three tables, so one SQL query compares them all. Each write
-replaces the partition's rows in one transaction.
+Every approach writes the same three tables, so one SQL query compares them all. A result's rows are
+replaced in one transaction: a failure leaves the previous ones in place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
 
+from taxo_pipeline.evaluation.keys import ResultKey, where
 from taxo_pipeline.evaluation.metrics import latency_summary
 from taxo_pipeline.evaluation.tables import metric_rows
 from taxo_pipeline.sie.latency import LatencyRecord
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse import Warehouse, replace_rows
 
 PREDICTIONS = "predictions"
 LATENCIES = "request_latencies"
 METRICS = "metrics"
+DATASETS = "datasets"
+RESULT_TABLES = (PREDICTIONS, LATENCIES, METRICS)
+FULL = "full"  # a dataset's scope: the whole evaluation table, or a subset (--limit)
+
+KEY_SCHEMA = [("approach", pa.string()), ("model", pa.string()), ("reranker", pa.string()), ("variant", pa.string()),
+              ("dataset", pa.string())]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Partition:
-    approach: str
-    model: str
-    variant: str
-
-    @property
-    def keys(self) -> dict[str, str]:
-        return {"approach": self.approach, "model": self.model, "variant": self.variant}
+def _key_columns(key: ResultKey, rows: int) -> dict[str, pa.Array]:
+    return {name: pa.array([key.columns[name]] * rows, type_) for name, type_ in KEY_SCHEMA}
 
 
-def clear_partition(
-    warehouse: Warehouse, partition: Partition, tables: Sequence[str] = (PREDICTIONS, LATENCIES, METRICS)
-) -> None:
-    """Forget a partition's results, e.g. when it no longer applies (an image approach on a text model)."""
-    with warehouse.transaction() as con:
-        existing = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        for table in tables:
-            if table in existing:
-                con.execute(
-                    f"DELETE FROM {table} WHERE approach = ? AND model = ? AND variant = ?", list(partition.keys.values())
-                )
-
-
-def save_predictions(
-    warehouse: Warehouse, partition: Partition, product_ids: Sequence[str], ranked: Sequence[Sequence[tuple[str, float]]]
-) -> int:
+def prediction_rows(key: ResultKey, product_ids: Sequence[str], ranked: Sequence[Sequence[tuple[str, float]]]) -> pa.Table:
     """`ranked[i]` is product i's candidates, best first, as (category path, score: higher is better)."""
-    now = datetime.now(UTC)
-    records = [
-        {**partition.keys, "product_id": pid, "rank": rank, "category": category, "score": float(score), "computed_at": now}
-        for pid, candidates in zip(product_ids, ranked, strict=True)
-        for rank, (category, score) in enumerate(candidates, start=1)
-    ]
-    schema = pa.schema(
-        [("approach", pa.string()), ("model", pa.string()), ("variant", pa.string()), ("product_id", pa.string()),
-         ("rank", pa.int32()), ("category", pa.string()), ("score", pa.float64()), ("computed_at", pa.timestamp("us", tz="UTC"))]
-    )
-    warehouse.replace_partition(PREDICTIONS, partition.keys, pa.Table.from_pylist(records, schema=schema))
-    return len(records)
-
-
-def save_latencies(warehouse: Warehouse, partition: Partition, stage: str, records: Sequence[LatencyRecord]) -> None:
-    """Per-request latencies of one stage, replacing the partition's previous ones."""
-    now = datetime.now(UTC)
-    table = pa.table(
+    ids, ranks, categories, scores = [], [], [], []
+    for product_id, candidates in zip(product_ids, ranked, strict=True):
+        for rank, (category, score) in enumerate(candidates, start=1):
+            ids.append(product_id), ranks.append(rank), categories.append(category), scores.append(float(score))
+    return pa.table(
         {
-            **{k: [v] * len(records) for k, v in partition.keys.items()},
-            "stage": [stage] * len(records),
-            "operation": [r.operation for r in records],
-            "batch_size": pa.array([r.batch_size for r in records], pa.int32()),
-            "latency_ms": pa.array([r.latency_ms for r in records], pa.float64()),
-            "recorded_at": pa.array([now] * len(records), pa.timestamp("us", tz="UTC")),
+            **_key_columns(key, len(ids)),
+            "product_id": pa.array(ids, pa.string()),
+            "rank": pa.array(ranks, pa.int32()),
+            "category": pa.array(categories, pa.string()),
+            "score": pa.array(scores, pa.float64()),
+            "computed_at": pa.array([datetime.now(UTC)] * len(ids), pa.timestamp("us", tz="UTC")),
         }
     )
-    warehouse.replace_partition(LATENCIES, {**partition.keys, "stage": stage}, table)
 
 
-def latency(warehouse: Warehouse, partition: Partition, stage: str) -> dict:
+def latency_rows(key: ResultKey, requests: Mapping[str, Sequence[LatencyRecord]]) -> pa.Table:
+    records = [(stage, r) for stage, stage_requests in requests.items() for r in stage_requests]
+    return pa.table(
+        {
+            **_key_columns(key, len(records)),
+            "stage": pa.array([stage for stage, _ in records], pa.string()),
+            "operation": pa.array([r.operation for _, r in records], pa.string()),
+            "batch_size": pa.array([r.batch_size for _, r in records], pa.int32()),
+            "latency_ms": pa.array([r.latency_ms for _, r in records], pa.float64()),
+            "recorded_at": pa.array([datetime.now(UTC)] * len(records), pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def save_results(
+    warehouse: Warehouse,
+    key: ResultKey,
+    product_ids: Sequence[str],
+    ranked: Sequence[Sequence[tuple[str, float]]],
+    requests: Mapping[str, Sequence[LatencyRecord]],
+    products: int,
+    scope: str,
+) -> int:
+    """The key's predictions and request latencies, and the dataset it covers, in one transaction;
+    its previous metrics go too (they described other predictions). Returns the prediction rows."""
+    rows = prediction_rows(key, product_ids, ranked)
+    dataset = pa.table({"dataset": [key.dataset], "products": pa.array([products], pa.int64()), "scope": [scope],
+                        "recorded_at": pa.array([datetime.now(UTC)], pa.timestamp("us", tz="UTC"))})  # fmt: skip
+    with warehouse.transaction() as con:
+        replace_rows(con, PREDICTIONS, key.columns, rows)
+        replace_rows(con, LATENCIES, key.columns, latency_rows(key, requests))
+        replace_rows(con, DATASETS, {"dataset": key.dataset}, dataset)
+        _delete(con, METRICS, key)
+    return rows.num_rows
+
+
+def _delete(con, table: str, key: ResultKey) -> None:
+    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]:
+        condition, params = where(key)
+        con.execute(f"DELETE FROM {table} WHERE {condition}", params)
+
+
+def clear_results(warehouse: Warehouse, key: ResultKey) -> None:
+    """Forget a key's results on every dataset, e.g. when the approach does not apply to the model
+    (image retrieval on a text model)."""
+    columns = [c for c in key.columns if c != "dataset"]
+    condition = " AND ".join(f'"{c}" IS NOT DISTINCT FROM ?' for c in columns)
+    with warehouse.transaction() as con:
+        existing = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        for table in set(RESULT_TABLES) & existing:
+            con.execute(f"DELETE FROM {table} WHERE {condition}", [key.columns[c] for c in columns])
+
+
+def latency(warehouse: Warehouse, key: ResultKey, stage: str) -> dict:
     """The reference's latency block {p50, p95, request_count, batch_size} for one stage; the
     batch size is the largest request's, i.e. the configured one."""
     rows = []
     if warehouse.table_exists(LATENCIES):
+        condition, params = where(key)
         with warehouse.connect(read_only=True) as con:
             rows = con.execute(
-                f"SELECT latency_ms, batch_size FROM {LATENCIES} WHERE approach = ? AND model = ? AND variant = ? AND stage = ?",
-                [*partition.keys.values(), stage],
+                f"SELECT latency_ms, batch_size FROM {LATENCIES} WHERE {condition} AND stage = ?", [*params, stage]
             ).fetchall()
     return latency_summary([r[0] for r in rows], max((r[1] for r in rows), default=0))
 
 
-def top1_with_truth(warehouse: Warehouse, partition: Partition) -> pl.DataFrame:
+def latency_per_product(warehouse: Warehouse, key: ResultKey, products: int) -> float | None:
+    """Milliseconds of SIE requests per product classified, over every stage the approach called
+    (the category index is built once per model, not per product)."""
+    condition, params = where(key)
+    with warehouse.connect(read_only=True) as con:
+        (total,) = con.execute(
+            f"SELECT sum(latency_ms) FROM {LATENCIES} WHERE {condition} AND stage <> 'category_encode'", params
+        ).fetchone()
+    return total / products if total is not None and products else None
+
+
+def top1_with_truth(warehouse: Warehouse, key: ResultKey) -> pl.DataFrame:
     """Each predicted product's top category next to its ground truth and potentials."""
+    condition, params = where(key, "p")
     with warehouse.connect(read_only=True) as con:
         return con.sql(
             f"""
             SELECT p.product_id, p.category AS prediction, e.ground_truth_category, e.potential_product_categories
             FROM {PREDICTIONS} p JOIN products_experiment_l3 e USING (product_id)
-            WHERE p.approach = ? AND p.model = ? AND p.variant = ? AND p.rank = 1
+            WHERE {condition} AND p.rank = 1
             ORDER BY p.product_id
             """,
-            params=list(partition.keys.values()),
+            params=params,
         ).pl()
 
 
-def candidates_with_queries(warehouse: Warehouse, partition: Partition, top_k: int) -> pl.DataFrame:
-    """Each product's first `top_k` stored candidates (best first) next to its description."""
-    with warehouse.connect(read_only=True) as con:
-        return con.sql(
-            f"""
-            SELECT p.product_id, any_value(e.product_description) AS description,
-                   list(p.category ORDER BY p.rank) AS candidates
-            FROM {PREDICTIONS} p JOIN products_experiment_l3 e USING (product_id)
-            WHERE p.approach = ? AND p.model = ? AND p.variant = ? AND p.rank <= ?
-            GROUP BY p.product_id ORDER BY p.product_id
-            """,
-            params=[*partition.keys.values(), top_k],
-        ).pl()
-
-
-def save_metrics(warehouse: Warehouse, partition: Partition, result: dict, count: int, latency_block: dict, evaluation: str = "zero-shot") -> pa.Table:
+def save_metrics(
+    warehouse: Warehouse, key: ResultKey, result: dict, count: int, latency_block: dict, evaluation: str, headline: str
+) -> pa.Table:
     rows = metric_rows(
-        result, **partition.keys, count=count, latency=latency_block if latency_block["request_count"] else None,
-        evaluation=evaluation,
-    )
-    warehouse.replace_partition(METRICS, partition.keys, rows)
+        result, key, count=count, latency=latency_block if latency_block["request_count"] else None,
+        evaluation=evaluation, headline=headline,
+    )  # fmt: skip
+    warehouse.replace_partition(METRICS, key.columns, rows)
     return rows
 
 
-def load_metrics(warehouse: Warehouse, partition: Partition) -> tuple[dict, int]:
+def load_metrics(warehouse: Warehouse, key: ResultKey) -> tuple[dict, int]:
     """The strict/lenient blocks as the reference nests them, rebuilt from the long rows: for path
     approaches {hierarchical, macro: {l1, l2, l3}}, for L1-only approaches (NLI) the L1 P/R/F1 itself."""
+    condition, params = where(key)
     with warehouse.connect(read_only=True) as con:
-        rows = con.execute(
-            f"SELECT mode, scope, precision, recall, f1, count FROM {METRICS} WHERE approach = ? AND model = ? AND variant = ?",
-            list(partition.keys.values()),
-        ).fetchall()
+        rows = con.execute(f"SELECT mode, scope, precision, recall, f1, count FROM {METRICS} WHERE {condition}", params).fetchall()
     if not rows:
-        raise LookupError(f"no metrics in the warehouse for {partition}")
+        raise LookupError(f"no metrics in the warehouse for {key}")
     scopes: dict[str, dict[str, dict]] = {}
     for mode, scope, p, r, f, _ in rows:
         scopes.setdefault(mode, {})[scope] = {"precision": p, "recall": r, "f1": f}
@@ -156,19 +176,17 @@ def load_metrics(warehouse: Warehouse, partition: Partition) -> tuple[dict, int]
     return result, rows[0][5]
 
 
-def headline_f1(warehouse: Warehouse, model: str) -> pl.DataFrame:
-    """Strict and lenient headline F1 of every approach and variant stored for `model` and for its
-    reranking pairs (`model + reranker`), best first. Headline as in the leaderboard view:
-    hierarchical F1, or L1 macro F1 for NLI, which predicts the top level only."""
+def headline_f1(warehouse: Warehouse, model: str, dataset: str) -> pl.DataFrame:
+    """Strict and lenient headline F1 of every approach stored for `model` (and its reranking pairs,
+    where it retrieves) on `dataset`, best first."""
     with warehouse.connect(read_only=True) as con:
         return con.sql(
             f"""
-            SELECT approach, model, variant, scope,
+            SELECT approach, reranker, variant, scope,
                    max(f1) FILTER (mode = 'strict') AS strict, max(f1) FILTER (mode = 'lenient') AS lenient
-            FROM {METRICS}
-            WHERE (model = ? OR starts_with(model, ? || ' + '))
-              AND (scope = 'hierarchical' OR (approach = 'nli' AND scope = 'macro_l1'))
-            GROUP BY ALL ORDER BY strict DESC, approach, model, variant
+            FROM {METRICS} WHERE model = ? AND dataset = ? AND headline
+            GROUP BY ALL ORDER BY strict DESC, approach, reranker NULLS FIRST, variant
             """,
-            params=[model, model],
+            params=[model, dataset],
         ).pl()
+

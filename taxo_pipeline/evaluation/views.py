@@ -9,27 +9,29 @@ from taxo_pipeline.warehouse import Warehouse
 
 MODELS_TABLE = "models"
 
+# The latest full evaluation table's fingerprint: the leaderboard shows results on it only, so a
+# --limit run or an older dataset never stands in for the current full evaluation.
+CURRENT_DATASET = "(SELECT dataset FROM datasets WHERE scope = 'full' ORDER BY recorded_at DESC LIMIT 1)"
+
 VIEWS = {
-    # The reference's two results tables in one: L3 rows rank by hierarchical F1, L1 rows (NLI) by L1 macro F1.
-    "leaderboard": """
-        WITH rows AS (
-            SELECT m.approach, m.model, m.variant, m.mode, m.f1, m.count, m.latency_p50_ms,
-                   CASE WHEN m.scope = 'hierarchical' THEN 'L3 classification (hF1)' ELSE 'L1 classification (L1 F1)' END AS task
-            FROM metrics m
-            WHERE m.scope = 'hierarchical' OR (m.approach = 'nli' AND m.scope = 'macro_l1')
-        )
-        SELECT task, approach, model,
-               coalesce(s.size, r.size) AS model_size,
-               max(f1) FILTER (mode = 'strict') AS strict, max(f1) FILTER (mode = 'lenient') AS lenient,
-               variant, max(count) AS products, max(latency_p50_ms) AS latency_p50_ms
-        FROM rows
-        LEFT JOIN models s ON s.id = rows.model
-        LEFT JOIN models r ON rows.model LIKE '% + ' || r.id  -- reranking rows: the reranker's size
+    # The reference's two results tables in one: L3 rows rank by hierarchical F1, L1-only rows (NLI) by L1 macro F1.
+    "leaderboard": f"""
+        SELECT CASE WHEN m.scope = 'hierarchical' THEN 'L3 classification (hF1)' ELSE 'L1 classification (L1 F1)' END AS task,
+               m.approach, m.model || coalesce(' + ' || m.reranker, '') AS model,
+               coalesce(r.size, s.size) AS model_size,
+               max(m.f1) FILTER (m.mode = 'strict') AS strict, max(m.f1) FILTER (m.mode = 'lenient') AS lenient,
+               m.variant, max(m.count) AS products, max(m.latency_p50_ms) AS latency_p50_ms,
+               max(m.latency_per_product_ms) AS latency_per_product_ms,
+               max(m.evaluation) AS evaluation, m.dataset
+        FROM metrics m
+        LEFT JOIN models s ON s.id = m.model
+        LEFT JOIN models r ON r.id = m.reranker  -- reranking rows: the reranker's size
+        WHERE m.headline AND m.dataset = {CURRENT_DATASET}
         GROUP BY ALL
         ORDER BY task DESC, strict DESC, lenient DESC, approach, model, variant  -- ties in a stable order
     """,
     "metrics_by_level": """
-        SELECT approach, model, variant, mode,
+        SELECT approach, model, reranker, variant, dataset, mode,
                max(f1) FILTER (scope = 'hierarchical') AS hierarchical_f1,
                max(f1) FILTER (scope = 'macro_l1') AS macro_l1_f1,
                max(f1) FILTER (scope = 'macro_l2') AS macro_l2_f1,
@@ -38,13 +40,13 @@ VIEWS = {
         FROM metrics GROUP BY ALL ORDER BY ALL
     """,
     "latencies": """
-        SELECT approach, model, variant, stage, count(*) AS requests, max(batch_size) AS batch_size,
+        SELECT approach, model, reranker, variant, dataset, stage, count(*) AS requests, max(batch_size) AS batch_size,
                quantile_cont(latency_ms, 0.5) AS p50_ms, quantile_cont(latency_ms, 0.95) AS p95_ms
         FROM request_latencies GROUP BY ALL ORDER BY ALL
     """,
     "product_predictions": """
-        SELECT p.approach, p.model, p.variant, p.product_id, e.product_title, e.product_description,
-               p.category AS prediction, p.score, e.ground_truth_category,
+        SELECT p.approach, p.model, p.reranker, p.variant, p.dataset, p.product_id, e.product_title,
+               e.product_description, p.category AS prediction, p.score, e.ground_truth_category,
                p.category = e.ground_truth_category AS correct_strict,
                p.category = e.ground_truth_category OR list_contains(e.potential_product_categories, p.category)
                    AS correct_lenient
@@ -54,15 +56,15 @@ VIEWS = {
     # Most frequent wrong top-level and second-level calls per approach: where a model gets lost.
     "confusions": """
         WITH levels AS (
-            SELECT approach, model, variant, k AS level,
+            SELECT approach, model, reranker, variant, dataset, k AS level,
                    array_to_string(string_split(ground_truth_category, ' > ')[1:k], ' > ') AS truth,
                    array_to_string(string_split(prediction, ' > ')[1:k], ' > ') AS predicted
             FROM product_predictions, (VALUES (1), (2)) AS t(k)
             WHERE len(string_split(ground_truth_category, ' > ')) >= k
         )
-        SELECT approach, model, variant, level, truth, predicted, count(*) AS products
+        SELECT approach, model, reranker, variant, dataset, level, truth, predicted, count(*) AS products
         FROM levels WHERE truth <> predicted
-        GROUP BY ALL ORDER BY approach, model, variant, level, products DESC
+        GROUP BY ALL ORDER BY approach, model, reranker NULLS FIRST, variant, dataset, level, products DESC
     """,
 }
 
@@ -82,6 +84,6 @@ def refresh_views(warehouse: Warehouse, catalogue: Catalogue) -> None:
         con.register("_models", models)
         con.execute(f"CREATE OR REPLACE TABLE {MODELS_TABLE} AS SELECT * FROM _models")
         existing = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if {"metrics", "predictions", "request_latencies", "products_experiment_l3"} <= existing:
+        if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment_l3"} <= existing:
             for name, sql in VIEWS.items():
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")

@@ -30,8 +30,12 @@ FAMILIES = ("nli", "text", "image", "rerank")
 # The SIE task each family is evaluated with; the server config must declare it.
 FAMILY_TASK = {"nli": "extract", "text": "encode", "image": "encode", "rerank": "score"}
 
-# Ids become file, collection and partition names, so only `org/name` of safe characters.
+# Ids become file, Chroma collection and Dagster partition names, so only `org/name` of safe characters.
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Two slugs and a few words share one file name (eval/reranking/<retriever>-<variant>-<reranker>.json,
+# plus a temp suffix) within the usual 255-byte limit.
+MAX_MODEL_ID_CHARS = 100
+SLUG_SEPARATOR = "__"
 _ENTRY_KEYS = {"id", "family", "size", "enabled", "weights", "server"}
 _REQUIRED_KEYS = {"id", "family", "size", "enabled", "server"}
 
@@ -41,17 +45,28 @@ class CatalogueError(InputError):
 
 
 def validate_model_id(model_id: object) -> str:
+    """`model_id` if it can name a file, a Chroma collection and a partition; InputError otherwise."""
     if not isinstance(model_id, str) or not MODEL_ID_RE.fullmatch(model_id):
-        raise InputError(
-            f"invalid model id {model_id!r}: expected 'org/name' made of letters, digits, '.', '_' and '-' "
-            "(each part starting with a letter or digit)"
+        problem = (
+            "expected 'org/name' made of letters, digits, '.', '_' and '-' (each part starting with a letter or digit)"
         )
-    return model_id
+    elif ".." in model_id:  # Chroma refuses it in collection names, Dagster '...' in partition keys
+        problem = "it may not contain '..'"
+    elif SLUG_SEPARATOR in model_id.split("/")[0]:  # keeps model_slug one-to-one
+        problem = f"the organisation part may not contain {SLUG_SEPARATOR!r} (file names join org and name with it)"
+    elif len(model_id) > MAX_MODEL_ID_CHARS:
+        problem = f"it is {len(model_id)} characters long; at most {MAX_MODEL_ID_CHARS} fit in file names"
+    else:
+        return model_id
+    raise InputError(f"invalid model id {model_id!r}: {problem}")
 
 
 def model_slug(model_id: str) -> str:
-    """A file-, collection- and partition-safe name: `org/name` -> `org__name`."""
-    return validate_model_id(model_id).replace("/", "__")
+    """A file-, collection- and partition-safe name: `org/name` -> `org__name`.
+
+    One-to-one: an org holds no '__' and a name starts with a letter or digit, so the first '__'
+    followed by one is the separator, and no two ids share a slug."""
+    return validate_model_id(model_id).replace("/", SLUG_SEPARATOR)
 
 
 @dataclass(frozen=True)

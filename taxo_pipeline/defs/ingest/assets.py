@@ -12,12 +12,14 @@ import polars as pl
 from pydantic import Field
 
 from taxo_pipeline import settings
-from taxo_pipeline.assets.metadata import table_metadata
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.fetch import cache_name_for, resolve_source
 from taxo_pipeline.dataset.products import IMAGE, read_products
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
 from taxo_pipeline.dataset.trimming import trim_products
+from taxo_pipeline.defs.automation import AUTOMATION
+from taxo_pipeline.defs.metadata import table_metadata
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.files import file_sha256, write_parquet_atomic
 from taxo_pipeline.resources import StorageResource
 
@@ -62,7 +64,13 @@ def source_data_version(path: Path) -> dg.DataVersion:
     return dg.DataVersion(file_sha256(path))
 
 
-@dg.asset(group_name=GROUP, code_version="1", metadata={SOURCE_METADATA: "products"})
+@dg.asset(
+    group_name=GROUP,
+    code_version="1",
+    kinds={"parquet", "duckdb"},
+    automation_condition=AUTOMATION,
+    metadata={SOURCE_METADATA: "products"},
+)
 def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
     """The raw product file (Parquet, JSON Lines or CSV), validated; its local path flows downstream."""
     source, path = source_file(storage, "products", config.source, config.refresh)
@@ -81,7 +89,13 @@ def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storag
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1", metadata={SOURCE_METADATA: "taxonomy"})
+@dg.asset(
+    group_name=GROUP,
+    code_version="1",
+    kinds={"parquet", "duckdb"},
+    automation_condition=AUTOMATION,
+    metadata={SOURCE_METADATA: "taxonomy"},
+)
 def raw_taxonomy(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
     """Shopify's categories.txt, validated; its local path flows downstream."""
     source, path = source_file(storage, "taxonomy", config.source, config.refresh)
@@ -109,7 +123,7 @@ def _write(storage: StorageResource, table: str, file_name: str, frame: pl.DataF
     return path
 
 
-@dg.asset(group_name=GROUP, code_version="1")
+@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
 def clean_products_full_depth(
     context: dg.AssetExecutionContext, storage: StorageResource, raw_products: str, raw_taxonomy: str
 ) -> dg.MaterializeResult:
@@ -117,6 +131,8 @@ def clean_products_full_depth(
     clean, report = clean_products(read_products(Path(raw_products)), parse_categories(Path(raw_taxonomy)))
     dropped = sum(report.dropped.values())
     context.log.info("cleaning: %d rows in, %d dropped %s, %d out", report.rows_in, dropped, report.dropped, report.rows_out)
+    if clean.height == 0:  # nothing to evaluate: fail before the previous tables are replaced
+        raise InputError(f"products file {raw_products}: no row is left after cleaning (dropped: {report.dropped})")
     path = _write(storage, "clean_products_full_depth", settings.CLEAN_FULL_DEPTH_FILE, clean)
     return dg.MaterializeResult(
         metadata={
@@ -130,7 +146,7 @@ def clean_products_full_depth(
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1")
+@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
 def taxonomy_l3(context: dg.AssetExecutionContext, storage: StorageResource, raw_taxonomy: str) -> dg.MaterializeResult:
     """Every taxonomy node trimmed to at most 3 levels: L1, L2 and L3 nodes, sorted and unique."""
     taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)))
@@ -157,7 +173,10 @@ def load_experiment(storage: StorageResource, with_images: bool = False) -> pl.D
     return frame if with_images or IMAGE not in frame.columns else frame.drop(IMAGE)
 
 
-@dg.asset(group_name=GROUP, code_version="1", deps=[clean_products_full_depth, taxonomy_l3])
+@dg.asset(
+    group_name=GROUP, code_version="1", deps=[clean_products_full_depth, taxonomy_l3], kinds={"parquet", "duckdb"},
+    automation_condition=AUTOMATION,
+)
 def products_experiment_l3(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The evaluation table: ground truth and potentials trimmed to 3 levels."""
     clean = pl.read_parquet(storage.data_path(settings.CLEAN_FULL_DEPTH_FILE))

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from taxo_pipeline.assets.partitions import encoder_models, nli_models, rerank_models
+from taxo_pipeline.defs.models.partitions import encoder_models, nli_models, rerank_models
 from taxo_pipeline.sie.catalogue import Catalogue, fingerprint, load_catalogue
 
 GROUP = "models"

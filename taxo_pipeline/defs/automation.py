@@ -1,10 +1,8 @@
 """What reruns on its own: eager assets (a changed model fingerprint, upstream table or code version
-recomputes what depends on it, and only that; what is missing is computed), the automation sensor
-that evaluates them, running by default, and a weekly rerun of the whole evaluation."""
+recomputes what depends on it, and only that; what is missing is computed) and the automation sensor
+that evaluates them, running by default. The weekly data refresh that sets it off is in defs/ingest/refresh.py."""
 
 import dagster as dg
-
-from taxo_pipeline.assets.jobs import data_refresh
 
 _AC = dg.AutomationCondition
 # eager() alone ignores code versions and fills only partitions that go missing after it was switched
@@ -17,7 +15,6 @@ _MISSING = (
     _AC.missing() & ~_AC.any_deps_missing() & ~_AC.in_progress() & ~_AC.any_deps_in_progress() & ~_AC.execution_failed()
 ).with_label("missing, inputs present, last run not failed")
 AUTOMATION = _AC.eager() | _AC.code_version_changed() | _MISSING
-WEEKLY_CRON = "0 4 * * 1"  # Mondays 04:00 UTC
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "evaluation_automation",
@@ -27,14 +24,4 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     description="Runs what the automation requests: what is missing once its inputs are there, the partitions "
     "of a model whose fingerprint changed, everything downstream of refreshed data, every partition of an "
     "asset whose code_version changed.",
-)
-
-weekly_evaluation = dg.ScheduleDefinition(
-    name="weekly_evaluation",
-    job=data_refresh,
-    cron_schedule=WEEKLY_CRON,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Refreshes the data assets weekly; the eager automation then reruns every partition of every "
-    "enabled model downstream of them.",
 )

@@ -6,10 +6,14 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from taxo_pipeline.assets.dataset import load_taxonomy_l3, taxonomy_l3
-from taxo_pipeline.assets.model_fingerprints import encoder_model_fingerprint
-from taxo_pipeline.assets.partitions import MODEL_DIMENSION, model_variant, partition_keys
-from taxo_pipeline.evaluation.store import Partition, save_latencies
+from taxo_pipeline.approaches.evidence import CATEGORY_STAGE
+from taxo_pipeline.approaches.spec import MODEL_VARIANT
+from taxo_pipeline.defs.automation import AUTOMATION
+from taxo_pipeline.defs.ingest.assets import load_taxonomy_l3, taxonomy_l3
+from taxo_pipeline.defs.models.fingerprints import encoder_model_fingerprint
+from taxo_pipeline.defs.models.partitions import MODEL_DIMENSION, model_variant, partition_models
+from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.evaluation.store import LATENCIES, latency_rows
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.categories import category_documents
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
@@ -17,8 +21,9 @@ from taxo_pipeline.sie.catalogue import model_slug
 from taxo_pipeline.sie.resource import SIEResource
 from taxo_pipeline.warehouse import vector_column
 
-GROUP = "retrieval"
+GROUP = "category_index"
 TABLE = "category_embeddings"
+INDEX_APPROACH = "category-index"  # its request latencies sit beside the approaches'
 
 
 class CategoryEmbeddingsConfig(dg.Config):
@@ -33,12 +38,15 @@ class CategoryEmbeddingsConfig(dg.Config):
     group_name=GROUP,
     deps=[taxonomy_l3, dg.AssetDep(encoder_model_fingerprint, partition_mapping=MODEL_DIMENSION)],
     code_version="1",
+    kinds={"sie", "duckdb", "chroma"},
+    automation_condition=AUTOMATION,
 )
 def category_embeddings(
     context: dg.AssetExecutionContext, config: CategoryEmbeddingsConfig, storage: StorageResource, sie: SIEResource
 ) -> dg.MaterializeResult:
     """Every L3 taxonomy node encoded as a document: its full path or its leaf name (the variant)."""
-    model, variant = partition_keys(context)
+    models = partition_models(MODEL_VARIANT, context.partition_key)
+    model, variant = models.model, models.variant
     categories = category_documents(load_taxonomy_l3(storage), variant)
     with sie.client(logger=context.log) as client:
         encoded = client.encode_detailed(
@@ -58,7 +66,8 @@ def category_embeddings(
     )
     warehouse = storage.warehouse()
     warehouse.replace_partition(TABLE, {"model": model, "variant": variant}, rows)
-    save_latencies(warehouse, Partition("category-index", model, variant), "category_encode", encoded.requests)
+    key = ResultKey(INDEX_APPROACH, model, variant)
+    warehouse.replace_partition(LATENCIES, key.columns, latency_rows(key, {CATEGORY_STAGE: encoded.requests}))
     index = CategoryIndex(storage.index_path(), model_slug(model), variant)
     rebuilt = index.sync(categories, vectors, force=config.rebuild)
     return dg.MaterializeResult(

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from taxo_pipeline.assets.model_fingerprints import FINGERPRINT_SOURCES, model_fingerprints
-from taxo_pipeline.assets.partitions import PartitionChanges, enabled_by_partitions, model_partition_changes
+from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES, model_fingerprints
+from taxo_pipeline.defs.models.partitions import PartitionChanges, enabled_by_partitions, model_partition_changes
 from taxo_pipeline.sie.catalogue import Catalogue, load_catalogue
 
 # Observations carry their data version in this tag, as the ones an observe run records.

@@ -36,38 +36,43 @@ def markdown_table(frame: pl.DataFrame, width: int = 80) -> str:
 
 
 def metrics_metadata(result: dict, count: int, latency: dict) -> dict[str, dg.MetadataValue]:
-    """Headline figures as numbers (the UI charts them across materializations) plus a table."""
+    """Headline figures as numbers (the UI charts them across materializations) plus a table; L1-only
+    results (NLI) have their L1 F1 as headline."""
+    if "f1" in result["strict"]:
+        scopes_by_mode = {mode: {"macro_l1": result[mode]} for mode in ("strict", "lenient")}
+        headline = {f"{mode}_l1_f1": result[mode]["f1"] for mode in ("strict", "lenient")}
+    else:
+        scopes_by_mode = {
+            mode: {"hierarchical": result[mode]["hierarchical"], **{f"macro_{k}": v for k, v in result[mode]["macro"].items()}}
+            for mode in ("strict", "lenient")
+        }
+        headline = {f"{mode}_hf1": result[mode]["hierarchical"]["f1"] for mode in ("strict", "lenient")}
     lines = ["| mode | scope | precision | recall | f1 |", "| --- | --- | --- | --- | --- |"]
-    for mode in ("strict", "lenient"):
-        block = result[mode]
-        scopes = {"hierarchical": block["hierarchical"], **{f"macro_{k}": v for k, v in block["macro"].items()}}
+    for mode, scopes in scopes_by_mode.items():
         lines += [f"| {mode} | {s} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} |" for s, v in scopes.items()]
     return {
         "count": dg.MetadataValue.int(count),
-        "strict_hf1": dg.MetadataValue.float(result["strict"]["hierarchical"]["f1"]),
-        "lenient_hf1": dg.MetadataValue.float(result["lenient"]["hierarchical"]["f1"]),
+        **{name: dg.MetadataValue.float(value) for name, value in headline.items()},
         "latency_p50_ms": dg.MetadataValue.float(latency["p50"]),
         "latency_p95_ms": dg.MetadataValue.float(latency["p95"]),
+        "latency_per_product_ms": dg.MetadataValue.float(latency.get("per_product") or 0.0),
         "metrics": dg.MetadataValue.md("\n".join(lines)),
     }
 
 
-def hf1_chart_metadata(warehouse: Warehouse, model: str) -> dict[str, dg.MetadataValue]:
-    """A bar chart of every approach's strict and lenient hF1 stored for the model, all variants, read
-    back from the warehouse so it shows the approaches that ran before this one too. A reranking
-    partition's model names the pair `retriever + reranker`: it gets the retriever's chart, which
-    holds its reranking rows. NLI rows show L1 F1, labelled so."""
-    retriever = model.split(" + ")[0]
+def hf1_chart_metadata(warehouse: Warehouse, model: str, dataset: str) -> dict[str, dg.MetadataValue]:
+    """A bar chart of every approach's strict and lenient headline F1 stored for the model on this
+    dataset, read back from the warehouse so it shows the approaches that ran before this one too
+    (reranking pairs where the model retrieves; L1-only approaches labelled so)."""
     bars = [
-        Bar(_approach_label(retriever, approach, pair, variant, scope), strict, lenient)
-        for approach, pair, variant, scope, strict, lenient in headline_f1(warehouse, retriever).iter_rows()
+        Bar(_approach_label(approach, reranker, variant, scope), strict, lenient)
+        for approach, reranker, variant, scope, strict, lenient in headline_f1(warehouse, model, dataset).iter_rows()
     ]
-    png = bar_chart(f"hF1 per approach: {retriever}", bars)
+    png = bar_chart(f"hF1 per approach: {model}", bars)
     return {"hf1_by_approach": dg.MetadataValue.md(markdown_image(png, "hF1 per approach"))}
 
 
-def _approach_label(retriever: str, approach: str, model: str, variant: str, scope: str) -> str:
+def _approach_label(approach: str, reranker: str | None, variant: str, scope: str) -> str:
     if scope == "macro_l1":
         return f"{approach} (L1 F1)"
-    reranker = model.removeprefix(f"{retriever} + ")
-    return f"{approach} ({variant})" if model == retriever else f"{approach} + {reranker} ({variant})"
+    return f"{approach} + {reranker} ({variant})" if reranker else f"{approach} ({variant})"

@@ -1,0 +1,93 @@
+"""What classifiers read from the models: vectors, scores and labels through one SIE client (and its
+embedding cache), with every request's latency kept by stage so each approach reports its own."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.texts import max_text_chars, truncate_for_model
+from taxo_pipeline.retrieval.categories import CategoryDocuments, category_documents
+from taxo_pipeline.retrieval.chroma_index import CategoryIndex
+from taxo_pipeline.sie.catalogue import model_slug
+from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline.sie.latency import LatencyRecord
+
+QUERY_STAGE = "query_encode"
+CATEGORY_STAGE = "category_encode"
+EXTRACT_STAGE = "extract"
+RERANK_STAGE = "rerank"
+# Category documents go 64 per request: their latency is not the one reported (bench/benchmark.py).
+CATEGORY_BATCH = 64
+
+
+class Evidence:
+    def __init__(self, client: InferenceClient, index_dir: Path, taxonomy: TaxonomyL3):
+        self.client = client
+        self.index_dir = Path(index_dir)
+        self.taxonomy = taxonomy
+        self.requests: dict[str, list[LatencyRecord]] = defaultdict(list)
+        self.from_cache = 0
+        self.truncated = 0  # texts cut to TAXO_MAX_TEXT_CHARS before they were sent
+        self._max_chars = max_text_chars()
+        self._documents = cache(lambda variant: category_documents(taxonomy, variant))
+        self._category_vectors: dict[tuple[str, str], np.ndarray] = {}
+
+    @property
+    def sie_requests(self) -> int:
+        """Requests actually sent (cached vectors cost none)."""
+        return self.client.request_count
+
+    def _cut(self, texts: Sequence[str]) -> list[str]:
+        cut, count = truncate_for_model(texts, self._max_chars)
+        self.truncated += count
+        return cut
+
+    def encode(
+        self, model: str, inputs: Sequence[str | bytes], *, is_query: bool, batch_size: int, stage: str = QUERY_STAGE
+    ) -> np.ndarray:
+        inputs = [self._cut([value])[0] if isinstance(value, str) else value for value in inputs]
+        encoded = self.client.encode_detailed(model, inputs, is_query=is_query, batch_size=batch_size)
+        self.requests[stage] += encoded.requests
+        self.from_cache += int(np.count_nonzero(encoded.from_cache))
+        return encoded.vectors
+
+    def category_documents(self, variant: str) -> CategoryDocuments:
+        return self._documents(variant)
+
+    def category_vectors(self, model: str, variant: str) -> np.ndarray:
+        """The variant's category documents encoded by `model` (the vectors category_embeddings stored)."""
+        if (model, variant) not in self._category_vectors:
+            documents = self.category_documents(variant).documents
+            self._category_vectors[model, variant] = self.encode(
+                model, documents, is_query=False, batch_size=CATEGORY_BATCH, stage=CATEGORY_STAGE
+            )
+        return self._category_vectors[model, variant]
+
+    def category_index(self, model: str, variant: str) -> CategoryIndex:
+        index = CategoryIndex(self.index_dir, model_slug(model), variant)
+        if not index.count():
+            raise LookupError(
+                f"no category index for {model} {variant} in {index.directory}: "
+                "materialize category_embeddings for this partition first"
+            )
+        return index
+
+    def extract(self, model: str, texts: Sequence[str], labels: Sequence[str], batch_size: int) -> list[list[dict]]:
+        before = self.client.request_count
+        classified = self.client.extract(model, self._cut(texts), list(labels), batch_size=batch_size)
+        self.requests[EXTRACT_STAGE] += self.client.latencies[before:]
+        return classified
+
+    def score(
+        self, model: str, queries: Sequence[str], candidates: Sequence[Sequence[str]], batch_size: int
+    ) -> list[np.ndarray]:
+        before = self.client.request_count
+        scores = self.client.score_many(model, self._cut(queries), [list(c) for c in candidates], batch_size=batch_size)
+        self.requests[RERANK_STAGE] += self.client.latencies[before:]
+        return scores

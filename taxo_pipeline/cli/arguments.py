@@ -1,0 +1,56 @@
+"""Command-line arguments every approach command shares, derived from the approach's partitioning: the
+models it runs (`--model`, or `--retrieval-model` and `--reranker-model`), the category-document
+variant, the sources and the index folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER, Approach
+from taxo_pipeline.defs.models.partitions import PartitionModels
+from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.retrieval.categories import VARIANTS
+from taxo_pipeline.sie.catalogue import validate_model_id
+
+FAMILY_WORD = {MODEL_VARIANT: "encoder", MODEL: "encoder", NLI_MODEL: "NLI model"}
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--products", help="products file or URL (default: $TAXO_PRODUCTS, else the HF shard)")
+    parser.add_argument("--taxonomy", help="categories.txt path or URL (default: $TAXO_TAXONOMY, else Shopify's)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, approach: Approach) -> None:
+    if approach.partitioning == RERANKER_RETRIEVER:
+        parser.add_argument("--retrieval-model", dest="model", required=True, type=validate_model_id,
+                            help="SIE encoder that retrieves the candidates (org/name)")  # fmt: skip
+        parser.add_argument("--reranker-model", dest="reranker", required=True, type=validate_model_id,
+                            help="SIE reranker id (org/name)")  # fmt: skip
+    else:
+        word = FAMILY_WORD[approach.partitioning]
+        parser.add_argument("--model", required=True, type=validate_model_id, help=f"SIE {word} id (org/name)")
+    if approach.partitioning in (MODEL_VARIANT, RERANKER_RETRIEVER):
+        parser.add_argument("--variant", choices=VARIANTS, default="full-path", help="category document: full path or leaf")
+    if approach.partitioning != NLI_MODEL:
+        parser.add_argument("--index-dir", type=Path, help="Chroma directory (default: $TAXO_INDEX_DIR, else data/chroma)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per product (default 5)")
+
+
+def partition_models(args: argparse.Namespace) -> PartitionModels:
+    return PartitionModels(args.model, getattr(args, "variant", None), getattr(args, "reranker", None))
+
+
+def storage(args: argparse.Namespace) -> StorageResource:
+    index_dir = getattr(args, "index_dir", None)
+    return StorageResource(index_dir=str(index_dir.resolve()) if index_dir else None)

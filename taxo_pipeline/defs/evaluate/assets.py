@@ -1,0 +1,190 @@
+"""The evaluation assets, generated from the approach registry: for each approach,
+`<approach>_predictions` classifies the evaluation table and stores the top-k, and `<approach>_metrics`
+scores the top-1 against the ground truth. The approach itself is a plain function
+(taxo_pipeline/approaches/); these assets only wire it to the data, the models and the warehouse."""
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from taxo_pipeline.approaches.evidence import Evidence
+from taxo_pipeline.approaches.registry import approaches
+from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER, Approach, ClassifyRequest
+from taxo_pipeline.dataset.texts import max_text_chars
+from taxo_pipeline.defs.automation import AUTOMATION
+from taxo_pipeline.defs.index.category_embeddings import category_embeddings
+from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_l3, products_experiment_l3, taxonomy_l3
+from taxo_pipeline.defs.metadata import hf1_chart_metadata, markdown_table, metrics_metadata
+from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
+from taxo_pipeline.defs.models.partitions import (
+    PARTITIONS,
+    RERANKER_DIMENSION,
+    encoder_models,
+    nli_models,
+    partition_mapping,
+    partition_models,
+    rerank_models,
+)
+from taxo_pipeline.errors import InputError
+from taxo_pipeline.evaluation.evaluate import classify_and_store, score_and_store
+from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.evaluation.store import clear_results
+from taxo_pipeline.evaluation.views import refresh_views
+from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.retrieval.categories import VARIANTS
+from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.sie.resource import SIEResource
+
+CODE_VERSION = "2"
+# The result variant of partitionings without a variant dimension.
+FIXED_VARIANT = {MODEL: "both", NLI_MODEL: "l1"}
+
+
+class PredictionsConfig(dg.Config):
+    top_k: int = Field(default=5, gt=0, description="Candidates stored per product.")
+    limit: int | None = Field(
+        default=None, gt=0,
+        description="Evaluate only the first N products; their results are kept apart from the full evaluation's.",
+    )  # fmt: skip
+    batch_size: int | None = Field(default=None, gt=0, description="Inputs per SIE request (unset: the approach's).")
+
+
+class RerankingConfig(PredictionsConfig):
+    variant: str = Field(default="full-path", description=f"Which retrieval variant's candidates: {', '.join(VARIANTS)}.")
+
+
+def predictions_key(approach: Approach) -> dg.AssetKey:
+    return dg.AssetKey(f"{approach.slug}_predictions")
+
+
+def _model_deps(partitioning: str) -> list[dg.AssetDep]:
+    """The fingerprints of the models a partition calls, and the category index encoders read."""
+    if partitioning == NLI_MODEL:
+        return [dg.AssetDep(FINGERPRINT_SOURCES[nli_models.name])]
+    if partitioning == RERANKER_RETRIEVER:  # the retriever comes through the approach it reads
+        return [dg.AssetDep(FINGERPRINT_SOURCES[rerank_models.name], partition_mapping=RERANKER_DIMENSION)]
+    return [
+        dg.AssetDep(FINGERPRINT_SOURCES[encoder_models.name], partition_mapping=partition_mapping(partitioning, MODEL)),
+        dg.AssetDep(category_embeddings, partition_mapping=partition_mapping(partitioning, MODEL_VARIANT)),
+    ]
+
+
+def _deps(approach: Approach, registered: dict[str, Approach]) -> list:
+    reads = [
+        dg.AssetDep(predictions_key(registered[name]), partition_mapping=partition_mapping(
+            approach.partitioning, registered[name].partitioning))
+        for name in approach.reads
+    ]  # fmt: skip
+    return [products_experiment_l3, taxonomy_l3, *_model_deps(approach.partitioning), *reads]
+
+
+def _notes_metadata(notes) -> dict[str, dg.MetadataValue]:
+    return {
+        name: dg.MetadataValue.md(markdown_table(value) if value.height else "none")
+        if isinstance(value, pl.DataFrame) else value
+        for name, value in notes.items()
+    }  # fmt: skip
+
+
+def _family(model: str) -> str:
+    known = {spec.id: spec for spec in load_catalogue()}
+    return known[model].family if model in known else "text"  # a remote server's model: assume a text encoder
+
+
+def classify_partition(
+    context: dg.AssetExecutionContext, approach: Approach, config: PredictionsConfig, storage: StorageResource,
+    sie: SIEResource,
+) -> dg.Output:
+    """Classify the evaluation table with the partition's models and store the top-k."""
+    models = partition_models(approach.partitioning, context.partition_key)
+    variant = models.variant or FIXED_VARIANT.get(approach.partitioning) or config.variant
+    if variant not in (*VARIANTS, *FIXED_VARIANT.values()):
+        raise InputError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+    key, family = ResultKey(approach.name, models.model, variant, models.reranker), _family(models.model)
+    if family not in approach.families:
+        reason = f"{approach.name} needs a {' or '.join(approach.families)} model; {models.model} is a {family} model"
+        clear_results(storage.warehouse(), key)
+        context.log.info(f"skipped: {reason}")
+        return dg.Output({"skipped": reason}, metadata={"skipped": reason, "products": 0})
+    products = load_experiment(storage, with_images=family == "image")
+    full = config.limit is None
+    products = products if full else products.head(config.limit)
+    if products.height == 0:
+        raise InputError(f"{key}: no products to evaluate in products_experiment_l3: nothing was written")
+    taxonomy = load_taxonomy_l3(storage)
+    with sie.client(logger=context.log) as client:
+        evidence = Evidence(client, storage.index_path(), taxonomy)
+        request = ClassifyRequest(
+            products, taxonomy, evidence, models.model, variant, family, models.reranker, config.top_k,
+            config.batch_size or approach.batch_size, labelled=products if approach.needs_labels else None,
+            cross_validate=approach.needs_labels,
+        )  # fmt: skip
+        stored = classify_and_store(storage.warehouse(), approach, key, request, full)
+    context.log.info(f"{stored.key}: {len(stored.classified.product_ids)} of {products.height} products classified")
+    if evidence.truncated:
+        context.log.warning(f"{evidence.truncated} texts were cut to {max_text_chars()} characters (TAXO_MAX_TEXT_CHARS)")
+    return dg.Output(
+        stored.key.columns,
+        metadata={
+            "dagster/row_count": stored.rows,
+            "products": products.height,
+            "classified": len(stored.classified.product_ids),
+            "dataset": stored.key.dataset,
+            "sie_requests": evidence.sie_requests,
+            "from_embedding_cache": evidence.from_cache,
+            "texts_truncated": evidence.truncated,
+            **_notes_metadata(stored.classified.notes),
+        },
+    )
+
+
+def score_partition(approach: Approach, storage: StorageResource, result: dict) -> dg.MaterializeResult:
+    """Metrics of the stored top-1 for the product set the predictions covered."""
+    if "skipped" in result:
+        return dg.MaterializeResult(metadata={"skipped": result["skipped"], "count": 0})
+    key, warehouse = ResultKey(**result), storage.warehouse()
+    scored = score_and_store(warehouse, approach, key, load_taxonomy_l3(storage).l1_labels())
+    refresh_views(warehouse, load_catalogue())
+    if scored is None:
+        return dg.MaterializeResult(metadata={"count": 0, "skipped": "no predictions to score"})
+    return dg.MaterializeResult(
+        metadata={
+            **metrics_metadata(scored.result, scored.count, scored.latency),
+            "evaluation": approach.evaluation,
+            **hf1_chart_metadata(warehouse, key.model, key.dataset),
+        }
+    )
+
+
+def evaluation_assets(approach: Approach, registered: dict[str, Approach]) -> list[dg.AssetsDefinition]:
+    partitions_def, group = PARTITIONS[approach.partitioning], approach.slug
+    config_type = RerankingConfig if approach.partitioning == RERANKER_RETRIEVER else PredictionsConfig
+
+    @dg.asset(
+        name=predictions_key(approach).path[-1], partitions_def=partitions_def, group_name=group,
+        deps=_deps(approach, registered), code_version=CODE_VERSION, kinds={"sie", "duckdb"},
+        automation_condition=AUTOMATION, description=f"`{approach.name}`: {approach.description}",
+    )  # fmt: skip
+    def predictions(
+        context: dg.AssetExecutionContext, config: config_type, storage: StorageResource, sie: SIEResource
+    ) -> dg.Output:
+        return classify_partition(context, approach, config, storage, sie)
+
+    @dg.asset(
+        name=f"{approach.slug}_metrics", partitions_def=partitions_def, group_name=group,
+        ins={"result": dg.AssetIn(predictions_key(approach))}, code_version=CODE_VERSION, kinds={"duckdb"},
+        automation_condition=AUTOMATION,
+        description=f"`{approach.name}` scored: strict and lenient {approach.headline} metrics, latency, into `metrics`.",
+    )  # fmt: skip
+    def metrics(storage: StorageResource, result: dict) -> dg.MaterializeResult:
+        return score_partition(approach, storage, result)
+
+    return [predictions, metrics]
+
+
+def _all() -> list[dg.AssetsDefinition]:
+    registered = {approach.name: approach for approach in approaches()}
+    return [asset for approach in registered.values() for asset in evaluation_assets(approach, registered)]
+
+
+EVALUATION_ASSETS = _all()

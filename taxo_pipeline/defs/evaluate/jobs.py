@@ -1,0 +1,35 @@
+"""One evaluation job per partitioning, selected from the registry, so a run targets one partition of one kind."""
+
+import dagster as dg
+
+from taxo_pipeline.approaches.registry import approaches
+from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER
+from taxo_pipeline.defs.evaluate.assets import predictions_key
+from taxo_pipeline.defs.index.category_embeddings import category_embeddings
+
+JOB_NAMES = {
+    MODEL_VARIANT: "encoder_evaluation",
+    MODEL: "encoder_fusion_evaluation",
+    NLI_MODEL: "nli_evaluation",
+    RERANKER_RETRIEVER: "reranking_evaluation",
+}
+_DESCRIPTIONS = {
+    MODEL_VARIANT: "The category index and every approach for one encoder x category-document variant.",
+    MODEL: "Every approach that reads both document variants, for one encoder.",
+    NLI_MODEL: "Zero-shot NLI for one model.",
+    RERANKER_RETRIEVER: "Rerank one retriever's candidates with one reranker.",
+}
+
+
+def evaluation_selection(partitioning: str) -> dg.AssetSelection:
+    keys = [key for a in approaches() if a.partitioning == partitioning
+            for key in (predictions_key(a), dg.AssetKey(f"{a.slug}_metrics"))]  # fmt: skip
+    selection = dg.AssetSelection.assets(*keys)
+    return selection | dg.AssetSelection.assets(category_embeddings) if partitioning == MODEL_VARIANT else selection
+
+
+EVALUATION_JOBS = [
+    dg.define_asset_job(name, selection=evaluation_selection(partitioning), description=_DESCRIPTIONS[partitioning])
+    for partitioning, name in JOB_NAMES.items()
+    if any(a.partitioning == partitioning for a in approaches())
+]

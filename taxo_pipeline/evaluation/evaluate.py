@@ -1,0 +1,72 @@
+"""Evaluation = classify the labelled products with an approach, store the top-k, then score the top-1
+against the ground truth. Plain functions: the Dagster assets and the commands call these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from taxo_pipeline.approaches.spec import L1, Approach, Classified, ClassifyRequest
+from taxo_pipeline.evaluation.keys import ResultKey, product_set_fingerprint
+from taxo_pipeline.evaluation.metrics import evaluate_l1, evaluate_paths
+from taxo_pipeline.evaluation.store import (
+    FULL,
+    latency,
+    latency_per_product,
+    save_metrics,
+    save_results,
+    top1_with_truth,
+)
+from taxo_pipeline.warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: ResultKey  # with the dataset the predictions cover
+    classified: Classified
+    rows: int
+
+
+def classify_and_store(
+    warehouse: Warehouse, approach: Approach, key: ResultKey, request: ClassifyRequest, full: bool
+) -> Stored:
+    """Classify `request.products`, then replace the key's predictions and latencies for that product
+    set (`full`: the whole evaluation table, else a subset such as --limit's) in one transaction."""
+    classified = approach.classify(request)
+    key = key.on(product_set_fingerprint(request.products))
+    rows = save_results(
+        warehouse, key, classified.product_ids, classified.ranked, request.evidence.requests,
+        products=request.products.height, scope=FULL if full else "subset",
+    )  # fmt: skip
+    return Stored(key, classified, rows)
+
+
+@dataclass(frozen=True)
+class Scored:
+    result: dict  # the reference's strict/lenient blocks
+    count: int
+    latency: dict
+
+
+def score_and_store(warehouse: Warehouse, approach: Approach, key: ResultKey, l1_labels: list[str]) -> Scored | None:
+    """Score the key's stored top-1 and replace its metrics; None when it has no predictions to score
+    (e.g. no product has an image): no figures rather than zeros."""
+    scored = top1_with_truth(warehouse, key)
+    if scored.height == 0:
+        return None
+    predictions = scored["prediction"].to_list()
+    truths = scored["ground_truth_category"].to_list()
+    potentials = scored["potential_product_categories"].to_list()
+    if approach.headline == L1:
+        result = evaluate_l1(predictions, truths, potentials, l1_labels)
+    else:
+        result = evaluate_paths(predictions, truths, potentials)
+    latency_block = {**latency(warehouse, key, approach.stage),
+                     "per_product": latency_per_product(warehouse, key, scored.height)}  # fmt: skip
+    save_metrics(warehouse, key, result, scored.height, latency_block, approach.evaluation, approach.headline)
+    return Scored(result, scored.height, latency_block)
+
+
+def headline(result: dict, mode: str) -> float:
+    """The figure the leaderboard ranks by: hierarchical F1, or the L1 F1 of L1-only results."""
+    block = result[mode]
+    return block["f1"] if "f1" in block else block["hierarchical"]["f1"]

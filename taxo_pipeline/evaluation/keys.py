@@ -1,0 +1,56 @@
+"""What a row of results was computed by and on: the key that `predictions`, `request_latencies` and
+`metrics` share, and that the views, reports and commands read back."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import polars as pl
+
+# The evaluation tables' key columns, in this order.
+KEY_COLUMNS = ("approach", "model", "reranker", "variant", "dataset")
+
+
+@dataclass(frozen=True)
+class ResultKey:
+    approach: str
+    model: str  # the model the partition runs (a reranking partition: the retriever)
+    variant: str  # category documents: full-path, leaf, both (approaches that fuse them), l1 (NLI)
+    reranker: str | None = None
+    # Fingerprint of the product set the results are about: a --limit run or another catalogue never
+    # replaces the full evaluation's rows.
+    dataset: str = ""
+
+    @property
+    def columns(self) -> dict[str, str | None]:
+        return {"approach": self.approach, "model": self.model, "reranker": self.reranker, "variant": self.variant,
+                "dataset": self.dataset}  # fmt: skip
+
+    @property
+    def models(self) -> str:
+        """The model column as people say it: `retriever + reranker` for a reranking pair."""
+        return f"{self.model} + {self.reranker}" if self.reranker else self.model
+
+    def on(self, dataset: str) -> ResultKey:
+        return ResultKey(self.approach, self.model, self.variant, self.reranker, dataset)
+
+    def __str__(self) -> str:
+        return f"{self.approach} {self.models} {self.variant}"
+
+
+def where(key: ResultKey, table: str | None = None) -> tuple[str, list]:
+    """SQL condition and parameters selecting one key's rows (NULL-safe: reranker is NULL for most)."""
+    prefix = f"{table}." if table else ""
+    return " AND ".join(f'{prefix}"{c}" IS NOT DISTINCT FROM ?' for c in KEY_COLUMNS), list(key.columns.values())
+
+
+def product_set_fingerprint(products: pl.DataFrame) -> str:
+    """Which products a result covers and what they say, independent of row order: ids alone are row
+    numbers in some sources, so the texts and labels count too."""
+    columns = [c for c in ("product_id", "product_title", "product_description", "ground_truth_category") if c in products.columns]
+    rows = sorted(products.select(columns).fill_null("").iter_rows())
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update("\x1f".join(row).encode() + b"\x1e")
+    return digest.hexdigest()[:16]
