@@ -9,7 +9,17 @@ from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
 from taxo_pipeline.retrieval.full_depth import best_per_node, full_depth_documents, node_columns
 from taxo_pipeline_tests.factories import HATS, PANAMA, TAXONOMY
 
-CATEGORIES = ["A", "A > x", "A > x > 1", "A > x > 1 > deep", "A > x > 1 > deep > deeper", "A > x > 2", "B", "B > y", "B > y > 1"]
+CATEGORIES = [
+    "A",
+    "A > x",
+    "A > x > 1",
+    "A > x > 1 > deep",
+    "A > x > 1 > deep > deeper",
+    "A > x > 2",
+    "B",
+    "B > y",
+    "B > y > 1",
+]
 TAXONOMY_L3 = TaxonomyL3.from_categories(CATEGORIES)
 
 
