@@ -50,7 +50,7 @@ ADDED_MODEL = "bench/all-MiniLM-L6-v2-copy"  # the same weights under a new id: 
 RAW_BATCH = 64
 # sie-server's own defaults, made explicit: tuned for a shared server (torch gets half the cores,
 # requests wait up to 15 ms to be batched with others). The local server the pipeline starts
-# overrides them for its one sequential client (local_server.ONE_CLIENT_DEFAULTS).
+# overrides them for its one sequential client (local_process.ONE_CLIENT_DEFAULTS).
 SHARED_SERVER_DEFAULTS = {
     "SIE_TORCH_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2)),
     "SIE_ADAPTIVE_BATCHING__ENABLED": "true",
@@ -247,7 +247,7 @@ class Bench:
     @contextmanager
     def server(self, label: str):
         from taxo_pipeline.sie.client import InferenceClient
-        from taxo_pipeline.sie.local_server import ensure_sie
+        from taxo_pipeline.sie.server import ensure_sie
 
         _point_at(self.work / "server")
         started = time.perf_counter()

@@ -16,8 +16,7 @@ from taxo_pipeline.assets.automation import AUTOMATION, automation_sensor, weekl
 from taxo_pipeline.assets.jobs import jobs
 from taxo_pipeline.assets.model_fingerprints import FINGERPRINT_SOURCES
 from taxo_pipeline.assets.sensors import model_partitions_sensor
-from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.sie.resource import pipeline_resources
 
 defs = dg.Definitions(
     assets=[
@@ -31,5 +30,5 @@ defs = dg.Definitions(
     jobs=jobs,
     schedules=[weekly_evaluation],
     sensors=[model_partitions_sensor, automation_sensor],
-    resources={"storage": StorageResource(), "sie": SIEResource()},
+    resources=pipeline_resources(),
 )

@@ -20,7 +20,7 @@ from dagster_graphql import DagsterGraphQLClient
 from taxo_pipeline.assets.plan import DATA_ASSETS, ENCODER_JOB, TEXT_RETRIEVAL_ASSETS, model_variant_key
 from taxo_pipeline.cli.runs import materialize
 from taxo_pipeline.settings import PROJECT_ROOT
-from taxo_pipeline.sie.local_server import free_port
+from taxo_pipeline.sie.local_process import free_port
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP
 
 LIMIT, TOP_K = 40, 5

@@ -26,7 +26,7 @@ from taxo_pipeline.evaluation.reports import nli_report, reranking_report, retri
 from taxo_pipeline.evaluation.store import Partition, latency, load_metrics
 from taxo_pipeline.retrieval.categories import VARIANTS
 from taxo_pipeline.sie.catalogue import model_slug, validate_model_id
-from taxo_pipeline.sie.local_server import ensure_sie
+from taxo_pipeline.sie.server import ensure_sie
 from taxo_pipeline.warehouse import Warehouse
 
 log = logging.getLogger("taxo_pipeline")

@@ -25,7 +25,7 @@ from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue, validate_model_id
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
-from taxo_pipeline.sie.local_server import ensure_sie
+from taxo_pipeline.sie.server import ensure_sie
 from taxo_pipeline.warehouse import Warehouse
 
 

@@ -23,7 +23,7 @@ from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.sie.catalogue import model_slug, validate_model_id
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
-from taxo_pipeline.sie.local_server import ensure_sie
+from taxo_pipeline.sie.server import ensure_sie
 from taxo_pipeline.warehouse import Warehouse
 
 log = logging.getLogger("taxo_pipeline")

@@ -10,8 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from taxo_pipeline import settings
-from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.sie.resource import pipeline_resources
 
 
 class RunFailedError(RuntimeError):
@@ -68,7 +67,7 @@ def materialize(
         selection=list(selection),
         instance=instance,
         partition_key=partition_key,
-        resources={"storage": StorageResource(), "sie": SIEResource(base_url=sie_url)},
+        resources=pipeline_resources(sie_url=sie_url),
         run_config={"ops": ops_config or {}},
         tags=tags,
         raise_on_error=False,
