@@ -28,6 +28,7 @@ from sie_sdk import (
     ModelLoadingError,
     ProvisioningError,
     RequestError,
+    ServerError,
     SIEClient,
     SIEConnectionError,
     SIEError,
@@ -46,6 +47,7 @@ DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 # Waiting for a model that is loading (lazily, on the dev server) or a remote cluster scaling up.
 DEFAULT_PROVISION_TIMEOUT_S = 600.0
+UNLOADING_RETRY_S = 1.0
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 T = TypeVar("T")
 
@@ -155,7 +157,7 @@ class InferenceClient:
         probe = SIEClient(self.base_url, api_key=self._api_key, timeout_s=self.connect_timeout_s)
         try:
             return [m["name"] for m in probe.list_models()]
-        except SIEConnectionError as exc:
+        except (SIEConnectionError, httpx.TransportError) as exc:  # the SDK lets a reset connection through
             raise self._unavailable(exc, self.connect_timeout_s, "TAXO_SIE_CONNECT_TIMEOUT_S") from None
         except SIEError as exc:
             raise SIEInferenceError(self._scrub(f"listing models on {self.url} failed: {exc}")) from None
@@ -341,8 +343,8 @@ class InferenceClient:
 
     def _call(self, operation: str, model: str, request: Callable[[], T]) -> T:
         try:
-            return request()
-        except SIEConnectionError as exc:
+            return self._while_unloading(request)
+        except (SIEConnectionError, httpx.TransportError) as exc:
             raise self._unavailable(exc, self.timeout_s, "TAXO_SIE_TIMEOUT_S") from None
         except RequestError as exc:
             if exc.code == "MODEL_NOT_FOUND" or exc.status_code == 404:
@@ -365,6 +367,18 @@ class InferenceClient:
                 self._scrub(f"{operation} with model {model!r} on {self.url} failed: {type(exc).__name__}: {exc}")
             ) from None
 
+    def _while_unloading(self, request: Callable[[], T]) -> T:
+        """request(), again while the model is being unloaded: a reload (its config changed) or an idle
+        eviction answers 503 MODEL_NOT_LOADED for a moment, which the SDK does not retry."""
+        deadline = time.monotonic() + self.provision_timeout_s
+        while True:
+            try:
+                return request()
+            except ServerError as exc:
+                if exc.status_code != 503 or exc.code != "MODEL_NOT_LOADED" or time.monotonic() > deadline:
+                    raise
+                time.sleep(UNLOADING_RETRY_S)
+
     def _not_served(self, model: str) -> ModelNotServedError:
         try:
             served = ", ".join(self.served_models()) or "no models"
@@ -378,10 +392,10 @@ class InferenceClient:
             )
         )
 
-    def _unavailable(self, exc: SIEConnectionError, waited_s: float, setting: str) -> SIEUnavailableError:
+    def _unavailable(self, exc: Exception, waited_s: float, setting: str) -> SIEUnavailableError:
         if report := exit_report(self.base_url):
             return SIEUnavailableError(self._scrub(f"{report}\nRun the command again to start a new server."))
-        if isinstance(exc.__cause__, httpx.TimeoutException):
+        if isinstance(exc, httpx.TimeoutException) or isinstance(exc.__cause__, httpx.TimeoutException):
             return SIEUnavailableError(
                 self._scrub(
                     f"the SIE server at {self.url} did not answer within {waited_s:g}s ({exc}). "

@@ -18,6 +18,7 @@ and a follower thread keeps its --models-dir in step with the catalogue every PO
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -61,6 +62,7 @@ class CatalogueFollower:
         self.catalogue_path = catalogue or catalogue_path()
         self.log = logger or log
         self.poll_s = poll_s
+        self.device = os.environ.get("TAXO_SIE_DEVICE", "cpu")
         parent = settings.data_dir() / "sie-dev"
         parent.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="server-", dir=parent))
@@ -75,8 +77,8 @@ class CatalogueFollower:
         self.sync(catalogue)
         # No HF_HUB_OFFLINE default: a model enabled later may need its weights from the hub.
         self.server = LocalSIEServer(
-            specs, logger=self.log, models_dir=self.root / "models", env_defaults=DEV_ENV_DEFAULTS,
-            offline_if_local=False,
+            specs, device=self.device, logger=self.log, models_dir=self.root / "models",
+            env_defaults=DEV_ENV_DEFAULTS, offline_if_local=False,
         )  # fmt: skip
         self.server.start()
         self._thread.start()
@@ -92,8 +94,9 @@ class CatalogueFollower:
 
     def sync(self, catalogue: Catalogue) -> dict[str, list[str]]:
         """Write the enabled models' files; returns the slugs added, changed and removed."""
-        device = self.server.device if self.server else "cpu"
-        configs = {spec.slug: server_config(spec, device, self._weights_link(spec)) for spec in catalogue.enabled()}
+        configs = {
+            spec.slug: server_config(spec, self.device, self._weights_link(spec)) for spec in catalogue.enabled()
+        }
         changes = sync_models_dir(self.root / "models", configs)
         for kind, slugs in changes.items():
             if slugs:
@@ -101,13 +104,16 @@ class CatalogueFollower:
         return changes
 
     def step(self) -> None:
-        """One round: restart a server that died, then follow the catalogue."""
-        if self.server.exited():
-            self.log.error(f"{self.server.exit_report()}\nstarting it again on the same port")
-            self.server.stop()
-            self.server.specs = served_specs(load_catalogue(self.catalogue_path))
+        """One round: follow the catalogue, and start the server again if it died (or failed to restart)."""
+        catalogue = load_catalogue(self.catalogue_path)
+        self.sync(catalogue)
+        if self.server.pid is None or self.server.exited():
+            specs = served_specs(catalogue)
+            if self.server.pid is not None:
+                self.log.error(f"{self.server.exit_report()}\nstarting it again on the same port")
+                self.server.stop()
+            self.server.specs = specs
             self.server.start()
-        self.sync(load_catalogue(self.catalogue_path))
 
     def _follow(self) -> None:
         while not self._stop.wait(self.poll_s):
