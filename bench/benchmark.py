@@ -53,7 +53,7 @@ TEXT_RETRIEVAL_ASSETS = ["category_embeddings", "text_retrieval_predictions", "t
 FUSED_ASSETS = [f"{a}_{kind}" for a in ("score_fusion", "hierarchical_cascade", "label_transfer") for kind in ("predictions", "metrics")]
 # sie-server's own defaults, made explicit: tuned for a shared server (torch gets half the cores,
 # requests wait up to 15 ms to be batched with others). The local server the pipeline starts
-# overrides them for its one sequential client (local_server.ONE_CLIENT_DEFAULTS).
+# overrides them for its one sequential client (local_process.ONE_CLIENT_DEFAULTS).
 SHARED_SERVER_DEFAULTS = {
     "SIE_TORCH_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2)),
     "SIE_ADAPTIVE_BATCHING__ENABLED": "true",
@@ -251,7 +251,7 @@ class Bench:
     @contextmanager
     def server(self, label: str):
         from taxo_pipeline.sie.client import InferenceClient
-        from taxo_pipeline.sie.local_server import ensure_sie
+        from taxo_pipeline.sie.server import ensure_sie
 
         _point_at(self.work / "server")
         started = time.perf_counter()
@@ -293,8 +293,8 @@ class Bench:
         partitions; run what the automation then requests, as the daemon would."""
         import dagster as dg
 
-        from taxo_pipeline.defs.models.sensors import apply_model_sync, model_sync
         from taxo_pipeline.definitions import defs
+        from taxo_pipeline.defs.models.sensors import apply_model_sync, model_sync
         from taxo_pipeline.sie.catalogue import load_catalogue
 
         _point_at(self.work / workspace)

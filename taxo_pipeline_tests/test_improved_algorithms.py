@@ -7,7 +7,13 @@ import pytest
 from taxo_pipeline.retrieval.cascade import Hierarchy, hard_cascade, node_scores, path_scores, subtree_max
 from taxo_pipeline.retrieval.exact_search import cosine_scores, normalise, top_k
 from taxo_pipeline.retrieval.fusion import ScoreSource, fuse, standardise
-from taxo_pipeline.retrieval.label_transfer import assign_folds, fold_of, neighbour_votes, transfer_labels
+from taxo_pipeline.retrieval.label_transfer import (
+    assign_folds,
+    fold_of,
+    neighbour_votes,
+    transfer_labels,
+    transfer_to_unlabelled,
+)
 from taxo_pipeline.retrieval.queries import title_and_description
 
 # A two-branch taxonomy in the L3 table's shape: every ancestor is a node too.
@@ -138,3 +144,34 @@ def test_vote_weight_is_chosen_inside_the_training_folds():
     ignored = transfer_labels(perfect, normalise(rng.normal(size=(n, 8))), labels, folds, paths)
     assert set(ignored.weights.values()) == {0.0}
     np.testing.assert_allclose(ignored.scores, perfect)
+
+
+def test_label_transfer_takes_its_neighbours_and_temperature():
+    rng = np.random.default_rng(2)
+    vectors = normalise(rng.normal(size=(40, 8)))
+    folds = assign_folds([f"p{i}" for i in range(40)])
+    result = transfer_labels(np.zeros((40, 4)), vectors, np.arange(40) % 4, folds, ["A", "B", "C", "D"], neighbours=3)
+    assert result.neighbours.shape == (40, 3) and np.all(result.neighbours >= 0)
+
+
+def test_transfer_to_unlabelled_products_weighs_votes_by_the_pool_alone():
+    rng = np.random.default_rng(3)
+    categories, paths = 3, ["A", "B", "C"]
+    centres = normalise(rng.normal(size=(categories, 8)))
+    pool_labels = np.arange(60) % categories
+    pool_vectors = normalise(centres[pool_labels] + 0.1 * rng.normal(size=(60, 8)))
+    pool_folds = assign_folds([f"p{i}" for i in range(60)])
+    new_labels = np.arange(9) % categories
+    new_vectors = normalise(centres[new_labels] + 0.1 * rng.normal(size=(9, 8)))
+    useless = rng.normal(size=(69, categories))
+    scores, weights = transfer_to_unlabelled(
+        useless[60:], new_vectors, useless[:60], pool_vectors, pool_labels, pool_folds, paths
+    )
+    assert sorted(weights) == sorted(set(pool_folds.tolist())) and min(weights.values()) > 0
+    assert np.argmax(scores, axis=1).tolist() == new_labels.tolist()
+    # a pool whose neighbours say nothing gets weight 0: the new products keep their retrieval scores
+    perfect = np.eye(categories)[pool_labels] * 10.0
+    noise = normalise(rng.normal(size=(60, 8)))
+    kept, weights = transfer_to_unlabelled(useless[60:], new_vectors, perfect, noise, pool_labels, pool_folds, paths)
+    assert set(weights.values()) == {0.0}
+    np.testing.assert_allclose(kept, useless[60:])

@@ -17,8 +17,9 @@ from taxo_pipeline.cli.predict import add_predict
 from taxo_pipeline.cli.runs import dagster_home
 from taxo_pipeline.sie.catalogue import validate_model_id
 from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline.sie.dev_server import dev_sie
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
-from taxo_pipeline.sie.local_server import ensure_sie
+from taxo_pipeline.sie.server import ensure_sie
 from taxo_pipeline.warehouse import Warehouse
 
 
@@ -51,19 +52,25 @@ def add_dev(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "dev",
         help="the Dagster UI on the commands' instance, with one local SIE server for every run",
-        description="Run `dagster dev` with DAGSTER_HOME shared with the commands and SIE_BASE_URL set "
-        "(a local server for the enabled models unless SIE_BASE_URL is already set). Extra arguments go to dagster dev.",
+        description="Run `dagster dev` with DAGSTER_HOME shared with the commands and SIE_BASE_URL set (unless "
+        "SIE_BASE_URL is already set, a local server that follows the model catalogue: models enabled while it "
+        "runs are loaded, changed ones reloaded). Other arguments go to dagster dev: `dev -p 3001` or `dev -- -p 3001`.",
     )
-    parser.add_argument("dagster_args", nargs=argparse.REMAINDER, help="e.g. -p 3000")
-    parser.set_defaults(run=run_dev)
+    # main() hands the arguments this parser does not know to dagster dev.
+    parser.set_defaults(run=run_dev, dagster_args=[])
+
+
+def dagster_dev_command(dagster_args: Sequence[str]) -> list[str]:
+    """`dagster dev` on the project's workspace, with the user's arguments (a leading `--` dropped)."""
+    extra = list(dagster_args[1:] if dagster_args[:1] == ["--"] else dagster_args)
+    return [sys.executable, "-m", "dagster", "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"), *extra]
 
 
 def run_dev(args: argparse.Namespace) -> int:
     home = dagster_home()
-    with ensure_sie(logger=logging.getLogger("taxo_pipeline")) as url:
+    with dev_sie(logger=logging.getLogger("taxo_pipeline")) as url:
         env = {**os.environ, "SIE_BASE_URL": url, "DAGSTER_HOME": str(home)}
-        command = [sys.executable, "-m", "dagster", "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml")]
-        return subprocess.call([*command, *args.dagster_args], env=env, cwd=settings.PROJECT_ROOT)
+        return subprocess.call(dagster_dev_command(args.dagster_args), env=env, cwd=settings.PROJECT_ROOT)
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_encode, add_materialize, add_eval, add_predict, add_dev]
@@ -80,8 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not hasattr(args, "dagster_args"):  # only `dev` passes arguments on
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:
+        args.dagster_args = unknown
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     return run_command(f"taxo-pipeline {args.command}", lambda _: args.run(args), argv, verbose=args.verbose)
 
 

@@ -33,7 +33,7 @@ from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.sie.catalogue import load_catalogue, model_slug
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
-from taxo_pipeline.sie.local_server import ensure_sie
+from taxo_pipeline.sie.server import ensure_sie
 
 log = logging.getLogger("taxo_pipeline")
 INDEX_KEY = dg.AssetKey(INDEX_ASSET)

@@ -11,7 +11,7 @@ import dagster as dg
 
 from taxo_pipeline import settings
 from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.sie.resource import pipeline_resources
 
 
 class RunFailedError(RuntimeError):
@@ -69,7 +69,7 @@ def materialize(
         selection=selection if isinstance(selection, dg.AssetSelection) else list(selection),
         instance=instance,
         partition_key=partition_key,
-        resources={"storage": storage or StorageResource(), "sie": SIEResource(base_url=sie_url)},
+        resources=pipeline_resources(storage, sie_url=sie_url),
         run_config={"ops": ops_config or {}},
         tags=tags,
         raise_on_error=False,

@@ -79,12 +79,19 @@ class LabelTransfer:
 
 
 def _held_out_votes(
-    vectors: np.ndarray, labels: np.ndarray, folds: np.ndarray, queries: np.ndarray, excluded: set[int], categories: int
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    queries: np.ndarray,
+    excluded: set[int],
+    categories: int,
+    **voting: float,
 ) -> Votes:
-    """Votes for the products `queries` (a bool mask) from products outside `excluded` folds."""
+    """Votes for the products `queries` (a bool mask) from products outside `excluded` folds; `voting`:
+    neighbour_votes' neighbours and temperature."""
     candidates = ~np.isin(folds, list(excluded))
     similarity = vectors[queries] @ vectors[candidates].T
-    result = neighbour_votes(similarity, labels[candidates], categories)
+    result = neighbour_votes(similarity, labels[candidates], categories, **voting)
     # Map candidate-relative indices back to product rows.
     rows = np.flatnonzero(candidates)
     mapped = np.where(result.neighbours >= 0, rows[np.clip(result.neighbours, 0, None)], -1)
@@ -103,9 +110,12 @@ def transfer_labels(
     folds: np.ndarray,
     paths: Sequence[str],
     vote_weights: Sequence[float] = VOTE_WEIGHTS,
+    neighbours: int = NEIGHBOURS,
+    temperature: float = TEMPERATURE,
 ) -> LabelTransfer:
     """Cross-validated label transfer. `vectors` are unit-length product vectors, `labels` each
     product's category (a column of `retrieval_scores`, a path in `paths`)."""
+    voting = {"neighbours": neighbours, "temperature": temperature}
     labels = np.asarray(labels, dtype=np.int64)
     n, categories = retrieval_scores.shape
     if not (len(vectors) == len(labels) == len(folds) == n) or len(paths) != categories:
@@ -114,7 +124,7 @@ def transfer_labels(
             f"{len(folds)} folds and {len(paths)} paths do not line up"
         )
     scores = np.array(retrieval_scores, dtype=np.float64)
-    neighbours = np.full((n, NEIGHBOURS), -1, dtype=np.int64)
+    voters = np.full((n, neighbours), -1, dtype=np.int64)
     chosen: dict[int, float] = {}
     fold_ids = sorted(set(folds.tolist()))
     for held_out in fold_ids:
@@ -124,13 +134,36 @@ def transfer_labels(
         inner = np.zeros((n, categories))
         for other in fold_ids:
             if other != held_out:
-                inner[folds == other] = _held_out_votes(vectors, labels, folds, folds == other, {held_out, other}, categories).votes
+                inner[folds == other] = _held_out_votes(
+                    vectors, labels, folds, folds == other, {held_out, other}, categories, **voting
+                ).votes
         quality = [
             _hf1(retrieval_scores[train] + weight * inner[train], labels[train], paths) for weight in vote_weights
         ]
         weight = float(vote_weights[int(np.argmax(quality))])  # ties: the smallest weight, listed first
-        outer = _held_out_votes(vectors, labels, folds, test, {held_out}, categories)
+        outer = _held_out_votes(vectors, labels, folds, test, {held_out}, categories, **voting)
         scores[test] += weight * outer.votes
-        neighbours[test] = outer.neighbours
+        voters[test] = outer.neighbours
         chosen[held_out] = weight
-    return LabelTransfer(scores, folds, neighbours, chosen)
+    return LabelTransfer(scores, folds, voters, chosen)
+
+
+def transfer_to_unlabelled(
+    scores: np.ndarray,
+    vectors: np.ndarray,
+    pool_scores: np.ndarray,
+    pool_vectors: np.ndarray,
+    pool_labels: Sequence[int],
+    pool_folds: np.ndarray,
+    paths: Sequence[str],
+    neighbours: int = NEIGHBOURS,
+    temperature: float = TEMPERATURE,
+) -> tuple[np.ndarray, dict[int, float]]:
+    """Label transfer onto products outside the labelled pool: every pooled product may vote, with the
+    median of the vote weights that cross-validation on the pool alone chose (returned per fold)."""
+    voting = {"neighbours": neighbours, "temperature": temperature}
+    labels = np.asarray(pool_labels, dtype=np.int64)
+    weights = transfer_labels(pool_scores, pool_vectors, labels, pool_folds, paths, **voting).weights
+    weight = float(np.median(list(weights.values())))
+    votes = neighbour_votes(vectors @ pool_vectors.T, labels, scores.shape[1], **voting).votes
+    return scores + weight * votes, weights

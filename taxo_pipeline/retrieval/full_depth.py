@@ -1,0 +1,59 @@
+"""The `full-depth` category documents: every node of the full taxonomy (all levels, down to L7), each
+its own document (its full path), scored for the L1-L3 node it trims to by the best of its subtree.
+
+Predictions stay L1-L3 nodes, but an L3 name leaves out what its deeper levels say: `Hats` holds
+`Panama Hats`, `Beanies`, `Sombreros` ... A product about a Panama hat is close to the document
+`Apparel & Accessories > Clothing Accessories > Hats > Panama Hats`, and that similarity becomes the
+score of `... > Hats`. Each deeper node stays a separate document instead of being listed inside its L3
+node's document: a mean-pooled encoder blurs a long list of names into its average, while the best
+match keeps the one name that fits (bench/quality.py compares both on the development part).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from taxo_pipeline.dataset.taxonomy import TaxonomyL3, split_path, trim_path
+from taxo_pipeline.retrieval.categories import CategoryDocuments
+
+FULL_DEPTH = "full-depth"
+
+
+def full_depth_documents(categories: Sequence[str], taxonomy: TaxonomyL3) -> CategoryDocuments:
+    """One document per category of the full taxonomy (`parse_categories` of the file `taxonomy` was
+    trimmed from): ids and documents are the full paths, unique, in the file's order."""
+    known = set(taxonomy.paths)
+    ids = list(dict.fromkeys(categories))
+    if outside := [c for c in ids if trim_path(c) not in known]:
+        raise ValueError(
+            f"{len(outside)} categories trim to no node of the L3 taxonomy (first: {outside[0]!r}): "
+            "build both from the same categories file"
+        )
+    if missing := known - {trim_path(c) for c in ids}:
+        raise ValueError(f"{len(missing)} L3 taxonomy nodes have no category (first: {sorted(missing)[0]!r})")
+    return CategoryDocuments(ids=ids, documents=list(ids), levels=[len(split_path(c)) for c in ids])
+
+
+def node_columns(document_ids: Sequence[str], taxonomy: TaxonomyL3) -> np.ndarray:
+    """Per document, the column (index in taxonomy.paths) of the L1-L3 node it speaks for."""
+    column = {path: i for i, path in enumerate(taxonomy.paths)}
+    try:
+        return np.array([column[trim_path(d)] for d in document_ids], dtype=np.int64)
+    except KeyError as exc:
+        raise ValueError(f"document {exc.args[0]!r} trims to no node of the L3 taxonomy") from exc
+
+
+def best_per_node(scores: np.ndarray, document_ids: Sequence[str], taxonomy: TaxonomyL3) -> np.ndarray:
+    """Products x documents scores -> products x taxonomy.paths: per node, the best score among the
+    documents of its full-depth subtree that trim to it (its own path included)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != len(document_ids):
+        raise ValueError(f"scores of shape {scores.shape} do not match {len(document_ids)} documents")
+    columns = node_columns(document_ids, taxonomy)
+    best = np.full((scores.shape[0], len(taxonomy.paths)), -np.inf)
+    np.maximum.at(best.T, columns, scores.T)
+    if (empty := np.flatnonzero(np.isneginf(best).all(axis=0))).size and scores.shape[0]:
+        raise ValueError(f"{empty.size} taxonomy nodes have no document (first: {taxonomy.paths[empty[0]]!r})")
+    return best
