@@ -32,8 +32,8 @@ from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, apply_model_sync
 from taxo_pipeline.evaluation.leaderboard import leaderboard
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
-from taxo_pipeline.sie.local_server import ensure_sie
 from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.sie.server import ensure_sie
 from taxo_pipeline.warehouse import Warehouse
 
 log = logging.getLogger("taxo_pipeline")
