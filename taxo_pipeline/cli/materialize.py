@@ -25,7 +25,7 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 
 from taxo_pipeline import settings
 from taxo_pipeline.cli.arguments import add_source_arguments
-from taxo_pipeline.cli.runs import RunFailedError, dagster_home, materialize
+from taxo_pipeline.cli.runs import RunFailedError, command_instance, materialize
 from taxo_pipeline.defs.ingest.assets import SOURCE_METADATA, source_data_version, source_file
 from taxo_pipeline.defs.models.partitions import PARTITIONS, partition_models
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, apply_model_sync, model_sync
@@ -75,8 +75,7 @@ def add_materialize(subparsers: argparse._SubParsersAction) -> None:
 def run_materialize(args: argparse.Namespace) -> int:
     from taxo_pipeline.definitions import defs  # loading definitions is slow; only commands that run need it
 
-    dagster_home()
-    instance = dg.DagsterInstance.get()
+    instance = command_instance()
     # The same partitions and fingerprints the sensor keeps: disabled models leave the automation's view.
     apply_model_sync(instance, model_sync(instance, load_catalogue()))
     graph = defs.resolve_asset_graph()
