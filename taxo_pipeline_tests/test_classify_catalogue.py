@@ -117,6 +117,14 @@ def test_without_an_evaluation_the_command_says_to_run_the_main_job(workspace, c
     )
 
 
+def test_a_bad_shard_size_in_the_environment_is_named(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("TAXO_SHARD_SIZE", "0")
+    assert classify_products(["--products", "cat.csv"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "classify-products: error: TAXO_SHARD_SIZE: expected a positive whole number, got 0"
+    )
+
+
 def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, monkeypatch, tmp_path, capsys):
     root, environment = evaluated
     _env(monkeypatch, environment)
@@ -139,6 +147,14 @@ def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, 
     assert by_id["hat"]["l2"] == "Apparel & Accessories > Clothing Accessories"
     assert all(0 < r["confidence"] < 1 for r in by_id.values())
     assert [len(json.loads(r["top_k"])) for r in by_id.values()] == [3, 3, 3]
+    # run again: the shard is kept, and the same rows go to JSON Lines and Parquet
+    for name in ("out.jsonl", "out.parquet"):
+        assert classify_products(["--products", str(catalogue), "--output", str(tmp_path / name), "--top-k", "3"]) == 0
+        assert "classified 0 products in shards none, kept shards [0]" in capsys.readouterr().out
+    assert pl.read_ndjson(tmp_path / "out.jsonl")["top_k"].list.len().to_list() == [3, 3, 3]
+    again = pl.read_parquet(tmp_path / "out.parquet")
+    assert again["category"].to_list() == rows["category"].to_list()
+    assert again["top_k"].list.get(0).struct.field("category").to_list() == rows["category"].to_list()
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
         view = con.execute("SELECT approach, model, variant, count(*), count(DISTINCT catalogue_fingerprint) "
                            "FROM classifications WHERE catalogue = 'tiny' GROUP BY ALL").fetchall()  # fmt: skip

@@ -135,18 +135,17 @@ def export(files: Sequence[Path], output: Path) -> int:
 
     def write(tmp: Path) -> None:
         nonlocal rows
-        writer = None
         with tmp.open("wb") as handle:
-            for file in files:
+            writer = None
+            for number, file in enumerate(files):
                 table = pq.read_table(file).replace_schema_metadata(None)
                 rows += table.num_rows
-                if suffix == ".parquet":
-                    writer = writer or pq.ParquetWriter(handle, table.schema)
-                    writer.write_table(table)
-                else:
-                    _write_text(handle, table, suffix, header=writer is None)
-                    writer = writer or True
-            if isinstance(writer, pq.ParquetWriter):
+                if suffix != ".parquet":
+                    _write_text(handle, table, suffix, header=number == 0)
+                    continue
+                writer = writer or pq.ParquetWriter(handle, table.schema)
+                writer.write_table(table)
+            if writer is not None:
                 writer.close()
 
     write_atomic(output, write)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -45,6 +46,14 @@ def _part(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def _env_size(name: str, default: int) -> int:
+    value = os.environ.get(name) or str(default)
+    try:
+        return positive_int(value)
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"{name}: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--products", required=True, type=Path, help="catalogue: .parquet, .jsonl or .csv")
@@ -53,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", help="category documents: full-path, leaf, both (default: the best evaluated)")
     parser.add_argument("--output", type=Path, help="also write every row to F.parquet, F.csv or F.jsonl")
     parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per product (default 5)")
-    parser.add_argument("--shard-size", type=positive_int, default=10_000, help="products per shard (default 10000)")
-    parser.add_argument("--chunk-size", type=positive_int, default=2_048, help="products classified at once (default 2048)")
+    parser.add_argument("--shard-size", type=positive_int, default=_env_size("TAXO_SHARD_SIZE", 10_000),
+                        help="products per shard (default: $TAXO_SHARD_SIZE, else 10000)")  # fmt: skip
+    parser.add_argument("--chunk-size", type=positive_int, default=_env_size("TAXO_CLASSIFY_CHUNK", 2_048),
+                        help="products classified at once (default: $TAXO_CLASSIFY_CHUNK, else 2048)")  # fmt: skip
     parser.add_argument("--part", type=_part, default=(0, 1),
                         help="I/N: classify only shards whose index %% N == I, for concurrent runs (default 0/1)")  # fmt: skip
     return parser
