@@ -205,3 +205,7 @@ def test_a_killed_run_resumes_from_its_shards_and_a_changed_shard_reruns_alone(e
     again = subprocess.run(_command(changed), env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "this run classified 20 products in shards [2]" in again.stdout
+    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+        stamped = con.execute("SELECT count(*), count(DISTINCT catalogue_fingerprint) FROM classifications "
+                              "WHERE catalogue = 'big'").fetchall()  # fmt: skip
+    assert stamped == [(600, 1)]  # the kept shards carry the changed catalogue's fingerprint too
