@@ -112,7 +112,8 @@ def run_classify(args: argparse.Namespace) -> int:
             )  # fmt: skip
             progress = classify_catalogue(run, _classifier(approach, request))
     _report(run, progress, time.perf_counter() - started, args.output)
-    refresh_view(warehouse, data_dir)
+    if shard_files(run.directory):  # the view's glob must match a file (a --part run may have had no shard)
+        refresh_view(warehouse, data_dir)
     return 0
 
 
