@@ -14,6 +14,7 @@ from taxo_pipeline.approaches.hierarchical_cascade import cascade_scores
 from taxo_pipeline.approaches.spec import MODEL, Approach, Classified, ClassifyRequest
 from taxo_pipeline.approaches.title_description import query_vectors
 from taxo_pipeline.errors import InputError
+from taxo_pipeline.evaluation.keys import product_set_fingerprint
 from taxo_pipeline.retrieval.exact_search import top_k
 from taxo_pipeline.retrieval.label_transfer import (
     FOLDS,
@@ -48,6 +49,25 @@ def _weights_table(folds: np.ndarray, weights: dict[int, float]) -> pl.DataFrame
     )
 
 
+_POOL: dict[tuple, tuple] = {}  # the last pool's, so a catalogue classified in chunks computes it once
+
+
+def _pool(request: ClassifyRequest, labelled: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """The labelled pool's vectors, labels and folds, and the vote weights its cross-validation chose."""
+    key = (id(request.evidence), request.model, request.variant, request.model_family,
+           tuple(request.taxonomy.paths), product_set_fingerprint(labelled))  # fmt: skip
+    if key not in _POOL:
+        pool = replace(request, products=labelled)
+        pool_vectors = query_vectors(pool)
+        pool_scores, _ = cascade_scores(pool, pool_vectors)
+        labels = _label_indices(request, labelled)
+        folds = assign_folds(labelled["product_id"].to_list())
+        weights = transfer_labels(pool_scores, pool_vectors, labels, folds, request.taxonomy.paths).weights
+        _POOL.clear()
+        _POOL[key] = (pool_vectors, labels, folds, weights)
+    return _POOL[key]
+
+
 def classify(request: ClassifyRequest) -> Classified:
     labelled = request.labelled
     if labelled is None or labelled.height == 0:
@@ -59,12 +79,7 @@ def classify(request: ClassifyRequest) -> Classified:
         result = transfer_labels(scores, queries, _label_indices(request, request.products), folds, request.taxonomy.paths)
         scores, weights, weight_folds = result.scores, result.weights, folds
     else:
-        pool = replace(request, products=labelled)
-        pool_vectors = query_vectors(pool)
-        pool_scores, _ = cascade_scores(pool, pool_vectors)
-        labels = _label_indices(request, labelled)
-        weight_folds = assign_folds(labelled["product_id"].to_list())
-        weights = transfer_labels(pool_scores, pool_vectors, labels, weight_folds, request.taxonomy.paths).weights
+        pool_vectors, labels, weight_folds, weights = _pool(request, labelled)
         weight = float(np.median(list(weights.values())))
         scores = scores + weight * neighbour_votes(queries @ pool_vectors.T, labels, scores.shape[1]).votes
     notes |= {

@@ -1,7 +1,8 @@
 """Read a product file (Parquet with the Hugging Face schema, JSON Lines or CSV) into one frame.
 
-Required columns: product_title, product_description, ground_truth_category. The image and
-potential categories are optional (a text-only catalogue has neither). Every row gets a stable
+Required columns: product_title, product_description, ground_truth_category (not for a catalogue to
+classify: `labelled=False`). The image and potential categories are optional (a text-only catalogue
+has neither). Every row gets a stable
 `product_id` from its source row, kept through every later table.
 """
 
@@ -17,13 +18,14 @@ import pyarrow.parquet as pq
 from taxo_pipeline.errors import InputError
 
 TEXT_COLUMNS = ("product_title", "product_description", "ground_truth_category")
+CATALOGUE_COLUMNS = ("product_title", "product_description")  # an unlabelled catalogue's
 POTENTIALS = "potential_product_categories"
 IMAGE = "product_image"
 IMAGE_TYPE = pl.Struct({"bytes": pl.Binary, "path": pl.String})
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 
 
-def read_products(path: Path) -> pl.DataFrame:
+def read_products(path: Path, labelled: bool = True) -> pl.DataFrame:
     path = Path(path)
     _check_is_file(path)
     fmt = FORMATS.get(path.suffix.lower())
@@ -34,7 +36,8 @@ def read_products(path: Path) -> pl.DataFrame:
     if path.stat().st_size == 0:  # each reader below words this its own way
         raise InputError(f"products file {path} is empty (0 bytes)")
     raw = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[fmt](path)
-    missing = [c for c in TEXT_COLUMNS if c not in raw.columns]
+    required = TEXT_COLUMNS if labelled else CATALOGUE_COLUMNS
+    missing = [c for c in required if c not in raw.columns]
     if missing:
         raise InputError(
             f"products file {path} lacks required column(s) {', '.join(missing)} "
@@ -123,7 +126,8 @@ def _image_value(value, base_dir: Path, index: int, path: Path) -> dict | None:
     raise InputError(f"products file {path}, row {index + 1}: {IMAGE} must be a file path or an object")
 
 
-def _stable_ids(raw: pl.DataFrame) -> pl.Series:
+def stable_ids(raw: pl.DataFrame, offset: int = 0) -> pl.Series:
+    """`offset`: the file row of raw's first row, for a file read in chunks."""
     if "product_id" in raw.columns:
         return raw["product_id"].cast(pl.String)
     if "row_index" in raw.columns:
@@ -131,17 +135,17 @@ def _stable_ids(raw: pl.DataFrame) -> pl.Series:
         if "split" in raw.columns:
             return (raw["split"].cast(pl.String) + "-" + index).alias("product_id")
         return index
-    return pl.Series(range(raw.height)).cast(pl.String)
+    return pl.Series(range(offset, offset + raw.height)).cast(pl.String)
 
 
 def _normalise(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
-    ids = _stable_ids(raw).alias("product_id")
+    ids = stable_ids(raw).alias("product_id")
     if (repeated := ids.filter(ids.is_duplicated()).unique(maintain_order=True)).len():
         # results are keyed by product id: a repeated one would be joined to every row that carries it
         shown = ", ".join(repr(i) for i in repeated.head(5).to_list())
         raise InputError(f"products file {path}: {repeated.len()} product_id values repeat (e.g. {shown}); ids must be unique")
     columns = [ids]
-    columns += [raw[c].cast(pl.String) for c in TEXT_COLUMNS]
+    columns += [raw[c].cast(pl.String) for c in TEXT_COLUMNS if c in raw.columns]
     if POTENTIALS in raw.columns:
         try:
             columns.append(raw[POTENTIALS].cast(pl.List(pl.String)))

@@ -1,0 +1,70 @@
+"""What the evaluation tells a catalogue run: which approach, model and variant to use (the
+leaderboard's best on the current full dataset among enabled models, unless named), and the
+approach's stored predictions with ground truth to calibrate its confidence on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from taxo_pipeline.classification.calibration import Calibration, features, fit_calibration
+from taxo_pipeline.errors import InputError
+from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.evaluation.views import CURRENT_DATASET
+from taxo_pipeline.warehouse import Warehouse
+
+RUN_MAIN_JOB = "run `taxo-pipeline materialize` first"
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: ResultKey  # dataset: the full evaluation the approach was scored on
+    strict_f1: float
+
+
+def _require_evaluation(warehouse: Warehouse) -> None:
+    if not warehouse.path.exists() or not all(warehouse.table_exists(t) for t in ("metrics", "datasets", "predictions")):
+        raise InputError(f"no evaluation in the warehouse {warehouse.path} yet: {RUN_MAIN_JOB}")
+
+
+def choose(
+    warehouse: Warehouse, enabled: list[str], approach: str | None, model: str | None, variant: str | None
+) -> Choice:
+    """The best strict hierarchical F1 on the current full dataset matching the names given (any
+    left None); only path classifiers (not L1-only ones) and enabled models qualify."""
+    _require_evaluation(warehouse)
+    filters = {"approach": approach, "model": model, "variant": variant}
+    conditions = " ".join(f"AND {c} = ?" for c, v in filters.items() if v is not None)
+    with warehouse.connect(read_only=True) as con:
+        row = con.execute(
+            f"""SELECT approach, model, variant, reranker, dataset, f1 FROM metrics
+                WHERE headline AND scope = 'hierarchical' AND mode = 'strict' AND dataset = {CURRENT_DATASET}
+                  AND list_contains(?, model) AND (reranker IS NULL OR list_contains(?, reranker)) {conditions}
+                ORDER BY f1 DESC, approach, model, variant LIMIT 1""",
+            [enabled, enabled, *(v for v in filters.values() if v is not None)],
+        ).fetchone()
+    if row is None:
+        named = ", ".join(f"{c} {v}" for c, v in filters.items() if v is not None) or "any approach"
+        raise InputError(
+            f"no evaluation of {named} with an enabled model on the current dataset in {warehouse.path}: {RUN_MAIN_JOB}"
+        )
+    return Choice(ResultKey(row[0], row[1], row[2], row[3], row[4]), row[5])
+
+
+def calibrate(warehouse: Warehouse, key: ResultKey) -> Calibration:
+    """Platt scaling on the key's stored top-1/top-2 scores against the evaluation's ground truth."""
+    with warehouse.connect(read_only=True) as con:
+        rows = con.execute(
+            """SELECT p.product_id, list(p.score ORDER BY p.rank) AS scores,
+                      max(p.category) FILTER (p.rank = 1) = max(e.ground_truth_category) AS correct
+               FROM predictions p JOIN products_experiment_l3 e USING (product_id)
+               WHERE p.approach = ? AND p.model = ? AND p.variant = ? AND p.reranker IS NOT DISTINCT FROM ?
+                 AND p.dataset = ? AND p.rank <= 2
+               GROUP BY p.product_id ORDER BY p.product_id""",
+            [key.approach, key.model, key.variant, key.reranker, key.dataset],
+        ).fetchall()
+    if not rows:
+        raise InputError(f"no stored predictions of {key} on the evaluation set to calibrate on: {RUN_MAIN_JOB}")
+    top1, margin = features([[("", s) for s in scores] for _, scores, _ in rows])
+    return fit_calibration([r[0] for r in rows], top1, margin, np.array([bool(r[2]) for r in rows]))

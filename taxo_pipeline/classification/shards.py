@@ -1,0 +1,161 @@
+"""Classified shards on disk: one Parquet file per shard, written atomically, under
+<data>/classifications/<catalogue>/<approach>--<model>--<variant>/shard-00042.parquet. A shard file
+records the fingerprint of its rows and of the run settings, so a rerun skips it when neither
+changed. Concurrent runs never share a file being written, and DuckDB's one-writer rule is kept:
+the warehouse reads the files through a view."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.files import write_atomic, write_parquet_atomic
+from taxo_pipeline.sie.catalogue import model_slug
+from taxo_pipeline.warehouse import Warehouse
+
+VIEW = "classifications"
+SHARD_FILE = re.compile(r"shard-(\d{5,})\.parquet")
+CANDIDATE = pa.struct([("category", pa.string()), ("score", pa.float64())])
+SHARD_META = b"taxo/shard_fingerprint"
+RUN_META = b"taxo/run_fingerprint"
+
+
+def classifications_root(data_dir: Path) -> Path:
+    return Path(data_dir) / "classifications"
+
+
+def run_directory(data_dir: Path, catalogue: str, key: ResultKey) -> Path:
+    reranker = f"--{model_slug(key.reranker)}" if key.reranker else ""
+    return classifications_root(data_dir) / catalogue / f"{key.approach}--{model_slug(key.model)}{reranker}--{key.variant}"
+
+
+def shard_path(directory: Path, index: int) -> Path:
+    return directory / f"shard-{index:05d}.parquet"
+
+
+def is_done(path: Path, shard_fingerprint: str, run_fingerprint: str) -> bool:
+    """The shard file exists and was written from the same rows with the same settings."""
+    if not path.is_file():
+        return False
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError):
+        return False  # unreadable: write it again
+    return meta.get(SHARD_META) == shard_fingerprint.encode() and meta.get(RUN_META) == run_fingerprint.encode()
+
+
+@dataclass(frozen=True)
+class ShardRows:
+    product_ids: list[str]
+    ranked: list[list[tuple[str, float]]]  # empty for a skipped product
+    confidence: np.ndarray
+    skipped: list[str | None]  # why a product got no prediction
+
+
+def _levels(category: str | None) -> list[str | None]:
+    parts = category.split(" > ") if category else []
+    return [" > ".join(parts[:level]) if len(parts) >= level else None for level in (1, 2, 3)]
+
+
+def shard_table(key: ResultKey, catalogue: str, catalogue_fingerprint: str, index: int, rows: ShardRows) -> pa.Table:
+    n = len(rows.product_ids)
+    top1 = [r[0] if r else (None, None) for r in rows.ranked]
+    levels = list(zip(*(_levels(c) for c, _ in top1))) if n else [[], [], []]
+    constant = {"approach": key.approach, "model": key.model, "reranker": key.reranker, "variant": key.variant,
+                "catalogue": catalogue, "catalogue_fingerprint": catalogue_fingerprint}  # fmt: skip
+    return pa.table(
+        {
+            **{name: pa.array([value] * n, pa.string()) for name, value in constant.items()},
+            "shard": pa.array([index] * n, pa.int32()),
+            "product_id": pa.array(rows.product_ids, pa.string()),
+            "category": pa.array([c for c, _ in top1], pa.string()),
+            "score": pa.array([s for _, s in top1], pa.float64()),
+            "l1": pa.array(levels[0], pa.string()),
+            "l2": pa.array(levels[1], pa.string()),
+            "l3": pa.array(levels[2], pa.string()),
+            "confidence": pa.array(np.where([bool(r) for r in rows.ranked], rows.confidence, np.nan), pa.float64(),
+                                   from_pandas=True),  # fmt: skip
+            "top_k": pa.array([[{"category": c, "score": s} for c, s in r] for r in rows.ranked], pa.list_(CANDIDATE)),
+            "skipped": pa.array(rows.skipped, pa.string()),
+            "classified_at": pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def write_shard(path: Path, table: pa.Table, shard_fingerprint: str, run_fingerprint: str) -> None:
+    meta = {**(table.schema.metadata or {}), SHARD_META: shard_fingerprint.encode(), RUN_META: run_fingerprint.encode()}
+    write_parquet_atomic(table.replace_schema_metadata(meta), path)
+
+
+def restamp(path: Path, catalogue_fingerprint: str) -> None:
+    """A shard kept from an earlier version of the catalogue: only its catalogue fingerprint changes."""
+    table = pq.read_table(path)
+    if table.num_rows and table["catalogue_fingerprint"][0].as_py() != catalogue_fingerprint:
+        column = pa.array([catalogue_fingerprint] * table.num_rows, pa.string())
+        table = table.set_column(table.schema.get_field_index("catalogue_fingerprint"), "catalogue_fingerprint", column)
+        write_parquet_atomic(table, path)
+
+
+def shard_files(directory: Path) -> list[Path]:
+    return sorted(p for p in Path(directory).glob("shard-*.parquet") if SHARD_FILE.fullmatch(p.name))
+
+
+def remove_beyond(directory: Path, shards: int) -> list[Path]:
+    """Shard files of a longer earlier version of the catalogue."""
+    stale = [p for p in shard_files(directory) if int(SHARD_FILE.fullmatch(p.name).group(1)) >= shards]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def refresh_view(warehouse: Warehouse, data_dir: Path) -> None:
+    """`classifications`: every shard file of every catalogue and run, read at query time."""
+    pattern = str(classifications_root(data_dir) / "*" / "*" / "shard-*.parquet").replace("'", "''")
+    with warehouse.transaction() as con:
+        con.execute(f"CREATE OR REPLACE VIEW {VIEW} AS SELECT * FROM read_parquet('{pattern}', union_by_name = true)")
+
+
+def export(files: Sequence[Path], output: Path) -> int:
+    """The shards' rows in one file, by extension (.parquet, .csv, .jsonl), written atomically one shard
+    at a time; in CSV the top-k list is a JSON array."""
+    suffix = output.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".jsonl"):
+        raise ValueError(f"output {output}: unsupported extension {output.suffix!r} (use .parquet, .csv or .jsonl)")
+    rows = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        with tmp.open("wb") as handle:
+            writer = None
+            for number, file in enumerate(files):
+                table = pq.read_table(file).replace_schema_metadata(None)
+                rows += table.num_rows
+                if suffix != ".parquet":
+                    _write_text(handle, table, suffix, header=number == 0)
+                    continue
+                writer = writer or pq.ParquetWriter(handle, table.schema)
+                writer.write_table(table)
+            if writer is not None:
+                writer.close()
+
+    write_atomic(output, write)
+    return rows
+
+
+def _write_text(handle, table: pa.Table, suffix: str, header: bool) -> None:
+    frame = pl.from_arrow(table)
+    if suffix == ".jsonl":
+        frame.write_ndjson(handle)
+        return
+    top_k = [json.dumps(v) for v in table["top_k"].to_pylist()]
+    frame.with_columns(pl.Series("top_k", top_k)).write_csv(handle, include_header=header)

@@ -1,0 +1,211 @@
+"""Classifying an unlabelled catalogue: the catalogue reader, the calibration on a known case, and
+`classify-products` end to end through the real SIE server (all-MiniLM-L6-v2) after an evaluation of
+title-description on the sample; a SIGKILLed run resumes from the shards it wrote."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from taxo_pipeline.classification.calibration import fit_calibration
+from taxo_pipeline.classification.catalogue import read_shards
+from taxo_pipeline.cli.classify import classify_products
+from taxo_pipeline.dataset.products import read_products
+from taxo_pipeline.definitions import defs
+from taxo_pipeline.errors import InputError
+from taxo_pipeline.sie.resource import pipeline_resources
+from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
+from taxo_pipeline_tests.sie.sie_testkit import MINILM
+
+EVALUATED = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
+             "category_embeddings", "title_description_predictions", "title_description_metrics"]  # fmt: skip
+RUN_DIR = "classifications/{}/title-description--sentence-transformers__all-MiniLM-L6-v2--full-path"
+
+
+def _csv(path, rows):
+    pl.DataFrame(rows, schema=["product_id", "product_title", "product_description"], orient="row").write_csv(path)
+    return path
+
+
+# --- reading a catalogue --------------------------------------------------------------------------------------
+
+
+def test_a_catalogue_without_labels_reads_in_shards_with_ids_from_the_file(tmp_path):
+    path = tmp_path / "cat.jsonl"
+    path.write_text("".join(json.dumps({"product_title": f"t{i}", "product_description": "" if i else "d"}) + "\n"
+                            for i in range(5)))  # fmt: skip
+    shards = list(read_shards(path, 2))
+    assert [(s.index, s.first_row, s.products["product_id"].to_list()) for s in shards] == [
+        (0, 0, ["0", "1"]), (1, 2, ["2", "3"]), (2, 4, ["4"])
+    ]  # fmt: skip
+    assert read_products(path, labelled=False)["product_id"].to_list() == ["0", "1", "2", "3", "4"]
+
+
+def test_a_row_with_no_text_or_a_repeated_id_is_named(tmp_path):
+    empty = _csv(tmp_path / "empty.csv", [("a", "Hat", ""), ("b", "", "  ")])
+    with pytest.raises(InputError, match=r"empty.csv, row 2: product_title and product_description are both empty"):
+        list(read_shards(empty, 10))
+    repeated = _csv(tmp_path / "repeated.csv", [("a", "Hat", ""), ("b", "Cap", ""), ("a", "Scarf", "")])
+    with pytest.raises(InputError, match=r"repeated.csv, row 3 repeats product_id 'a'; ids must be unique"):
+        list(read_shards(repeated, 2))
+    with pytest.raises(InputError, match=r"lacks required column\(s\) product_description"):
+        list(read_shards(_write(tmp_path / "few.csv", "product_title\nHat\n"), 2))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+# --- calibration ----------------------------------------------------------------------------------------------
+
+
+def test_platt_scaling_recovers_the_accuracy_of_each_score_level():
+    # 40 products at top-1 score 0.2 of which a quarter are right, 40 at 0.8 of which three quarters are
+    top1 = np.repeat([0.2, 0.8], 40)
+    correct = np.concatenate([np.arange(40) % 4 == 0, np.arange(40) % 4 != 0])
+    calibration = fit_calibration([f"p{i}" for i in range(80)], top1, np.zeros(80), correct)
+    assert calibration.confidence(np.array([0.2, 0.8]), np.zeros(2)) == pytest.approx([0.25, 0.75], abs=0.01)
+    assert calibration.accuracy == 0.5 and calibration.products == 80
+    assert sum(b["products"] for b in calibration.reliability) == 80
+    # a set that is always right stays finite and confident
+    always = fit_calibration([f"p{i}" for i in range(20)], np.linspace(0, 1, 20), np.zeros(20), np.ones(20, bool))
+    assert 0.9 < always.confidence(np.array([0.5]), np.zeros(1))[0] < 1.0
+
+
+# --- classify-products through the real SIE server ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evaluated(sie_server, test_catalogue, tmp_path_factory):
+    """A workspace where title-description MiniLM full-path has been evaluated on the sample."""
+    root = tmp_path_factory.mktemp("classify")
+    environment = {"TAXO_DATA_DIR": root / "data", "TAXO_WAREHOUSE": root / "warehouse.duckdb",
+                   "TAXO_PRODUCTS": SAMPLE_PRODUCTS, "TAXO_TAXONOMY": TAXONOMY, "TAXO_MODELS": test_catalogue,
+                   "SIE_BASE_URL": sie_server}  # fmt: skip
+    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
+        for name, value in environment.items():
+            env.setenv(name, str(value))
+        instance.add_dynamic_partitions("encoder_model", [MINILM])
+        run = dg.materialize(
+            [*defs.assets, *defs.asset_checks], selection=EVALUATED, instance=instance, resources=pipeline_resources(),
+            partition_key=dg.MultiPartitionKey({"model": MINILM, "variant": "full-path"}),
+        )  # fmt: skip
+        assert run.success
+    return root, {k: str(v) for k, v in environment.items()}
+
+
+def _env(monkeypatch, environment):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_without_an_evaluation_the_command_says_to_run_the_main_job(workspace, capsys):
+    catalogue = _csv(workspace / "cat.csv", [("a", "Straw hat", "")])
+    assert classify_products(["--products", str(catalogue)]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"no evaluation in the warehouse {workspace / 'warehouse' / 'taxo.duckdb'} yet: run `taxo-pipeline materialize` first"
+    )
+
+
+def test_a_bad_shard_size_in_the_environment_is_named(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("TAXO_SHARD_SIZE", "0")
+    assert classify_products(["--products", "cat.csv"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "classify-products: error: TAXO_SHARD_SIZE: expected a positive whole number, got 0"
+    )
+
+
+def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, monkeypatch, tmp_path, capsys):
+    root, environment = evaluated
+    _env(monkeypatch, environment)
+    catalogue = _csv(tmp_path / "tiny.csv", [
+        ("hat", "Panama hat", "Handwoven straw Panama hat with a cotton ribbon."),
+        ("scarf", "Wool scarf", "A long knitted wool scarf for winter."),
+        ("tent", "Camping tent", ""),
+    ])  # fmt: skip
+    output = tmp_path / "out.csv"
+    assert classify_products(["--products", str(catalogue), "--output", str(output), "--top-k", "3"]) == 0
+    printed = capsys.readouterr()
+    assert "3 products in 1 shards; this run classified 3 products in shards [0]" in printed.out
+    assert "held-out reliability" in printed.err
+    rows = pl.read_csv(output)
+    assert rows["product_id"].to_list() == ["hat", "scarf", "tent"]
+    by_id = {r["product_id"]: r for r in rows.iter_rows(named=True)}
+    assert by_id["hat"]["category"] == "Apparel & Accessories > Clothing Accessories > Hats"
+    assert by_id["scarf"]["category"] == "Apparel & Accessories > Clothing Accessories > Scarves & Shawls"
+    assert by_id["tent"]["category"].startswith(f"{by_id['tent']['l2']} > ")  # a title alone is enough to classify
+    assert by_id["hat"]["l2"] == "Apparel & Accessories > Clothing Accessories"
+    assert all(0 < r["confidence"] < 1 for r in by_id.values())
+    assert [len(json.loads(r["top_k"])) for r in by_id.values()] == [3, 3, 3]
+    # run again: the shard is kept, and the same rows go to JSON Lines and Parquet
+    for name in ("out.jsonl", "out.parquet"):
+        assert classify_products(["--products", str(catalogue), "--output", str(tmp_path / name), "--top-k", "3"]) == 0
+        assert "classified 0 products in shards none, kept shards [0]" in capsys.readouterr().out
+    assert pl.read_ndjson(tmp_path / "out.jsonl")["top_k"].list.len().to_list() == [3, 3, 3]
+    again = pl.read_parquet(tmp_path / "out.parquet")
+    assert again["category"].to_list() == rows["category"].to_list()
+    assert again["top_k"].list.get(0).struct.field("category").to_list() == rows["category"].to_list()
+    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+        view = con.execute("SELECT approach, model, variant, count(*), count(DISTINCT catalogue_fingerprint) "
+                           "FROM classifications WHERE catalogue = 'tiny' GROUP BY ALL").fetchall()  # fmt: skip
+    assert view == [("title-description", MINILM, "full-path", 3, 1)]
+
+
+def _catalogue(path, size, changed=None):
+    """`size` unique products recombined from the sample (title of one row, description of another)."""
+    sample = pl.read_ndjson(SAMPLE_PRODUCTS).select("product_title", "product_description")
+    titles, descriptions = sample["product_title"].to_list(), sample["product_description"].to_list()
+    rows = [(f"p{i:04d}", f"{titles[i % len(titles)]} v{i}", descriptions[(i * 7 + 3) % len(descriptions)][:200])
+            for i in range(size)]  # fmt: skip
+    if changed is not None:
+        rows[changed] = (rows[changed][0], "Changed title", "A changed description.")
+    return _csv(path, rows)
+
+
+def _command(catalogue, *extra):
+    return [sys.executable, "-m", "taxo_pipeline.cli.classify", "--products", str(catalogue),
+            "--shard-size", "20", "--chunk-size", "10", *extra]  # fmt: skip
+
+
+def test_a_killed_run_resumes_from_its_shards_and_a_changed_shard_reruns_alone(evaluated, tmp_path):
+    root, environment = evaluated
+    env = {**os.environ, **environment}
+    catalogue = _catalogue(tmp_path / "big.csv", 600)
+    shards = root / "data" / RUN_DIR.format("big")
+    killed = subprocess.Popen(_command(catalogue), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while len(list(shards.glob("shard-*.parquet"))) < 3 and killed.poll() is None:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    written = sorted(int(p.stem.split("-")[1]) for p in shards.glob("shard-*.parquet"))
+    assert 3 <= len(written) < 30, "the run ended before it could be killed mid-way"
+    # the rest, in two concurrent parts against the same server
+    parts = [subprocess.Popen(_command(catalogue, "--part", f"{i}/2"), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
+    outputs = [p.communicate() for p in parts]
+    assert [p.returncode for p in parts] == [0, 0], [err[-2000:] for _, err in outputs]
+    kept = [re.search(r"kept shards (\[[\d, ]*\]|none)", out).group(1) for out, _ in outputs]
+    assert sorted(i for k in kept if k != "none" for i in json.loads(k)) == written
+    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+        ((rows, products),) = con.execute(
+            "SELECT count(*), count(DISTINCT product_id) FROM classifications WHERE catalogue = 'big'").fetchall()
+    assert (rows, products) == (600, 600)
+    # one row changed: its shard alone is classified again
+    changed = _catalogue(tmp_path / "big.csv", 600, changed=45)
+    again = subprocess.run(_command(changed), env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "this run classified 20 products in shards [2]" in again.stdout
+    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+        stamped = con.execute("SELECT count(*), count(DISTINCT catalogue_fingerprint) FROM classifications "
+                              "WHERE catalogue = 'big'").fetchall()  # fmt: skip
+    assert stamped == [(600, 1)]  # the kept shards carry the changed catalogue's fingerprint too
