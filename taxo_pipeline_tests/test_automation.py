@@ -87,7 +87,7 @@ def test_changing_one_model_reruns_only_its_partitions_and_no_change_reruns_noth
     ]
     apply_model_sync(instance, changes)
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=unchanged.cursor)
-    minilm_partitions = {f"{MINILM}|full-path", f"{MINILM}|leaf"}
+    minilm_partitions = {f"{MINILM}|{v}" for v in ("full-path", "leaf", "full-depth")}
     assert requested(result) == {asset: minilm_partitions for asset in ENCODER_ASSETS}
 
     # MiniLM's text-retrieval predictions were rerun: the reranking that reads them follows, nothing else
@@ -131,7 +131,7 @@ def test_enabling_a_model_runs_its_partitions_and_disabling_one_keeps_its_histor
     sync(instance)
     assert "tiny/clip-copy" in instance.get_dynamic_partitions("encoder_model")
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    new_partitions = {"tiny/clip-copy|full-path", "tiny/clip-copy|leaf"}
+    new_partitions = {f"tiny/clip-copy|{v}" for v in ("full-path", "leaf", "full-depth")}
     assert requested(result) == {asset: new_partitions for asset in ENCODER_ASSETS}
 
     catalogue.entries[TINY_CLIP]["enabled"] = False
@@ -156,7 +156,7 @@ def test_refreshed_data_reruns_every_partition_downstream(steady):
     _, instance, cursor = steady
     instance.report_runless_asset_event(dg.AssetMaterialization("products_experiment_l3"))
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    every = {f"{m}|{v}" for m in (MINILM, TINY_CLIP) for v in ("full-path", "leaf")}
+    every = {f"{m}|{v}" for m in (MINILM, TINY_CLIP) for v in ("full-path", "leaf", "full-depth")}
     # category_embeddings only reads the taxonomy; reranking follows once retrieval has rerun
     assert requested(result) == {
         **{asset: every for asset in ENCODER_ASSETS - {"category_embeddings"}},

@@ -40,7 +40,7 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
     # retrieval ran for tiny/clip but left no figures
     assert partitions == sorted(
         [("nli", TINY_NLI, "l1", 2, 260)]
-        + [(approach, TINY_CLIP, variant, 8, 260) for approach in approaches for variant in ("full-path", "leaf")]
+        + [(approach, TINY_CLIP, variant, 8, 260) for approach in approaches for variant in ("full-path", "leaf", "full-depth")]
     )
     assert printed.count(TINY_CLIP) == board_rows == 10 and printed.count(TINY_NLI) == 1
     with dg.DagsterInstance.get() as instance:
@@ -106,7 +106,7 @@ def test_definitions_validate_and_show_every_asset():
     assert "Validation successful" in completed.stderr + completed.stdout
     names = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert names == {
-        "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
+        "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth", "products_experiment_l3",
         "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics",
         "image_retrieval_predictions", "image_retrieval_metrics", "nli_predictions", "nli_metrics",
         "reranking_predictions", "reranking_metrics", "title_description_retrieval", "score_fusion_retrieval",

@@ -28,4 +28,5 @@ APPROACH = Approach(
     families=("text", "image"),
     stage="query_encode",
     batch_size=1,
+    documents="leaf",  # the taxonomy's leaf names, read from the taxonomy itself
 )

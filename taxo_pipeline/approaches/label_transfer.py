@@ -1,5 +1,5 @@
-"""`label-transfer`: the cascade's scores plus the category votes of the most similar labelled products
-(taxo_pipeline/retrieval/label_transfer.py). Evaluated under 5-fold cross-validation by product-id
+"""`label-transfer`: the cascade's scores (full-depth documents) plus the category votes of the most similar
+labelled products (taxo_pipeline/retrieval/label_transfer.py). Evaluated under 5-fold cross-validation by product-id
 hash, so a product never votes for itself; on other products (a user's catalogue) every labelled
 product may vote, with the vote weight chosen by cross-validation on the labelled products alone."""
 
@@ -15,13 +15,14 @@ from taxo_pipeline.approaches.spec import MODEL, Approach, Classified, ClassifyR
 from taxo_pipeline.approaches.title_description import query_vectors
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.retrieval.exact_search import top_k
+from taxo_pipeline.retrieval.full_depth import FULL_DEPTH
 from taxo_pipeline.retrieval.label_transfer import (
     FOLDS,
     NEIGHBOURS,
     TEMPERATURE,
     assign_folds,
-    neighbour_votes,
     transfer_labels,
+    transfer_to_unlabelled,
 )
 
 CROSS_VALIDATED = f"{FOLDS}-fold cv"
@@ -58,15 +59,15 @@ def classify(request: ClassifyRequest) -> Classified:
         folds = assign_folds(request.products["product_id"].to_list())
         result = transfer_labels(scores, queries, _label_indices(request, request.products), folds, request.taxonomy.paths)
         scores, weights, weight_folds = result.scores, result.weights, folds
-    else:
+    else:  # products outside the pool: every labelled product may vote
         pool = replace(request, products=labelled)
         pool_vectors = query_vectors(pool)
         pool_scores, _ = cascade_scores(pool, pool_vectors)
-        labels = _label_indices(request, labelled)
         weight_folds = assign_folds(labelled["product_id"].to_list())
-        weights = transfer_labels(pool_scores, pool_vectors, labels, weight_folds, request.taxonomy.paths).weights
-        weight = float(np.median(list(weights.values())))
-        scores = scores + weight * neighbour_votes(queries @ pool_vectors.T, labels, scores.shape[1]).votes
+        scores, weights = transfer_to_unlabelled(
+            scores, queries, pool_scores, pool_vectors, _label_indices(request, labelled), weight_folds,
+            request.taxonomy.paths,
+        )  # fmt: skip
     notes |= {
         "neighbours": NEIGHBOURS,
         "temperature": TEMPERATURE,
@@ -86,4 +87,5 @@ APPROACH = Approach(
     batch_size=64,
     needs_labels=True,
     evaluation=CROSS_VALIDATED,
+    documents=FULL_DEPTH,
 )
