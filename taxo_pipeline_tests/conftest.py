@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE
-from taxo_pipeline.sie.local_server import ensure_sie
+from taxo_pipeline.sie.server import ensure_sie
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, SHARED_DATA, TAXONOMY
 from taxo_pipeline_tests.sie.sie_testkit import (
     MINILM,

@@ -1,5 +1,6 @@
-"""Model changes drive reruns: the partition sensor, the fingerprint observations and the eager
-automation, evaluated tick by tick without a daemon (dg.evaluate_automation_conditions)."""
+"""Model changes drive reruns: the partition sensor, the fingerprint observations and the automation
+(eager, code versions, what is missing), evaluated tick by tick without a daemon
+(dg.evaluate_automation_conditions)."""
 
 import copy
 import shutil
@@ -8,19 +9,29 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.observe import observe  # not exported at the top level in 1.13
 
-from taxo_pipeline.assets.plan import DATA_JOB
+from taxo_pipeline.cli.materialize import models_downstream, requested_runs, sie_assets
 from taxo_pipeline.definitions import defs
-from taxo_pipeline.defs.automation import WEEKLY_CRON, automation_sensor, weekly_evaluation
+from taxo_pipeline.defs.automation import automation_sensor
+from taxo_pipeline.defs.ingest.refresh import DATA_JOB, WEEKLY_CRON, weekly_evaluation
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
 from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
 from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
-ENCODER_ASSETS = {
+DATA_ASSETS = {"raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
+               "products_experiment_l3"}  # fmt: skip
+# An encoder's assets: per model x variant, and per model (the approaches that read both variants).
+VARIANT_ASSETS = {
     "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics", "image_retrieval_predictions",
-    "image_retrieval_metrics", "title_description_retrieval", "score_fusion_retrieval",
-    "hierarchical_cascade_retrieval", "label_transfer_retrieval",
+    "image_retrieval_metrics", "title_description_predictions", "title_description_metrics",
 }  # fmt: skip
+MODEL_ASSETS = {f"{a}_{s}" for a in ("score_fusion", "hierarchical_cascade", "label_transfer") for s in ("predictions", "metrics")}
+
+
+def encoder_requests(*models: str, assets=VARIANT_ASSETS | MODEL_ASSETS) -> dict[str, set[str]]:
+    """{asset: the partition keys of `models`} for an encoder's assets."""
+    by_variant = {f"{m}|{v}" for m in models for v in ("full-path", "leaf", "full-depth")}
+    return {asset: by_variant if asset in VARIANT_ASSETS else set(models) for asset in assets}
 
 
 class Catalogue:
@@ -50,6 +61,13 @@ def materialize_everything(instance: dg.DagsterInstance) -> None:
             instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
 
 
+def report(instance: dg.DagsterInstance, result) -> None:
+    """Record a materialization of what an evaluation requested, as if its runs had succeeded."""
+    for r in result.results:
+        for asset_partition in r.true_subset.expensively_compute_asset_partitions():
+            instance.report_runless_asset_event(dg.AssetMaterialization(r.key, partition=asset_partition.partition_key))
+
+
 def requested(result) -> dict[str, set[str]]:
     """{asset: requested partition keys} of one evaluation."""
     return {
@@ -72,6 +90,34 @@ def steady(tiny_catalogue_entries, tmp_path, monkeypatch):
         yield catalogue, instance, first.cursor
 
 
+def test_a_fresh_instance_starts_with_the_data_assets_then_what_reads_them(tiny_catalogue_entries, tmp_path, monkeypatch):
+    Catalogue(tiny_catalogue_entries, tmp_path / "models.yaml", monkeypatch)
+    with dg.instance_for_test() as instance:
+        sync(instance)
+        # nothing materialized yet: the data assets, one run's worth (each needs the one before)
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert requested(result) == {asset: {"None"} for asset in DATA_ASSETS}
+        report(instance, result)
+        # then every partition that reads only them, once they exist
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        assert requested(result) == {
+            **encoder_requests(MINILM, TINY_CLIP, assets=VARIANT_ASSETS),
+            "nli_predictions": {TINY_NLI},
+            "nli_metrics": {TINY_NLI},
+        }
+        report(instance, result)
+        # then what reads the category index of both variants, and the reranking of each retriever's candidates
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        reranking = {f"{TINY_CROSS_ENCODER}|{m}" for m in (MINILM, TINY_CLIP)}
+        assert requested(result) == {
+            **encoder_requests(MINILM, TINY_CLIP, assets=MODEL_ASSETS),
+            "reranking_predictions": reranking,
+            "reranking_metrics": reranking,
+        }
+        report(instance, result)
+        assert dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor).total_requested == 0
+
+
 def test_changing_one_model_reruns_only_its_partitions_and_no_change_reruns_nothing(steady):
     catalogue, instance, cursor = steady
     sync(instance)
@@ -87,13 +133,10 @@ def test_changing_one_model_reruns_only_its_partitions_and_no_change_reruns_noth
     ]
     apply_model_sync(instance, changes)
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=unchanged.cursor)
-    minilm_partitions = {f"{MINILM}|{v}" for v in ("full-path", "leaf", "full-depth")}
-    assert requested(result) == {asset: minilm_partitions for asset in ENCODER_ASSETS}
+    assert requested(result) == encoder_requests(MINILM)
 
     # MiniLM's text-retrieval predictions were rerun: the reranking that reads them follows, nothing else
-    for partition in minilm_partitions:
-        for asset in ENCODER_ASSETS:
-            instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
+    report(instance, result)
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     reranking = {f"{TINY_CROSS_ENCODER}|{MINILM}"}  # reranker|retriever
     assert requested(result) == {"reranking_predictions": reranking, "reranking_metrics": reranking}
@@ -104,6 +147,24 @@ def test_changing_one_model_reruns_only_its_partitions_and_no_change_reruns_noth
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.total_requested == 0
+
+
+def test_the_main_job_serves_only_the_models_its_requested_runs_and_their_downstream_call(steady):
+    catalogue, instance, cursor = steady
+    graph, sie_keys = defs.resolve_asset_graph(), sie_assets(defs)
+    catalogue.entries[MINILM]["server"]["max_sequence_length"] = 128
+    catalogue.entries[TINY_NLI]["server"]["max_sequence_length"] = 128
+    catalogue.write()
+    sync(instance)
+    runs = requested_runs(graph, dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor), sie_keys)
+    # one run per partition, each calling the model of its partition key
+    assert [(run.partition_key, run.models) for run in runs] == [
+        (f"{MINILM}|full-depth", {MINILM}), (f"{MINILM}|full-path", {MINILM}), (f"{MINILM}|leaf", {MINILM}),
+        (MINILM, {MINILM}), (TINY_NLI, {TINY_NLI})
+    ]  # fmt: skip
+    # the reranking that reads MiniLM's candidates comes next: its reranker is served from the start
+    assert models_downstream(instance, graph, runs, sie_keys) == {MINILM, TINY_NLI, TINY_CROSS_ENCODER}
+    assert models_downstream(instance, graph, runs[4:], sie_keys) == {TINY_NLI}
 
 
 def test_new_weight_files_rerun_the_model_but_moved_ones_do_not(steady, tiny_catalogue_entries, tmp_path):
@@ -131,8 +192,8 @@ def test_enabling_a_model_runs_its_partitions_and_disabling_one_keeps_its_histor
     sync(instance)
     assert "tiny/clip-copy" in instance.get_dynamic_partitions("encoder_model")
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    new_partitions = {f"tiny/clip-copy|{v}" for v in ("full-path", "leaf", "full-depth")}
-    assert requested(result) == {asset: new_partitions for asset in ENCODER_ASSETS}
+    # what reads both variants' category index follows once it exists
+    assert requested(result) == encoder_requests("tiny/clip-copy", assets=VARIANT_ASSETS)
 
     catalogue.entries[TINY_CLIP]["enabled"] = False
     catalogue.write()
@@ -156,12 +217,15 @@ def test_refreshed_data_reruns_every_partition_downstream(steady):
     _, instance, cursor = steady
     instance.report_runless_asset_event(dg.AssetMaterialization("products_experiment_l3"))
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    every = {f"{m}|{v}" for m in (MINILM, TINY_CLIP) for v in ("full-path", "leaf", "full-depth")}
-    # category_embeddings only reads the taxonomy; reranking follows once retrieval has rerun
+    # category_embeddings only reads the taxonomy; reranking reads the data too, so it is requested with
+    # the retrieval whose candidates it reranks (the main job runs it after, in upstream-first order)
+    reranking = {f"{TINY_CROSS_ENCODER}|{m}" for m in (MINILM, TINY_CLIP)}
     assert requested(result) == {
-        **{asset: every for asset in ENCODER_ASSETS - {"category_embeddings"}},
+        **encoder_requests(MINILM, TINY_CLIP, assets=(VARIANT_ASSETS | MODEL_ASSETS) - {"category_embeddings"}),
         "nli_predictions": {TINY_NLI},
         "nli_metrics": {TINY_NLI},
+        "reranking_predictions": reranking,
+        "reranking_metrics": reranking,
     }
 
 

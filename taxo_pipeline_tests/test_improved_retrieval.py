@@ -14,8 +14,7 @@ from taxo_pipeline.cli.predict import predict_command
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.evaluation.metrics import hierarchical_prf
 from taxo_pipeline.evaluation.protocol import DEV, TEST, split_mask
-from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.sie.resource import pipeline_resources
 from taxo_pipeline_tests.factories import (
     HATS,
     PANAMA,
@@ -66,7 +65,7 @@ def _environment(env: pytest.MonkeyPatch, root, products, sie_server, test_catal
 def _materialize(instance, selection, partition_key) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*defs.assets, *defs.asset_checks], selection=selection, instance=instance, partition_key=partition_key,
-        resources={"storage": StorageResource(), "sie": SIEResource()},
+        resources=pipeline_resources(),
     )  # fmt: skip
 
 

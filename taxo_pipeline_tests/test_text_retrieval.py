@@ -17,9 +17,8 @@ from taxo_pipeline.cli.predict import predict_text_retrieval
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.evaluation.charts import FOOTER, GROUP, HEADER, WIDTH
 from taxo_pipeline.evaluation.metrics import evaluate_paths
-from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.settings import EXPERIMENT_L3_FILE
-from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.sie.resource import pipeline_resources
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY, png_in_markdown
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
@@ -47,7 +46,7 @@ def pipeline(sie_server, test_catalogue, tmp_path_factory):
                 return dg.materialize(
                     [*defs.assets, *defs.asset_checks], selection=SELECTION, instance=instance,
                     partition_key=dg.MultiPartitionKey({"model": MINILM, "variant": variant}),
-                    resources={"storage": StorageResource(), "sie": SIEResource()},
+                    resources=pipeline_resources(),
                 )
 
             first = {variant: materialize(variant) for variant in VARIANTS}
@@ -183,8 +182,9 @@ def test_eval_command_writes_the_reference_json(pipeline, tmp_path, capsys, monk
     ]
     # the run went through the persistent Dagster instance, so the UI lists it with its partition
     with dg.DagsterInstance.get() as instance:
-        data_run, run = reversed(instance.get_runs())  # the data assets' run, then the partition's
-    assert data_run.is_success and run.is_success
+        runs = list(reversed(instance.get_runs()))  # the data assets, the category index, then the approach
+    assert len(runs) == 3 and all(r.is_success for r in runs)
+    run = runs[-1]
     assert (run.tags["dagster/partition/model"], run.tags["dagster/partition/variant"]) == (MINILM, "full-path")
 
 

@@ -22,7 +22,7 @@ from taxo_pipeline.cli.runs import materialize
 from taxo_pipeline.defs.evaluate.jobs import JOB_NAMES
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
 from taxo_pipeline.settings import PROJECT_ROOT
-from taxo_pipeline.sie.local_server import free_port
+from taxo_pipeline.sie.local_process import free_port
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP
 
 LIMIT, TOP_K = 40, 5

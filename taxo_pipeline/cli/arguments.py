@@ -5,9 +5,13 @@ variant, the sources and the index folder."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from taxo_pipeline.approaches.registry import approach as approach_named
+from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER, Approach
+from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.defs.models.partitions import PartitionModels
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.variants import VARIANTS
@@ -55,3 +59,34 @@ def partition_models(args: argparse.Namespace) -> PartitionModels:
 def storage(args: argparse.Namespace) -> StorageResource:
     index_dir = getattr(args, "index_dir", None)
     return StorageResource(index_dir=str(index_dir.resolve()) if index_dir else None)
+
+
+# (approach, prog, add_help) -> the command's parser; (approach, parsed arguments) -> exit code
+ParserBuilder = Callable[[Approach, str, bool], argparse.ArgumentParser]
+ApproachCommand = Callable[[Approach, argparse.Namespace], int]
+
+
+def approach_entry(approach_name: str, prog: str, build: ParserBuilder, command: ApproachCommand):
+    """A console-script entry point (`eval-nli`, `predict-nli` ...) running `command` for one approach."""
+
+    def entry(argv: Sequence[str] | None = None) -> int:
+        def run(argv_: Sequence[str] | None) -> int:
+            approach = approach_named(approach_name)
+            return command(approach, build(approach, prog, True).parse_args(argv_))
+
+        return run_command(prog, run, argv)
+
+    return entry
+
+
+def add_approach_subcommands(
+    subparsers: argparse._SubParsersAction, name: str, help_text: str, build: ParserBuilder, command: ApproachCommand
+) -> None:
+    """`taxo-pipeline NAME APPROACH ...`: one sub-subcommand per registered approach."""
+    parser = subparsers.add_parser(name, help=help_text)
+    per_approach = parser.add_subparsers(dest="approach", required=True, metavar="APPROACH")
+    for approach in approaches():
+        sub = per_approach.add_parser(
+            approach.name, help=approach.description, parents=[build(approach, approach.name, False)]
+        )
+        sub.set_defaults(run=lambda args, a=approach: command(a, args))

@@ -7,23 +7,22 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, RERANKER_RETRIEVER, Approach
 from taxo_pipeline.cli.arguments import (
+    add_approach_subcommands,
     add_model_arguments,
     add_source_arguments,
+    approach_entry,
     partition_models,
     positive_int,
     storage,
 )
-from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.cli.runs import materialize, source_run_config
 from taxo_pipeline.defs.evaluate.assets import predictions_key
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
@@ -34,15 +33,16 @@ from taxo_pipeline.evaluation.reports import report_for, write_report
 from taxo_pipeline.evaluation.store import latency, load_metrics
 from taxo_pipeline.retrieval.variants import VARIANTS, variants_read
 from taxo_pipeline.sie.catalogue import model_slug
-from taxo_pipeline.sie.local_server import ensure_sie
+from taxo_pipeline.sie.server import ensure_sie
 
 log = logging.getLogger("taxo_pipeline")
 INDEX_ASSET = "category_embeddings"
 
 
-def build_parser(approach: Approach, prog: str) -> argparse.ArgumentParser:
+def build_parser(approach: Approach, prog: str, add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description=f"Evaluate {approach.name} ({approach.description}) The run shows in the Dagster UI."
+        prog=prog, description=f"Evaluate {approach.name} ({approach.description}) The run shows in the Dagster UI.",
+        add_help=add_help,
     )
     add_model_arguments(parser, approach)
     add_source_arguments(parser)
@@ -133,34 +133,14 @@ def run_eval(approach: Approach, args: argparse.Namespace) -> int:
     return 0
 
 
-def eval_command(approach_name: str, prog: str):
-    """The console-script entry point of one approach's eval command."""
-
-    def entry(argv: Sequence[str] | None = None) -> int:
-        def run(argv_: Sequence[str] | None) -> int:
-            approach = approach_named(approach_name)
-            return run_eval(approach, build_parser(approach, prog).parse_args(argv_))
-
-        return run_command(prog, run, argv)
-
-    return entry
-
-
 def add_eval(subparsers: argparse._SubParsersAction) -> None:
-    """`taxo-pipeline eval APPROACH ...`: one sub-subcommand per registered approach."""
-    parser = subparsers.add_parser("eval", help="evaluate one approach for one partition; writes the reference's JSON")
-    per_approach = parser.add_subparsers(dest="approach", required=True, metavar="APPROACH")
-    for approach in approaches():
-        sub = per_approach.add_parser(approach.name, help=approach.description)
-        for action in build_parser(approach, approach.name)._actions[1:]:
-            sub._add_action(action)
-        sub.set_defaults(run=lambda args, a=approach: run_eval(a, args))
+    add_approach_subcommands(subparsers, "eval", "evaluate one approach for one partition; writes the reference's JSON", build_parser, run_eval)
 
 
-eval_text_retrieval = eval_command("text-retrieval", "eval-text-retrieval")
-eval_image_retrieval = eval_command("image-retrieval", "eval-image-retrieval")
-eval_nli = eval_command("nli", "eval-nli")
-eval_reranking = eval_command("reranking", "eval-reranking")
+eval_text_retrieval = approach_entry("text-retrieval", "eval-text-retrieval", build_parser, run_eval)
+eval_image_retrieval = approach_entry("image-retrieval", "eval-image-retrieval", build_parser, run_eval)
+eval_nli = approach_entry("nli", "eval-nli", build_parser, run_eval)
+eval_reranking = approach_entry("reranking", "eval-reranking", build_parser, run_eval)
 
 if __name__ == "__main__":
     sys.exit(eval_text_retrieval())

@@ -8,7 +8,6 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -16,11 +15,15 @@ import polars as pl
 
 from taxo_pipeline import settings
 from taxo_pipeline.approaches.evidence import Evidence
-from taxo_pipeline.approaches.registry import approach as approach_named
-from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import Approach, ClassifyRequest
-from taxo_pipeline.cli.arguments import add_model_arguments, add_source_arguments, partition_models, storage
-from taxo_pipeline.cli.common import run_command
+from taxo_pipeline.cli.arguments import (
+    add_approach_subcommands,
+    add_model_arguments,
+    add_source_arguments,
+    approach_entry,
+    partition_models,
+    storage,
+)
 from taxo_pipeline.cli.evaluate import INDEX_ASSET, evaluation_runs
 from taxo_pipeline.cli.runs import materialize, source_run_config
 from taxo_pipeline.dataset.products import IMAGE
@@ -32,14 +35,16 @@ from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.sie.catalogue import load_catalogue, model_slug
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
-from taxo_pipeline.sie.local_server import ensure_sie
+from taxo_pipeline.sie.server import ensure_sie
 
 log = logging.getLogger("taxo_pipeline")
 INDEX_KEY = dg.AssetKey(INDEX_ASSET)
 
 
-def build_parser(approach: Approach, prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=f"Classify one product with {approach.name}: {approach.description}")
+def build_parser(approach: Approach, prog: str, add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=f"Classify one product with {approach.name}: {approach.description}", add_help=add_help
+    )
     add_model_arguments(parser, approach)
     add_source_arguments(parser)
     parser.add_argument("--title", default="", help="the product title (approaches that read it)")
@@ -104,34 +109,14 @@ def run_predict(approach: Approach, args: argparse.Namespace) -> int:
     return 0 if classified.ranked else 1
 
 
-def predict_command(approach_name: str, prog: str):
-    """The console-script entry point of one approach's predict command."""
-
-    def entry(argv: Sequence[str] | None = None) -> int:
-        def run(argv_: Sequence[str] | None) -> int:
-            approach = approach_named(approach_name)
-            return run_predict(approach, build_parser(approach, prog).parse_args(argv_))
-
-        return run_command(prog, run, argv)
-
-    return entry
-
-
 def add_predict(subparsers: argparse._SubParsersAction) -> None:
-    """`taxo-pipeline predict APPROACH ...`: one sub-subcommand per registered approach."""
-    parser = subparsers.add_parser("predict", help="classify one product with one approach and print its top-k")
-    per_approach = parser.add_subparsers(dest="approach", required=True, metavar="APPROACH")
-    for approach in approaches():
-        sub = per_approach.add_parser(approach.name, help=approach.description)
-        for action in build_parser(approach, approach.name)._actions[1:]:
-            sub._add_action(action)
-        sub.set_defaults(run=lambda args, a=approach: run_predict(a, args))
+    add_approach_subcommands(subparsers, "predict", "classify one product with one approach and print its top-k", build_parser, run_predict)
 
 
-predict_text_retrieval = predict_command("text-retrieval", "predict-text-retrieval")
-predict_image_retrieval = predict_command("image-retrieval", "predict-image-retrieval")
-predict_nli = predict_command("nli", "predict-nli")
-predict_reranking = predict_command("reranking", "predict-reranking")
+predict_text_retrieval = approach_entry("text-retrieval", "predict-text-retrieval", build_parser, run_predict)
+predict_image_retrieval = approach_entry("image-retrieval", "predict-image-retrieval", build_parser, run_predict)
+predict_nli = approach_entry("nli", "predict-nli", build_parser, run_predict)
+predict_reranking = approach_entry("reranking", "predict-reranking", build_parser, run_predict)
 
 if __name__ == "__main__":
     sys.exit(predict_text_retrieval())

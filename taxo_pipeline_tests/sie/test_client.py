@@ -3,12 +3,14 @@
 import io
 import logging
 import socket
+import threading
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.sie.client import InferenceClient, ModelNotServedError, SIEUnavailableError
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI
 
@@ -135,3 +137,73 @@ def test_the_api_key_never_shows(sie_server, monkeypatch, caplog):
     texts.append(caplog.text)
     assert "api_key=***" in texts[0]
     assert all(SECRET not in text for text in texts)
+
+
+@pytest.fixture
+def silent_server():
+    """A real TCP server on loopback that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        accepted, stop = [], threading.Event()
+
+        def accept_forever():
+            listener.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    accepted.append(listener.accept()[0])
+                except TimeoutError:
+                    continue
+
+        thread = threading.Thread(target=accept_forever, daemon=True)
+        thread.start()
+        yield listener.getsockname()[1], accepted
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+
+
+def test_a_server_that_never_answers_fails_within_the_connect_timeout_naming_the_url(silent_server, monkeypatch):
+    port, accepted = silent_server
+    monkeypatch.setenv("TAXO_SIE_CONNECT_TIMEOUT_S", "1")
+    client = InferenceClient(f"http://user:{SECRET}@127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(SIEUnavailableError) as error:
+        client.encode(MINILM, ["x"])
+    assert time.monotonic() - started < 10  # bounded by the 1 s setting, not the 300 s request timeout
+    assert accepted  # it did connect
+    message = str(error.value)
+    assert message.startswith(f"the SIE server at http://***@127.0.0.1:{port} did not answer within 1s")
+    assert "GET http://***@127.0.0.1:" in message and "TAXO_SIE_CONNECT_TIMEOUT_S" in message
+    assert SECRET not in message
+
+
+def test_timeouts_are_settings_checked_when_read(monkeypatch):
+    monkeypatch.setenv("TAXO_SIE_TIMEOUT_S", "45")
+    monkeypatch.setenv("TAXO_SIE_PROVISION_TIMEOUT_S", "120")
+    client = InferenceClient("http://127.0.0.1:1")
+    assert (client.timeout_s, client.connect_timeout_s, client.provision_timeout_s) == (45, 10, 120)
+    assert InferenceClient("http://127.0.0.1:1", timeout_s=5).timeout_s == 5  # resource config wins
+    monkeypatch.setenv("TAXO_SIE_TIMEOUT_S", "soon")
+    with pytest.raises(InputError, match=r"TAXO_SIE_TIMEOUT_S='soon': expected a number of seconds greater than 0"):
+        InferenceClient("http://127.0.0.1:1")
+
+
+def test_credentials_in_the_url_show_in_no_error_and_no_log_line(sie_server, caplog):
+    caplog.set_level(logging.DEBUG)
+    with_userinfo = sie_server.replace("http://", f"http://user:{SECRET}@")
+    with pytest.raises(ModelNotServedError) as not_served:
+        InferenceClient(with_userinfo).encode("nobody/no-such-model", ["x"])
+    assert str(not_served.value).startswith(
+        f"model 'nobody/no-such-model' is not served by the SIE server at {sie_server.replace('http://', 'http://***@')};"
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        url = f"http://{SECRET}@127.0.0.1:{port}/sie?key={SECRET}&region=eu"
+        with pytest.raises(SIEUnavailableError) as refused:
+            InferenceClient(url).encode(MINILM, ["x"])
+    assert f"the SIE server at http://***@127.0.0.1:{port}/sie?key=***&region=*** is down" in str(refused.value)
+    assert "HTTP Request: GET http://***@127.0.0.1:" in caplog.text  # httpx's own request lines
+    assert all(SECRET not in text for text in (str(not_served.value), str(refused.value), caplog.text))

@@ -1,16 +1,19 @@
-"""The warehouse embedding cache: SIE never encodes the same input twice for a model, across restarts."""
+"""The warehouse embedding cache: SIE never encodes the same input twice for a model and its weights,
+across restarts; changed weights are encoded again."""
 
 import io
+import shutil
 
 import duckdb
 import numpy as np
 from PIL import Image
 
 from taxo_pipeline import settings
+from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
 from taxo_pipeline.warehouse import Warehouse
-from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP
+from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, write_catalogue
 
 TEXTS = ["Straw hat", "Dome tent", "Coat rack", "Wool scarf", "Straw hat"]
 
@@ -78,11 +81,68 @@ def test_images_are_cached_by_their_bytes(sie_server):
     assert EmbeddingCache(Warehouse(settings.warehouse_path())).lookup(TINY_CLIP, True, [input_sha256(image)])
 
 
-def test_delete_model_forgets_only_that_model(sie_server):
-    client = cached_client(sie_server)
-    client.encode(MINILM, ["Straw hat"])
-    client.encode(TINY_CLIP, ["Straw hat"])
-    assert client.cache.delete_model(TINY_CLIP) == 1
-    digest = [input_sha256("Straw hat")]
-    assert client.cache.lookup(TINY_CLIP, False, digest) == {}
-    assert list(client.cache.lookup(MINILM, False, digest)) == digest
+def cache_rows(model: str) -> list[tuple[str, int]]:
+    with duckdb.connect(str(settings.warehouse_path()), read_only=True) as con:
+        return con.execute(
+            "SELECT fingerprint, count(*) FROM embedding_cache WHERE model = ? GROUP BY ALL ORDER BY 1", [model]
+        ).fetchall()
+
+
+def test_changed_weights_are_encoded_again_and_their_old_vectors_deleted(
+    sie_server, tiny_catalogue_entries, tmp_path, monkeypatch
+):
+    weights = tmp_path / "clip-weights"
+    shutil.copytree(tiny_catalogue_entries[TINY_CLIP]["weights"]["path"], weights)
+    entries = [tiny_catalogue_entries[MINILM], {**tiny_catalogue_entries[TINY_CLIP], "weights": {"path": str(weights)}}]
+    monkeypatch.setenv("TAXO_MODELS", str(write_catalogue(tmp_path / "models.yaml", entries)))
+    first = cached_client(sie_server)
+    first.encode(TINY_CLIP, TEXTS[:4])
+    first.encode(MINILM, TEXTS[:1])
+    before = fingerprint(load_catalogue()[TINY_CLIP])
+
+    with (weights / "config.json").open("a") as config:  # retrained weights, say
+        config.write("\n")
+    after = fingerprint(load_catalogue()[TINY_CLIP])
+    assert after != before
+    second = cached_client(sie_server)
+    again = second.encode_detailed(TINY_CLIP, TEXTS[:4])
+    assert not again.from_cache.any() and second.request_count == 2  # from SIE, in two batches of 2
+    assert before not in dict(cache_rows(TINY_CLIP))
+    assert cache_rows(TINY_CLIP) == [(after, 4)]  # the old vectors are gone
+    assert cache_rows(MINILM) == [(fingerprint(load_catalogue()[MINILM]), 1)]  # another model keeps its own
+
+    third = cached_client(sie_server)
+    assert third.encode_detailed(TINY_CLIP, TEXTS[:4]).from_cache.all() and third.request_count == 0
+
+
+OLD_SCHEMA = """
+CREATE TABLE embedding_cache (
+    model VARCHAR NOT NULL, is_query BOOLEAN NOT NULL, input_sha256 VARCHAR NOT NULL, dim INTEGER NOT NULL,
+    vector FLOAT[] NOT NULL, request_id VARCHAR NOT NULL, batch_size INTEGER NOT NULL, latency_ms DOUBLE NOT NULL,
+    PRIMARY KEY (model, is_query, input_sha256)
+)"""
+
+
+def test_a_cache_from_before_fingerprints_is_migrated_and_kept_only_for_models_outside_the_catalogue(
+    sie_server, test_catalogue, monkeypatch
+):
+    monkeypatch.setenv("TAXO_MODELS", str(test_catalogue))
+    settings.warehouse_path().parent.mkdir(parents=True)
+    with duckdb.connect(str(settings.warehouse_path())) as con:
+        con.execute(OLD_SCHEMA)
+        for model in (MINILM, "remote/only-model"):
+            con.execute(
+                "INSERT INTO embedding_cache VALUES (?, false, ?, 2, [0.6, 0.8], 'old-request', 1, 5.0)",
+                [model, input_sha256("Straw hat")],
+            )
+    cache = EmbeddingCache(Warehouse(settings.warehouse_path()))
+    # A model only a remote server knows is keyed by its id alone: its old vector still counts.
+    (vector, request) = cache.lookup("remote/only-model", False, [input_sha256("Straw hat")])[input_sha256("Straw hat")]
+    np.testing.assert_allclose(vector, [0.6, 0.8])
+    assert request.request_id == "old-request"
+    # A catalogue model's vector of unknown weights is not used, and goes when the new one is stored.
+    client = InferenceClient(sie_server, cache=cache)
+    encoded = client.encode_detailed(MINILM, ["Straw hat"])
+    assert not encoded.from_cache.any() and encoded.vectors.shape == (1, 384)
+    assert cache_rows(MINILM) == [(cache.fingerprint(MINILM), 1)]
+    assert cache_rows("remote/only-model") == [("", 1)]

@@ -4,8 +4,9 @@ import dagster as dg
 import numpy as np
 
 from taxo_pipeline import settings
+from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
-from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.sie.resource import SIEResource, pipeline_resources
 from taxo_pipeline.warehouse import Warehouse
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
@@ -23,7 +24,7 @@ def hat_vector(context: dg.AssetExecutionContext, sie: SIEResource) -> dg.Materi
 
 def test_resource_serves_an_asset_and_fills_the_warehouse_cache(sie_env, monkeypatch):
     monkeypatch.setenv("SIE_API_KEY", SECRET)
-    resource = SIEResource(api_key=dg.EnvVar("SIE_API_KEY"), batch_size=1)
+    resource = SIEResource(storage=StorageResource(), api_key=dg.EnvVar("SIE_API_KEY"), batch_size=1)
     result = dg.materialize([hat_vector], resources={"sie": resource})
     assert result.success
     metadata = result.asset_materializations_for_node("hat_vector")[0].metadata
@@ -35,6 +36,40 @@ def test_resource_serves_an_asset_and_fills_the_warehouse_cache(sie_env, monkeyp
     # A second run is served from the cache; the key shows nowhere.
     again = dg.materialize([hat_vector], resources={"sie": resource})
     assert again.asset_materializations_for_node("hat_vector")[0].metadata["requests"].value == 0
-    shown = [repr(resource), str(resource), repr(SIEResource(base_url=sie_env, api_key=SECRET))]
+    shown = [
+        repr(resource),
+        str(resource),
+        repr(SIEResource(storage=StorageResource(), base_url=sie_env, api_key=SECRET)),
+    ]
     shown += [str(event) for event in again.all_events]
     assert all(SECRET not in text for text in shown)
+
+
+def test_the_cache_lives_in_the_warehouse_of_the_storage_resource(sie_env, tmp_path):
+    storage = StorageResource(warehouse_path=str(tmp_path / "elsewhere" / "taxo.duckdb"))
+    result = dg.materialize([hat_vector], resources=pipeline_resources(storage))
+    assert result.success
+    assert EmbeddingCache(storage.warehouse()).lookup(MINILM, False, [input_sha256("Straw hat")])
+    assert not settings.warehouse_path().exists()  # TAXO_WAREHOUSE was not used
+
+
+@dg.asset
+def unknown_model_vector(context: dg.AssetExecutionContext, sie: SIEResource) -> None:
+    sie.client(context.log).encode("nobody/no-such-model", ["Straw hat"])
+
+
+def test_credentials_in_the_server_url_reach_no_event(sie_env, monkeypatch):
+    token = "tok-in-url-5151"
+    monkeypatch.setenv("SIE_BASE_URL", sie_env.replace("http://", f"http://user:{token}@"))
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([unknown_model_vector], resources=pipeline_resources(), instance=instance, raise_on_error=False)
+    assert not result.success
+    # The whole event log: log lines (context.log) and every event with its error.
+    texts = [f"{entry.user_message} {entry.dagster_event}" for entry in instance.all_logs(result.run_id)]
+    shown = sie_env.replace("http://", "http://***@")
+    assert any(f"using the SIE server at {shown}" in text for text in texts)
+    failure = next(event for event in result.all_events if event.is_step_failure).step_failure_data.error
+    while failure.cause is not None:
+        failure = failure.cause
+    assert f"'nobody/no-such-model' is not served by the SIE server at {shown}" in failure.message
+    assert all(token not in text for text in texts)

@@ -21,11 +21,14 @@ from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.metadata import table_metadata
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.files import write_parquet_atomic
+from taxo_pipeline.files import file_sha256, write_parquet_atomic
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.full_depth import FULL_DEPTH
 
 GROUP = "dataset"
+# Definition metadata naming the source ("products" or "taxonomy") a raw asset reads, so the main job
+# can tell from the asset graph which assets to rerun when a source file changes.
+SOURCE_METADATA = "taxo/source"
 
 
 class SourceConfig(dg.Config):
@@ -58,7 +61,18 @@ def source_file(storage: StorageResource, what: str, source: str | None = None, 
     return source, path
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
+def source_data_version(path: Path) -> dg.DataVersion:
+    """A source file's data version: its content, so the same file is the same data wherever it lies."""
+    return dg.DataVersion(file_sha256(path))
+
+
+@dg.asset(
+    group_name=GROUP,
+    code_version="1",
+    kinds={"parquet", "duckdb"},
+    automation_condition=AUTOMATION,
+    metadata={SOURCE_METADATA: "products"},
+)
 def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
     """The raw product file (Parquet, JSON Lines or CSV), validated; its local path flows downstream."""
     source, path = source_file(storage, "products", config.source, config.refresh)
@@ -66,6 +80,7 @@ def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storag
     context.log.info("products: %d rows from %s", frame.height, path)
     return dg.Output(
         str(path),
+        data_version=source_data_version(path),
         metadata={
             "source": source,
             "local_path": dg.MetadataValue.path(str(path)),
@@ -76,7 +91,13 @@ def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storag
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
+@dg.asset(
+    group_name=GROUP,
+    code_version="1",
+    kinds={"parquet", "duckdb"},
+    automation_condition=AUTOMATION,
+    metadata={SOURCE_METADATA: "taxonomy"},
+)
 def raw_taxonomy(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
     """Shopify's categories.txt, validated; its local path flows downstream."""
     source, path = source_file(storage, "taxonomy", config.source, config.refresh)
@@ -84,6 +105,7 @@ def raw_taxonomy(context: dg.AssetExecutionContext, config: SourceConfig, storag
     context.log.info("taxonomy: %d categories from %s", len(categories), path)
     return dg.Output(
         str(path),
+        data_version=source_data_version(path),
         metadata={"source": source, "local_path": dg.MetadataValue.path(str(path)), "categories": len(categories)},
     )
 

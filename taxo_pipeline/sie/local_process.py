@@ -1,16 +1,12 @@
-"""A local SIE server for the enabled models, started on demand and always stopped.
-
-Without SIE_BASE_URL, `ensure_sie()` starts `sie-server` (a project dependency) on CPU for the
-enabled catalogue models, waits until every one is loaded, yields its URL and stops the whole
-process group afterwards: on success, on error, on Ctrl-C, on SIGTERM and at interpreter exit.
+"""The local `sie-server` process: started in its own process group, waited on until its models are
+loaded, watched for an early exit, and always stopped with its whole group: on success, on error, on
+Ctrl-C, on SIGTERM and at interpreter exit.
 """
 
 from __future__ import annotations
 
 import atexit
-import copy
 import ctypes
-import hashlib
 import json
 import logging
 import os
@@ -24,16 +20,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from taxo_pipeline import settings
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.sie.catalogue import Catalogue, ModelSpec, load_catalogue
+from taxo_pipeline.sie.catalogue import ModelSpec
+from taxo_pipeline.sie.model_yaml import write_models_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,37 +63,6 @@ def sie_server_executable() -> Path:
     return Path(found)
 
 
-def server_config(spec: ModelSpec, device: str = "cpu") -> dict[str, Any]:
-    """The model YAML sie-server reads: the catalogue's `server:` with local weights and CPU precision."""
-    config = {"sie_id": spec.id, **copy.deepcopy(dict(spec.server))}
-    weights = spec.resolve_weights()
-    if weights:
-        # With hf_id present the server's cache layer still tries the hub.
-        config.pop("hf_id", None)
-        config.pop("hf_revision", None)
-        config["weights_path"] = str(weights)
-    if device == "cpu":
-        # Shipped configs ask for float16/bfloat16, which CPU kernels do not serve well.
-        for profile in config.get("profiles", {}).values():
-            if "compute_precision" in profile:
-                profile["compute_precision"] = None
-    return config
-
-
-def write_models_dir(specs: Sequence[ModelSpec], device: str = "cpu", root: Path | None = None) -> Path:
-    """One YAML per model in a folder named by the content, so concurrent servers never clash."""
-    configs = {spec.slug: server_config(spec, device) for spec in specs}
-    digest = hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
-    folder = (root or settings.data_dir() / "sie-models") / digest
-    folder.mkdir(parents=True, exist_ok=True)
-    for slug, config in configs.items():
-        target = folder / f"{slug}.yaml"
-        tmp = folder / f".{slug}.yaml.{os.getpid()}"
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-        os.replace(tmp, target)
-    return folder
-
-
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as sock:
@@ -107,13 +70,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (local http URL)
-        return json.load(response)
-
-
 class LocalSIEServer:
-    """One `sie-server serve` process (in its own process group) for the given models."""
+    """One `sie-server serve` process (in its own process group) for the given models.
+
+    `port` and `models_dir` default to a free port and a folder written for `specs`; the dev server
+    passes its own (a fixed port across restarts, a folder it keeps in step with the catalogue).
+    `env_defaults` are server variables that the environment may override. With `offline_if_local`,
+    HF_HUB_OFFLINE defaults to 1 when every model has local weights.
+    """
 
     def __init__(
         self,
@@ -122,6 +86,10 @@ class LocalSIEServer:
         device: str | None = None,
         start_timeout_s: float | None = None,
         logger: Any = None,
+        port: int | None = None,
+        models_dir: Path | None = None,
+        env_defaults: Mapping[str, str] | None = None,
+        offline_if_local: bool = True,
     ):
         if not specs:
             raise InputError("the local SIE server needs at least one model")
@@ -131,7 +99,10 @@ class LocalSIEServer:
             os.environ.get("TAXO_SIE_START_TIMEOUT_S", DEFAULT_START_TIMEOUT_S)
         )
         self.log = logger or log
-        self.port: int | None = None
+        self.port = port
+        self.models_dir = models_dir
+        self.env_defaults = dict(env_defaults or {})
+        self.offline_if_local = offline_if_local
         self.log_path: Path | None = None
         self._proc: subprocess.Popen | None = None
         self._ipc_dir: str | None = None
@@ -153,34 +124,17 @@ class LocalSIEServer:
         self.stop()
 
     def start(self) -> None:
-        executable = sie_server_executable()
-        models_dir = write_models_dir(self.specs, self.device)
         ids = [spec.id for spec in self.specs]
-        self.port = free_port()
+        command = self._command(ids)
         logs = settings.data_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"sie-server-{self.port}.log"
-        # The server's IPC socket defaults to one fixed /tmp path; give each server its own.
-        self._ipc_dir = tempfile.mkdtemp(prefix="taxo-sie-")
-        env = {
-            **ONE_CLIENT_DEFAULTS,
-            **os.environ,
-            "SIE_TELEMETRY_DISABLED": "1",
-            "SIE_IPC_SOCKET_PATH": os.path.join(self._ipc_dir, "ipc.sock"),
-        }
-        # Offline unless a model still has to come from the hub (or the user decided otherwise).
-        if all(spec.resolve_weights() for spec in self.specs):
-            env.setdefault("HF_HUB_OFFLINE", "1")
-        command = [
-            str(executable), "serve", "--device", self.device, "--host", "127.0.0.1", "--port", str(self.port),
-            "--models-dir", str(models_dir), "--no-hf-fallback", "--preload", ",".join(ids),
-        ]  # fmt: skip
         self.log.info(f"starting a local SIE server for {', '.join(ids)} on {self.base_url} (log: {self.log_path})")
         started = time.monotonic()
         with self.log_path.open("wb") as log_file:
             self._proc = subprocess.Popen(
                 command,
-                env=env,
+                env=self._env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -189,16 +143,40 @@ class LocalSIEServer:
             )
         _register(self)
         try:
-            self._wait_until_ready(ids)
+            self._wait_until_ready()
         except BaseException:
             self.stop()
             raise
         self.log.info(f"local SIE server ready on {self.base_url} in {time.monotonic() - started:.0f}s")
 
-    def _wait_until_ready(self, ids: list[str]) -> None:
+    def _command(self, ids: list[str]) -> list[str]:
+        executable = sie_server_executable()
+        models_dir = self.models_dir or write_models_dir(self.specs, self.device)
+        self.port = self.port or free_port()
+        return [
+            str(executable), "serve", "--device", self.device, "--host", "127.0.0.1", "--port", str(self.port),
+            "--models-dir", str(models_dir), "--no-hf-fallback", "--preload", ",".join(ids),
+        ]  # fmt: skip
+
+    def _env(self) -> dict[str, str]:
+        # The server's IPC socket defaults to one fixed /tmp path; give each server its own.
+        self._ipc_dir = tempfile.mkdtemp(prefix="taxo-sie-")
+        env = {
+            **ONE_CLIENT_DEFAULTS,
+            **self.env_defaults,
+            **os.environ,
+            "SIE_TELEMETRY_DISABLED": "1",
+            "SIE_IPC_SOCKET_PATH": os.path.join(self._ipc_dir, "ipc.sock"),
+        }
+        # Offline unless a model still has to come from the hub (or the user decided otherwise).
+        if self.offline_if_local and all(spec.resolve_weights() for spec in self.specs):
+            env.setdefault("HF_HUB_OFFLINE", "1")
+        return env
+
+    def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s
         while True:
-            if self._proc.poll() is not None:
+            if self.exited():
                 raise self._error(f"sie-server exited with code {self._proc.returncode} while starting")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=2):  # noqa: S310
@@ -211,9 +189,12 @@ class LocalSIEServer:
                     "(raise TAXO_SIE_START_TIMEOUT_S if the models are large or still downloading)"
                 )
             time.sleep(0.5)
+        self._check_models_loaded()
+
+    def _check_models_loaded(self) -> None:
         # The server silently drops models whose adapter is outside its bundle, and only
         # logs a failed preload: check each model is listed and loaded.
-        listed = {m["name"]: m for m in _get_json(f"{self.base_url}/v1/models")["models"]}
+        listed = {m["name"]: m for m in self.served_models()}
         problems = []
         for spec in self.specs:
             model = listed.get(spec.id)
@@ -228,6 +209,26 @@ class LocalSIEServer:
                 )
         if problems:
             raise self._error("; ".join(problems))
+
+    def served_models(self) -> list[dict[str, Any]]:
+        """The server's /v1/models entries: `name`, `loaded`, `state` ..."""
+        with urllib.request.urlopen(f"{self.base_url}/v1/models", timeout=5) as response:  # noqa: S310
+            return json.load(response)["models"]
+
+    def exited(self, wait_s: float = 0.0) -> bool:
+        """True once the process has ended, waiting up to `wait_s` for it (reaps it: its exit code is known)."""
+        if self._proc is None:
+            return False
+        try:
+            self._proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def exit_report(self) -> str:
+        code = self._proc.returncode
+        how = f"{code} (killed by {signal.Signals(-code).name})" if code < 0 else str(code)
+        return f"the local SIE server on {self.base_url} exited with code {how}; last lines of {self.log_path}:\n{self.log_tail()}"
 
     def _error(self, problem: str) -> LocalServerError:
         return LocalServerError(
@@ -261,39 +262,13 @@ class LocalSIEServer:
         self.log.info(f"stopped the local SIE server on {self.base_url}")
 
 
-@contextmanager
-def ensure_sie(
-    catalogue: Catalogue | None = None,
-    models: Sequence[str] | None = None,
-    *,
-    base_url: str | None = None,
-    logger: Any = None,
-) -> Iterator[str]:
-    """Yield the URL of an SIE server: `base_url`, else SIE_BASE_URL, else a local one started here.
-
-    The local server serves `models` (ids, which must be enabled in the catalogue) or every
-    enabled model, and is stopped when the block exits, however it exits.
-    """
-    url = base_url or os.environ.get("SIE_BASE_URL")
-    if url:
-        (logger or log).info(f"using the SIE server at {url}")
-        yield url.rstrip("/")
-        return
-    catalogue = catalogue or load_catalogue()
-    enabled = {spec.id: spec for spec in catalogue.enabled()}
-    if models is None:
-        specs = list(enabled.values())
-    else:
-        if disabled := [m for m in models if m not in enabled]:
-            raise InputError(
-                f"model(s) {', '.join(map(repr, disabled))} not enabled in {catalogue.path}: "
-                "add them or set `enabled: true` to serve them locally, or set SIE_BASE_URL"
-            )
-        specs = [enabled[m] for m in dict.fromkeys(models)]
-    if not specs:
-        raise InputError(f"no model is enabled in {catalogue.path}: set `enabled: true` on one, or set SIE_BASE_URL")
-    with LocalSIEServer(specs, logger=logger) as server:
-        yield server.base_url
+def exit_report(url: str) -> str | None:
+    """Why the local server at `url`, started by this process, stopped answering: None while it runs
+    (or when this process did not start it)."""
+    with _lock:
+        servers = [server for server in _running if server.base_url == url.rstrip("/")]
+    # A killed process closes its sockets a moment before it can be reaped: give it that moment.
+    return next((server.exit_report() for server in servers if server.exited(wait_s=1.0)), None)
 
 
 # -- cleanup when the interpreter goes away -------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The local server's lifecycle, through ensure_sie() and the `taxo-pipeline encode` command."""
+"""The local server's lifecycle, through ensure_sie(), LocalSIEServer and the `taxo-pipeline encode` command."""
 
+import logging
 import os
 import re
 import signal
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.sie import local_server
+from taxo_pipeline.sie import local_process
 from taxo_pipeline.sie.catalogue import load_catalogue
-from taxo_pipeline.sie.local_server import LocalServerError, ensure_sie
-from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
+from taxo_pipeline.sie.client import InferenceClient, SIEUnavailableError
+from taxo_pipeline.sie.local_process import LocalServerError, LocalSIEServer
+from taxo_pipeline.sie.server import ensure_sie
+from taxo_pipeline_tests.sie.sie_testkit import MINILM, NLI_LABELS, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
 CLI = Path(sys.executable).parent / "taxo-pipeline"
 
@@ -54,7 +57,7 @@ def test_process_group_is_gone_after_the_block_even_when_it_raises(local_only):
     assert server_pids(port_of(url)) == []
     with pytest.raises(ProcessLookupError):
         os.killpg(pids[0], 0)
-    assert all(server.port != port_of(url) for server in local_server._running)  # unregistered
+    assert all(server.port != port_of(url) for server in local_process._running)  # unregistered
 
 
 def test_a_model_the_server_drops_is_named_with_the_log_tail(local_only, tiny_catalogue_entries, tmp_path):
@@ -139,3 +142,29 @@ def test_sigterm_while_the_server_starts_leaves_nothing_behind(test_catalogue):
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert server_pids(port) == []
     proc.stderr.close()
+
+
+def test_a_local_server_killed_mid_run_is_named_at_the_next_call(test_catalogue):
+    catalogue = load_catalogue(test_catalogue)
+    with LocalSIEServer([catalogue[TINY_NLI]]) as server, InferenceClient(server.base_url) as client:
+        assert len(client.extract(TINY_NLI, ["a straw hat"], NLI_LABELS)) == 1
+        os.kill(server.pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(SIEUnavailableError) as error:
+            client.extract(TINY_NLI, ["a dome tent"], NLI_LABELS)
+        assert time.monotonic() - started < 10  # at once, not after retrying for the provision timeout
+    message = str(error.value)
+    assert message.startswith(
+        f"the local SIE server on {server.base_url} exited with code -9 (killed by SIGKILL); "
+        f"last lines of {server.log_path}:\n"
+    )
+    assert "Uvicorn running" in message or "Preload complete" in message  # its log tail
+    assert message.endswith("Run the command again to start a new server.")
+
+
+def test_the_url_of_a_remote_server_is_logged_without_its_credentials(monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setenv("SIE_BASE_URL", "https://team:s3cr3t-token@sie.example:8443/?key=abc123")
+    with ensure_sie() as url:
+        assert url == "https://team:s3cr3t-token@sie.example:8443/?key=abc123"  # the client still needs them
+    assert caplog.messages == ["using the SIE server at https://***@sie.example:8443/?key=***"]

@@ -1,0 +1,62 @@
+"""Which SIE server a command uses: `base_url`, else SIE_BASE_URL, else a local one started for it.
+
+`ensure_sie()` is the one entry point; the local process itself lives in `local_process`, its model
+files in `model_yaml`, and the server `taxo-pipeline dev` shares in `dev_server`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from taxo_pipeline.errors import InputError
+from taxo_pipeline.sie.catalogue import Catalogue, ModelSpec, load_catalogue
+from taxo_pipeline.sie.local_process import LocalSIEServer
+from taxo_pipeline.sie.redaction import redact
+
+log = logging.getLogger(__name__)
+
+
+def remote_url(base_url: str | None = None) -> str | None:
+    """`base_url`, else SIE_BASE_URL, without a trailing slash; None when a local server is wanted."""
+    url = base_url or os.environ.get("SIE_BASE_URL")
+    return url.rstrip("/") if url else None
+
+
+@contextmanager
+def ensure_sie(
+    catalogue: Catalogue | None = None,
+    models: Sequence[str] | None = None,
+    *,
+    base_url: str | None = None,
+    logger: Any = None,
+) -> Iterator[str]:
+    """Yield the URL of an SIE server: `base_url`, else SIE_BASE_URL, else a local one started here.
+
+    The local server serves `models` (ids, which must be enabled in the catalogue) or every
+    enabled model, and is stopped when the block exits, however it exits.
+    """
+    if url := remote_url(base_url):
+        (logger or log).info(f"using the SIE server at {redact(url)}")
+        yield url
+        return
+    with LocalSIEServer(served_specs(catalogue or load_catalogue(), models), logger=logger) as server:
+        yield server.base_url
+
+
+def served_specs(catalogue: Catalogue, models: Sequence[str] | None = None) -> list[ModelSpec]:
+    """The catalogue entries a local server loads: `models` (each must be enabled), else every enabled one."""
+    enabled = {spec.id: spec for spec in catalogue.enabled()}
+    if models is not None:
+        if disabled := [m for m in models if m not in enabled]:
+            raise InputError(
+                f"model(s) {', '.join(map(repr, disabled))} not enabled in {catalogue.path}: "
+                "add them or set `enabled: true` to serve them locally, or set SIE_BASE_URL"
+            )
+        return [enabled[m] for m in dict.fromkeys(models)]
+    if not enabled:
+        raise InputError(f"no model is enabled in {catalogue.path}: set `enabled: true` on one, or set SIE_BASE_URL")
+    return list(enabled.values())
