@@ -11,8 +11,8 @@ Measures, each with a cold embedding cache (a fresh warehouse) unless stated:
   text_retrieval_metrics), next to sentence-transformers encoding the same texts in-process
   (measured before and after the pipeline runs; the faster counts). Wall and CPU seconds both:
   CPU seconds (this process plus the server's) stay meaningful when the machine is shared;
-- the three approaches that read both document variants (score fusion, cascade, label transfer; batches of
-  64, length-sorted requests, exact numpy search), run once per model;
+- the three approaches that run once per model (score fusion on the full-path and leaf documents, cascade
+  and label transfer on the full-depth ones; batches of 64, length-sorted requests, exact numpy search);
 - a no-change rerun of the text-retrieval partition against its first run;
 - the cost of adding one model: the catalogue gains a second encoder (the MiniLM weights under
   another id), the partition sensor syncs and the automation decides which runs to launch, they
@@ -114,20 +114,21 @@ def _texts(variant: str) -> dict[str, list[str]]:
     from taxo_pipeline.dataset.products import read_products
     from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
     from taxo_pipeline.dataset.trimming import trim_products
-    from taxo_pipeline.retrieval.categories import VARIANTS, category_documents
     from taxo_pipeline.retrieval.queries import title_and_description_queries
+    from taxo_pipeline.retrieval.variants import VARIANTS, variant_documents
 
     categories = parse_categories(TAXONOMY)
     taxonomy = TaxonomyL3.from_categories(categories)
     products = trim_products(clean_products(read_products(PRODUCTS), categories)[0], taxonomy)
-    documents = {name: category_documents(taxonomy, name).documents for name in VARIANTS}
+    documents = {name: variant_documents(taxonomy, name, categories).documents for name in VARIANTS}
     rich = title_and_description_queries(products["product_title"].to_list(), products["product_description"].to_list())
     return {
         "products": products["product_id"].to_list(),
         # what the text-retrieval partition encodes: its variant's documents and the descriptions
         "reference": list(dict.fromkeys(documents[variant] + products["product_description"].to_list())),
-        # what the improved approaches encode: both variants' documents and title + description
-        "improved": list(dict.fromkeys(documents["full-path"] + documents["leaf"] + rich)),
+        # what the improved approaches encode: full-path and leaf documents (score fusion), full-depth ones
+        # (cascade, label transfer) and title + description
+        "improved": list(dict.fromkeys(documents["full-path"] + documents["leaf"] + documents["full-depth"] + rich)),
     }
 
 

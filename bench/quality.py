@@ -44,6 +44,7 @@ from taxo_pipeline.approaches import (
     text_retrieval,
     title_description,
 )
+from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.spec import ClassifyRequest
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.products import read_products
@@ -52,7 +53,7 @@ from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.evaluation.metrics import ancestors
 from taxo_pipeline.evaluation.protocol import DEV, DEV_FRACTION, TEST, split_mask
 from taxo_pipeline.retrieval.cascade import Hierarchy, node_scores, path_scores
-from taxo_pipeline.retrieval.categories import CategoryDocuments, category_documents
+from taxo_pipeline.retrieval.categories import category_documents
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.retrieval.exact_search import cosine_scores, normalise
 from taxo_pipeline.retrieval.full_depth import FULL_DEPTH, best_per_node, full_depth_documents
@@ -138,20 +139,15 @@ def load(products: Path, taxonomy: Path) -> Data:
     return Data(frame, l3, categories, split_mask(frame["product_id"].to_list(), DEV))
 
 
-class LocalEvidence:
-    """The part of approaches.evidence.Evidence the text approaches read, without SIE."""
+class LocalEvidence(Evidence):
+    """approaches.evidence.Evidence with the in-process encoder instead of SIE."""
 
-    def __init__(self, encoder: Encoder, taxonomy: TaxonomyL3, index_dir: Path):
-        self.encoder, self.taxonomy, self.index_dir, self.indexes = encoder, taxonomy, index_dir, {}
+    def __init__(self, encoder: Encoder, data: Data, index_dir: Path):
+        super().__init__(None, index_dir, data.taxonomy, data.categories)
+        self.encoder, self.indexes = encoder, {}
 
     def encode(self, model, inputs, *, is_query, batch_size, stage=None) -> np.ndarray:
         return self.encoder(list(inputs))
-
-    def category_documents(self, variant: str) -> CategoryDocuments:
-        return category_documents(self.taxonomy, variant)
-
-    def category_vectors(self, model: str, variant: str) -> np.ndarray:
-        return self.encoder(self.category_documents(variant).documents)
 
     def category_index(self, model: str, variant: str) -> CategoryIndex:
         if variant not in self.indexes:
@@ -228,7 +224,7 @@ def _merge(data: Data, dev: list[str], test: list[str]) -> list[str]:
 
 
 def pipeline_rows(data: Data, evidence: LocalEvidence) -> list[Row]:
-    """The registered approaches through their own classify, on the documents they read today."""
+    """The registered approaches through their own classify, on the documents they read."""
 
     def run(module, variant: str, products: pl.DataFrame = data.products, **labelled) -> list[str]:
         request = ClassifyRequest(products=products, taxonomy=data.taxonomy, evidence=evidence, model=MODEL,
@@ -236,18 +232,20 @@ def pipeline_rows(data: Data, evidence: LocalEvidence) -> list[Row]:
         return [ranked[0][0] for ranked in module.classify(request).ranked]
 
     dev, test = data.products.filter(pl.Series(data.dev)), data.products.filter(pl.Series(~data.dev))
+    documents = label_transfer.APPROACH.documents
     transferred = _merge(
         data,
-        run(label_transfer, "both", dev, labelled=dev, cross_validate=True),
-        run(label_transfer, "both", test, labelled=dev),
+        run(label_transfer, documents, dev, labelled=dev, cross_validate=True),
+        run(label_transfer, documents, test, labelled=dev),
     )
     return [
         Row(*REFERENCE, ZERO_SHOT, run(text_retrieval, "full-path")),
         Row("title-description", "full-path", ZERO_SHOT, run(title_description, "full-path")),
         Row("title-description", "leaf", ZERO_SHOT, run(title_description, "leaf")),
-        Row("score-fusion", "full-path + leaf", ZERO_SHOT, run(score_fusion, "both")),
-        Row("hierarchical-cascade", "full-path + leaf", ZERO_SHOT, run(hierarchical_cascade, "both")),
-        Row("label-transfer", "full-path + leaf", CV_DEV_POOL, transferred),
+        Row("score-fusion", "full-path + leaf", ZERO_SHOT, run(score_fusion, score_fusion.APPROACH.documents)),
+        Row("hierarchical-cascade", FULL_DEPTH, ZERO_SHOT,
+            run(hierarchical_cascade, hierarchical_cascade.APPROACH.documents)),
+        Row("label-transfer", documents, CV_DEV_POOL, transferred),
     ]
 
 
@@ -413,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = load(args.products, args.taxonomy)
     encoder = Encoder(None if args.no_cache else args.cache)
     with tempfile.TemporaryDirectory() as index_dir:
-        rows = pipeline_rows(data, LocalEvidence(encoder, data.taxonomy, Path(index_dir)))
+        rows = pipeline_rows(data, LocalEvidence(encoder, data, Path(index_dir)))
     titles, descriptions = data.products["product_title"].to_list(), data.products["product_description"].to_list()
     queries = {
         "description": normalise(encoder(descriptions)),

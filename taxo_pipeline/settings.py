@@ -22,6 +22,8 @@ RAW_PRODUCTS_FILE = "train-00000-of-00015.parquet"
 RAW_TAXONOMY_FILE = "shopify-taxonomy-categories.txt"
 CLEAN_FULL_DEPTH_FILE = "shopify-products-clean-full-depth.parquet"
 TAXONOMY_L3_FILE = "shopify-taxonomy-l3.parquet"
+# Not one of the reference's: every category at its full depth, for the full-depth category documents.
+TAXONOMY_FULL_DEPTH_FILE = "shopify-taxonomy-full-depth.parquet"
 EXPERIMENT_L3_FILE = "shopify-products-experiment-l3.parquet"
 
 

@@ -18,7 +18,8 @@ from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions
 from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
-DATA_ASSETS = {"raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3"}
+DATA_ASSETS = {"raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
+               "products_experiment_l3"}  # fmt: skip
 # An encoder's assets: per model x variant, and per model (the approaches that read both variants).
 VARIANT_ASSETS = {
     "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics", "image_retrieval_predictions",
@@ -29,7 +30,7 @@ MODEL_ASSETS = {f"{a}_{s}" for a in ("score_fusion", "hierarchical_cascade", "la
 
 def encoder_requests(*models: str, assets=VARIANT_ASSETS | MODEL_ASSETS) -> dict[str, set[str]]:
     """{asset: the partition keys of `models`} for an encoder's assets."""
-    by_variant = {f"{m}|{v}" for m in models for v in ("full-path", "leaf")}
+    by_variant = {f"{m}|{v}" for m in models for v in ("full-path", "leaf", "full-depth")}
     return {asset: by_variant if asset in VARIANT_ASSETS else set(models) for asset in assets}
 
 
@@ -158,11 +159,12 @@ def test_the_main_job_serves_only_the_models_its_requested_runs_and_their_downst
     runs = requested_runs(graph, dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor), sie_keys)
     # one run per partition, each calling the model of its partition key
     assert [(run.partition_key, run.models) for run in runs] == [
-        (f"{MINILM}|full-path", {MINILM}), (f"{MINILM}|leaf", {MINILM}), (MINILM, {MINILM}), (TINY_NLI, {TINY_NLI})
+        (f"{MINILM}|full-depth", {MINILM}), (f"{MINILM}|full-path", {MINILM}), (f"{MINILM}|leaf", {MINILM}),
+        (MINILM, {MINILM}), (TINY_NLI, {TINY_NLI})
     ]  # fmt: skip
     # the reranking that reads MiniLM's candidates comes next: its reranker is served from the start
     assert models_downstream(instance, graph, runs, sie_keys) == {MINILM, TINY_NLI, TINY_CROSS_ENCODER}
-    assert models_downstream(instance, graph, runs[3:], sie_keys) == {TINY_NLI}
+    assert models_downstream(instance, graph, runs[4:], sie_keys) == {TINY_NLI}
 
 
 def test_new_weight_files_rerun_the_model_but_moved_ones_do_not(steady, tiny_catalogue_entries, tmp_path):

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from taxo_pipeline.dataset.fetch import resolve_source
+from taxo_pipeline.dataset.taxonomy import parse_categories
 from taxo_pipeline.defs.ingest import assets as dataset
 from taxo_pipeline.defs.ingest import checks
 from taxo_pipeline.errors import InputError
@@ -57,7 +58,8 @@ def test_sample_materializes_to_the_seed_rules_result(workspace, shared_data):
         l1, total = con.execute("SELECT count(*) FILTER (level = 1), count(*) FROM taxonomy_l3").fetchone()
     assert rows == expected and len(rows) == 260
     assert (l1, total) == (26, 1863)
-    for name in ("shopify-products-clean-full-depth", "shopify-taxonomy-l3", "shopify-products-experiment-l3"):
+    for name in ("shopify-products-clean-full-depth", "shopify-taxonomy-l3", "shopify-taxonomy-full-depth",
+                 "shopify-products-experiment-l3"):  # fmt: skip
         assert (workspace / "data" / f"{name}.parquet").is_file()
 
     clean = result.asset_materializations_for_node("clean_products_full_depth")[0].metadata
@@ -66,6 +68,22 @@ def test_sample_materializes_to_the_seed_rules_result(workspace, shared_data):
     assert clean["rows_out"].value == 260
     taxonomy = result.asset_materializations_for_node("taxonomy_l3")[0].metadata
     assert (taxonomy["l1_nodes"].value, taxonomy["l2_nodes"].value, taxonomy["total_nodes"].value) == (26, 218, 1863)
+
+
+def test_the_full_depth_taxonomy_holds_every_category_for_the_full_depth_documents(workspace, shared_data):
+    result = materialize()
+    assert result.success
+    with duckdb.connect(str(workspace / "warehouse" / "taxo.duckdb"), read_only=True) as con:
+        levels = con.execute("SELECT level, count(*) FROM taxonomy_full_depth GROUP BY level ORDER BY level").fetchall()
+        panama = con.execute("SELECT name, level, parent, l1 FROM taxonomy_full_depth WHERE path = ?", [PANAMA]).fetchall()
+    assert levels == list(zip(range(1, 9), [26, 218, 1_619, 4_704, 5_159, 2_252, 557, 71]))
+    assert panama == [("Panama Hats", 4, HATS, "Apparel & Accessories")]
+    shown = result.asset_materializations_for_node("taxonomy_full_depth")[0].metadata
+    assert (shown["total_nodes"].value, shown["l4_nodes"].value, shown["l8_nodes"].value) == (14_606, 4_704, 71)
+    categories = dataset.load_taxonomy_full_depth(StorageResource())
+    assert categories == sorted(set(parse_categories(TAXONOMY))) and len(categories) == 14_606
+    # the L1-L3 variants' documents never read it
+    assert dataset.load_taxonomy_full_depth(StorageResource(), "full-path") is None
 
 
 def test_shard_with_images_and_potentials_keeps_them(workspace):

@@ -97,15 +97,16 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
             "SELECT approach, model, variant, count(*), max(count) FROM metrics GROUP BY ALL ORDER BY ALL"
         ).fetchall()
         board_rows = con.execute("SELECT count(*) FROM leaderboard WHERE model = ?", [TINY_CLIP]).fetchone()[0]
-    # the reference's method and title-description per variant, the fused approaches once per model (both
-    # variants), 8 rows each; the sample has no images, so image retrieval ran for tiny/clip but left no figures
+    # the reference's method and title-description per variant, the others once per model (under the documents
+    # they read), 8 rows each; the sample has no images, so image retrieval ran for tiny/clip but left no figures
     assert partitions == sorted(
         [("nli", TINY_NLI, "l1", 2, 260), ("reranking", TINY_CLIP, "full-path", 8, 260)]
-        + [(a, TINY_CLIP, v, 8, 260) for a in ("text-retrieval", "title-description") for v in ("full-path", "leaf")]
-        + [(a, TINY_CLIP, "both", 8, 260) for a in ("hierarchical-cascade", "label-transfer", "score-fusion")]
+        + [(a, TINY_CLIP, v, 8, 260) for a in ("text-retrieval", "title-description") for v in ("full-path", "leaf", "full-depth")]
+        + [(a, TINY_CLIP, "full-depth", 8, 260) for a in ("hierarchical-cascade", "label-transfer")]
+        + [("score-fusion", TINY_CLIP, "both", 8, 260)]
     )
-    # tiny/clip's 7 rows, and the reranking of its candidates as "tiny/clip + tiny/cross-encoder"
-    assert board_rows == 7 and printed.count(TINY_CLIP) == 8 and printed.count(TINY_NLI) == 1
+    # tiny/clip's 9 rows, and the reranking of its candidates as "tiny/clip + tiny/cross-encoder"
+    assert board_rows == 9 and printed.count(TINY_CLIP) == 10 and printed.count(TINY_NLI) == 1
     with dg.DagsterInstance.get() as instance:
         assert all(r.is_success for r in instance.get_runs())
         assert instance.get_dynamic_partitions("encoder_model") == [TINY_CLIP]
@@ -119,7 +120,8 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
     by_model = {k.to_user_string() for k, keys in expected.items() if TINY_CLIP in keys}
     assert launched(since=0) == [
         (None, {"raw_products", "raw_taxonomy"}),
-        (None, {"clean_products_full_depth", "taxonomy_l3", "products_experiment_l3"}),
+        (None, {"clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth", "products_experiment_l3"}),
+        (f"{TINY_CLIP}|full-depth", by_variant),
         (f"{TINY_CLIP}|full-path", by_variant),
         (f"{TINY_CLIP}|leaf", by_variant),
         (TINY_NLI, {"nli_predictions", "nli_metrics"}),
@@ -131,7 +133,7 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
     monkeypatch.setenv("SIE_BASE_URL", CLOSED_PORT)
     assert main(["materialize"]) == 0
     assert capsys.readouterr().out == printed
-    assert launched(since=7) == []
+    assert launched(since=8) == []
 
     # tiny/nli gets a new hypothesis template: its partition alone runs again
     monkeypatch.setenv("SIE_BASE_URL", sie_env)
@@ -140,7 +142,7 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
     entries[TINY_NLI]["server"]["profiles"]["default"]["adapter_options"]["runtime"]["hypothesis_template"] = "It is {}."
     write_catalogue(workspace / "models.yaml", [{**e, "enabled": m in models} for m, e in entries.items()])
     assert main(["materialize"]) == 0
-    assert launched(since=7) == [(TINY_NLI, {"nli_predictions", "nli_metrics"})]
+    assert launched(since=8) == [(TINY_NLI, {"nli_predictions", "nli_metrics"})]
     assert runs_so_far()[0].is_success
 
     # tiny/nli disabled: it leaves the partitions, its results stay in the warehouse and the leaderboard
@@ -148,7 +150,7 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
     monkeypatch.setenv("SIE_BASE_URL", CLOSED_PORT)
     assert main(["materialize"]) == 0
     assert TINY_NLI in capsys.readouterr().out
-    assert launched(since=8) == []
+    assert launched(since=9) == []
     with dg.DagsterInstance.get() as instance:
         assert instance.get_dynamic_partitions("nli_model") == []
 
@@ -163,7 +165,7 @@ def test_main_job_launches_nothing_after_everything_was_materialized_elsewhere(
     with dg.DagsterInstance.get() as instance:
         apply_model_sync(instance, model_sync(instance, load_catalogue()))  # the partition sensor's tick
     runs = materialize_everything_elsewhere(sie_env)
-    assert runs == 6  # the data assets, then tiny/clip's three partitions, tiny/nli's and the reranking's
+    assert runs == 7  # the data assets, then tiny/clip's four partitions, tiny/nli's and the reranking's
 
     monkeypatch.setenv("SIE_BASE_URL", CLOSED_PORT)  # a model call or a server start would fail
     assert main(["materialize"]) == 0
@@ -185,7 +187,7 @@ def test_a_changed_source_reruns_what_reads_it_and_an_unchanged_one_nothing(
     monkeypatch.setenv("SIE_BASE_URL", CLOSED_PORT)
     everything = [
         (None, {"raw_products", "raw_taxonomy"}),
-        (None, {"clean_products_full_depth", "taxonomy_l3", "products_experiment_l3"}),
+        (None, {"clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth", "products_experiment_l3"}),
     ]
     assert main(["materialize"]) == 0
     assert launched(since=0) == everything
@@ -275,7 +277,7 @@ def test_definitions_validate_and_show_every_asset():
     assert "Validation successful" in completed.stderr + completed.stdout
     names = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert names == {
-        "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
+        "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth", "products_experiment_l3",
         "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics",
         "image_retrieval_predictions", "image_retrieval_metrics", "nli_predictions", "nli_metrics",
         "reranking_predictions", "reranking_metrics", "title_description_predictions", "title_description_metrics",

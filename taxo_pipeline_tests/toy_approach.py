@@ -28,4 +28,5 @@ APPROACH = Approach(
     families=("text", "image"),
     stage="query_encode",
     batch_size=1,
+    documents="both",  # it reads no category documents: its results sit beside score fusion's
 )

@@ -1,5 +1,6 @@
 """What classifiers read from the models: vectors, scores and labels through one SIE client (and its
-embedding cache), with every request's latency kept by stage so each approach reports its own."""
+embedding cache), with every request's latency kept by stage so each approach reports its own.
+Category scores are always per L1-L3 node, whatever the variant's documents (retrieval/variants.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import numpy as np
 
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 from taxo_pipeline.dataset.texts import max_text_chars, truncate_for_model
-from taxo_pipeline.retrieval.categories import CategoryDocuments, category_documents
+from taxo_pipeline.retrieval.categories import CategoryDocuments
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
+from taxo_pipeline.retrieval.exact_search import cosine_scores, top_k
+from taxo_pipeline.retrieval.full_depth import best_per_node
+from taxo_pipeline.retrieval.variants import variant_documents
 from taxo_pipeline.sie.catalogue import model_slug
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.latency import LatencyRecord
@@ -27,7 +31,11 @@ CATEGORY_BATCH = 64
 
 
 class Evidence:
-    def __init__(self, client: InferenceClient, index_dir: Path, taxonomy: TaxonomyL3):
+    def __init__(
+        self, client: InferenceClient, index_dir: Path, taxonomy: TaxonomyL3, categories: Sequence[str] | None = None
+    ):
+        """`categories`: every category of the full taxonomy (taxonomy_full_depth), which the full-depth
+        documents are made of; only approaches that encode full-depth documents need it."""
         self.client = client
         self.index_dir = Path(index_dir)
         self.taxonomy = taxonomy
@@ -35,7 +43,7 @@ class Evidence:
         self.from_cache = 0
         self.truncated = 0  # texts cut to TAXO_MAX_TEXT_CHARS before they were sent
         self._max_chars = max_text_chars()
-        self._documents = cache(lambda variant: category_documents(taxonomy, variant))
+        self._documents = cache(lambda variant: variant_documents(taxonomy, variant, categories))
         self._category_vectors: dict[tuple[str, str], np.ndarray] = {}
 
     @property
@@ -68,6 +76,27 @@ class Evidence:
                 model, documents, is_query=False, batch_size=CATEGORY_BATCH, stage=CATEGORY_STAGE
             )
         return self._category_vectors[model, variant]
+
+    def category_scores(self, model: str, variant: str, queries: np.ndarray) -> np.ndarray:
+        """Products x taxonomy.paths: the cosine similarity of each query to each node's best document
+        of the variant (full-depth: the best of the node's subtree; otherwise the node's own)."""
+        documents = self.category_documents(variant)
+        scores = cosine_scores(queries, self.category_vectors(model, variant))
+        return best_per_node(scores, documents.ids, self.taxonomy)
+
+    def nearest_categories(self, model: str, variant: str, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Per query, the k best L1-L3 nodes with their cosine similarity, by the same rule as
+        category_scores, searched in the model's category index of the variant (as the reference)."""
+        index = self.category_index(model, variant)
+        ids, scores = index.scores(queries)
+        try:
+            nodes = best_per_node(scores, ids, self.taxonomy)
+        except ValueError as exc:
+            raise LookupError(
+                f"the category index for {model} {variant} in {index.directory} does not match the taxonomy ({exc}): "
+                "materialize category_embeddings for this partition again"
+            ) from exc
+        return top_k(nodes, self.taxonomy.paths, k)
 
     def category_index(self, model: str, variant: str) -> CategoryIndex:
         index = CategoryIndex(self.index_dir, model_slug(model), variant)

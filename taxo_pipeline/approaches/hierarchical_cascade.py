@@ -1,6 +1,11 @@
-"""`hierarchical-cascade`: the score-fusion scores decoded through the taxonomy. A node's score is half
-its own, half its subtree's best; a path's score is the mean over its levels, and the best path wins
-(taxo_pipeline/retrieval/cascade.py). The hard greedy cascade is reported beside it."""
+"""`hierarchical-cascade`: title + description scores against the full-depth documents (each L1-L3 node
+scored by the best document of its full-taxonomy subtree; an image model adds its image scores as score
+fusion does), decoded through the taxonomy. A node's score is half its own, half its subtree's best; a
+path's score is the mean over its levels, and the best path wins (taxo_pipeline/retrieval/cascade.py).
+The hard greedy cascade is reported beside it.
+
+Full-depth alone: fusing it with the full-path and leaf documents was worse on the protocol's development
+part (bench/quality.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from taxo_pipeline.approaches.title_description import query_vectors
 from taxo_pipeline.evaluation.metrics import at_level
 from taxo_pipeline.retrieval.cascade import Hierarchy, hard_cascade, node_scores, path_scores
 from taxo_pipeline.retrieval.exact_search import top_k
+from taxo_pipeline.retrieval.full_depth import FULL_DEPTH
 
 
 def cascade_scores(request: ClassifyRequest, queries: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -33,10 +39,11 @@ def classify(request: ClassifyRequest) -> Classified:
 
 APPROACH = Approach(
     name="hierarchical-cascade",
-    description="Score fusion decoded L1 -> L2 -> L3 with aggregated node scores and the soft path rule.",
+    description="Full-depth scores decoded L1 -> L2 -> L3 with aggregated node scores and the soft path rule.",
     classify=classify,
     partitioning=MODEL,
     families=("text", "image"),
     stage="query_encode",
     batch_size=64,
+    documents=FULL_DEPTH,
 )

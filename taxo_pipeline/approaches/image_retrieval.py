@@ -20,8 +20,7 @@ def classify(request: ClassifyRequest) -> Classified:
     ranked = []
     if queries.images:
         vectors = request.evidence.encode(request.model, queries.images, is_query=True, batch_size=request.batch_size)
-        matches = request.evidence.category_index(request.model, request.variant).query(vectors, request.top_k)
-        ranked = [[(m.path, 1.0 - m.distance) for m in ms] for ms in matches]
+        ranked = request.evidence.nearest_categories(request.model, request.variant, vectors, request.top_k)
     broken = pl.DataFrame({"product_id": list(queries.broken), "problem": list(queries.broken.values())},
                           schema={"product_id": pl.String, "problem": pl.String})  # fmt: skip
     return Classified(

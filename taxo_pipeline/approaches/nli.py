@@ -24,4 +24,5 @@ APPROACH = Approach(
     batch_size=16,  # the reference's
     headline=L1,
     report="nli",
+    documents="l1",
 )

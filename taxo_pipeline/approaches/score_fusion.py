@@ -1,6 +1,7 @@
 """`score-fusion`: title + description scores against the full-path and the leaf documents, standardised
 per product and averaged; an image model adds its image-to-category scores (the same total weight as
-the text) for the products whose image decodes."""
+the text) for the products whose image decodes. `fused_scores` fuses any documents the same way: the
+cascade reads it on full-depth alone."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ import numpy as np
 from taxo_pipeline.approaches.image_retrieval import product_images
 from taxo_pipeline.approaches.spec import MODEL, Approach, Classified, ClassifyRequest
 from taxo_pipeline.approaches.title_description import query_vectors, text_scores
-from taxo_pipeline.retrieval.categories import VARIANTS
-from taxo_pipeline.retrieval.exact_search import cosine_scores, top_k
+from taxo_pipeline.retrieval.exact_search import top_k
 from taxo_pipeline.retrieval.fusion import ScoreSource, fuse
 from taxo_pipeline.retrieval.images import image_queries
+from taxo_pipeline.retrieval.variants import BOTH, variants_read
 
-FUSED_VARIANT = "both"  # the result key's variant: both document variants are read
 
-
-def image_sources(request: ClassifyRequest) -> list[ScoreSource]:
+def image_sources(request: ClassifyRequest, variants: tuple[str, ...]) -> list[ScoreSource]:
     """Image-to-category scores per variant for the products whose image decodes; none for text models."""
     if request.model_family != "image":
         return []
@@ -27,16 +26,18 @@ def image_sources(request: ClassifyRequest) -> list[ScoreSource]:
     vectors = request.evidence.encode(request.model, queries.images, is_query=True, batch_size=request.batch_size)
     present = np.isin(request.products["product_id"].to_numpy(), queries.product_ids)
     sources = []
-    for variant in VARIANTS:
+    for variant in variants:
         scores = np.zeros((request.products.height, len(request.taxonomy.paths)))
-        scores[present] = cosine_scores(vectors, request.evidence.category_vectors(request.model, variant))
-        sources.append(ScoreSource(f"image {variant}", scores, weight=1 / len(VARIANTS), present=present))
+        scores[present] = request.evidence.category_scores(request.model, variant, vectors)
+        sources.append(ScoreSource(f"image {variant}", scores, weight=1 / len(variants), present=present))
     return sources
 
 
 def fused_scores(request: ClassifyRequest, queries: np.ndarray) -> tuple[np.ndarray, dict]:
-    sources = [ScoreSource(f"text {v}", text_scores(request, v, queries), weight=1 / len(VARIANTS)) for v in VARIANTS]
-    images = image_sources(request)
+    """The fused scores of the documents the request's variant names (`both`: full-path and leaf)."""
+    variants = variants_read(request.variant)
+    sources = [ScoreSource(f"text {v}", text_scores(request, v, queries), weight=1 / len(variants)) for v in variants]
+    images = image_sources(request, variants)
     notes = {
         "fused_sources": ", ".join(s.name for s in sources + images),
         "image_products_fused": int(images[0].mask().sum()) if images else 0,
@@ -57,4 +58,5 @@ APPROACH = Approach(
     families=("text", "image"),
     stage="query_encode",
     batch_size=64,
+    documents=BOTH,
 )

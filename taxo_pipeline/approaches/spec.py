@@ -14,7 +14,7 @@ from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 
 # Which partitions an approach runs on (taxo_pipeline/defs/models/partitions.py maps each to Dagster's):
 MODEL_VARIANT = "model_variant"  # an encoder x one category-document variant
-MODEL = "model"  # an encoder; the approach reads both variants itself
+MODEL = "model"  # an encoder; the approach reads the category documents it names (`documents`) itself
 NLI_MODEL = "nli_model"  # an NLI model
 RERANKER_RETRIEVER = "reranker_retriever"  # a reranker x an encoder that retrieves its candidates
 PARTITIONINGS = (MODEL_VARIANT, MODEL, NLI_MODEL, RERANKER_RETRIEVER)
@@ -72,10 +72,20 @@ class Approach:
     reads: tuple[str, ...] = ()  # approaches whose results must exist first (their assets come upstream)
     query: str = "text"  # what `predict` asks for: the product's text, or its image
     prints_distance: bool = False  # `predict` prints cosine distance (1 - score), as the reference's retrieval does
+    # What it classifies against where its partitioning has no variant dimension, and so its results'
+    # variant: a category-document variant, `both` (full-path and leaf, fused) or `l1` (NLI's L1 labels).
+    documents: str | None = None
 
     def __post_init__(self):
         if self.partitioning not in PARTITIONINGS:
             raise ValueError(f"approach {self.name!r}: unknown partitioning {self.partitioning!r}")
+        has_variant = self.partitioning in (MODEL_VARIANT, RERANKER_RETRIEVER)
+        if has_variant and self.documents is not None:
+            raise ValueError(f"approach {self.name!r}: a {self.partitioning} approach reads its partition's variant, "
+                             f"not documents={self.documents!r}")  # fmt: skip
+        if not has_variant and not self.documents:
+            raise ValueError(f"approach {self.name!r}: a {self.partitioning} approach must name the documents it reads "
+                             "(its partitions have no variant)")  # fmt: skip
         if self.headline not in (HIERARCHICAL, L1):
             raise ValueError(f"approach {self.name!r}: unknown headline {self.headline!r}")
 

@@ -1,5 +1,6 @@
 """`text-retrieval`, the reference's method: each description encoded as a query, the nearest category
-documents of the partition's variant in the model's Chroma index."""
+documents of the partition's variant in the model's Chroma index (full-depth: the L1-L3 nodes whose
+subtree holds the nearest documents)."""
 
 from taxo_pipeline.approaches.evidence import QUERY_STAGE
 from taxo_pipeline.approaches.spec import MODEL_VARIANT, Approach, Classified, ClassifyRequest
@@ -9,8 +10,7 @@ def classify(request: ClassifyRequest) -> Classified:
     vectors = request.evidence.encode(
         request.model, request.products["product_description"].to_list(), is_query=True, batch_size=request.batch_size
     )
-    matches = request.evidence.category_index(request.model, request.variant).query(vectors, request.top_k)
-    ranked = [[(m.path, 1.0 - m.distance) for m in ms] for ms in matches]  # cosine similarity, higher is better
+    ranked = request.evidence.nearest_categories(request.model, request.variant, vectors, request.top_k)
     return Classified(request.products["product_id"].to_list(), ranked)
 
 

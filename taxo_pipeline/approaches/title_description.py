@@ -4,7 +4,7 @@ description instead of the description alone (exact cosine over the variant's do
 import numpy as np
 
 from taxo_pipeline.approaches.spec import MODEL_VARIANT, Approach, Classified, ClassifyRequest
-from taxo_pipeline.retrieval.exact_search import cosine_scores, normalise, top_k
+from taxo_pipeline.retrieval.exact_search import normalise, top_k
 from taxo_pipeline.retrieval.queries import title_and_description_queries
 
 
@@ -16,8 +16,8 @@ def query_vectors(request: ClassifyRequest, products=None) -> np.ndarray:
 
 
 def text_scores(request: ClassifyRequest, variant: str, queries: np.ndarray) -> np.ndarray:
-    """Products x categories cosine similarities against the variant's documents."""
-    return cosine_scores(queries, request.evidence.category_vectors(request.model, variant))
+    """Products x L1-L3 nodes cosine similarities against the variant's documents."""
+    return request.evidence.category_scores(request.model, variant, queries)
 
 
 def classify(request: ClassifyRequest) -> Classified:

@@ -14,7 +14,7 @@ from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERAN
 from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.defs.models.partitions import PartitionModels
 from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.retrieval.categories import VARIANTS
+from taxo_pipeline.retrieval.variants import VARIANTS
 from taxo_pipeline.sie.catalogue import validate_model_id
 
 FAMILY_WORD = {MODEL_VARIANT: "encoder", MODEL: "encoder", NLI_MODEL: "NLI model"}
@@ -45,7 +45,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, approach: Approach) -> 
         word = FAMILY_WORD[approach.partitioning]
         parser.add_argument("--model", required=True, type=validate_model_id, help=f"SIE {word} id (org/name)")
     if approach.partitioning in (MODEL_VARIANT, RERANKER_RETRIEVER):
-        parser.add_argument("--variant", choices=VARIANTS, default="full-path", help="category document: full path or leaf")
+        parser.add_argument("--variant", choices=VARIANTS, default="full-path",
+                            help="category documents: full path, leaf name, or every node of the full taxonomy")  # fmt: skip
     if approach.partitioning != NLI_MODEL:
         parser.add_argument("--index-dir", type=Path, help="Chroma directory (default: $TAXO_INDEX_DIR, else data/chroma)")
     parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per product (default 5)")

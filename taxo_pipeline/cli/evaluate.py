@@ -31,7 +31,7 @@ from taxo_pipeline.evaluation.evaluate import headline
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.reports import report_for, write_report
 from taxo_pipeline.evaluation.store import latency, load_metrics
-from taxo_pipeline.retrieval.categories import VARIANTS
+from taxo_pipeline.retrieval.variants import VARIANTS, variants_read
 from taxo_pipeline.sie.catalogue import model_slug
 from taxo_pipeline.sie.server import ensure_sie
 
@@ -62,13 +62,14 @@ class Run:
 
 def evaluation_runs(approach: Approach, models: PartitionModels) -> list[Run]:
     """The partition runs the approach needs, upstream first: the category index of every variant
-    it reads, the approaches it reads, then its own predictions and metrics."""
+    it reads (its partition's, or those behind its `documents`), the approaches it reads, then its own
+    predictions and metrics."""
     registered = {a.name: a for a in approaches()}
     runs: list[Run] = []
     for read in approach.reads:
         runs += evaluation_runs(registered[read], PartitionModels(models.model, models.variant))
     if approach.partitioning in (MODEL_VARIANT, MODEL) and not runs:
-        for variant in VARIANTS if approach.partitioning == MODEL else (models.variant,):
+        for variant in variants_read(approach.documents) if approach.partitioning == MODEL else (models.variant,):
             runs.append(Run([dg.AssetKey(INDEX_ASSET)], MODEL_VARIANT, PartitionModels(models.model, variant)))
     own = [predictions_key(approach), dg.AssetKey(f"{approach.slug}_metrics")]
     return [*runs, Run(own, approach.partitioning, models)]

@@ -27,9 +27,8 @@ from taxo_pipeline.cli.arguments import (
 from taxo_pipeline.cli.evaluate import INDEX_ASSET, evaluation_runs
 from taxo_pipeline.cli.runs import materialize, source_run_config
 from taxo_pipeline.dataset.products import IMAGE
-from taxo_pipeline.defs.evaluate.assets import FIXED_VARIANT
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
-from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_l3
+from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.defs.models.partitions import dynamic_partitions, partition_key
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
@@ -70,7 +69,8 @@ def _prepare(approach: Approach, args: argparse.Namespace, store: StorageResourc
     """Build what the approach reads when this folder lacks it: the tables, and its partition's
     category indexes (the approach's own predictions are not needed)."""
     ops = source_run_config(args.products, args.taxonomy)
-    if args.products or args.taxonomy or not store.data_path(settings.EXPERIMENT_L3_FILE).exists():
+    tables = (settings.EXPERIMENT_L3_FILE, settings.TAXONOMY_FULL_DEPTH_FILE)
+    if args.products or args.taxonomy or not all(store.data_path(t).exists() for t in tables):
         materialize(dg.AssetSelection.groups(DATA_GROUP), sie_url=None, ops_config=ops, storage=store)
     for run in evaluation_runs(approach, partition_models(args))[:-1]:
         model, variant = run.models.model, run.models.variant
@@ -88,11 +88,11 @@ def run_predict(approach: Approach, args: argparse.Namespace) -> int:
         _prepare(approach, args, store, url)
         taxonomy = load_taxonomy_l3(store)
         cache = EmbeddingCache(store.warehouse())
+        variant = models.variant or approach.documents
         with InferenceClient(url, cache=cache, logger=log) as client:
-            evidence = Evidence(client, store.index_path(), taxonomy)
+            evidence = Evidence(client, store.index_path(), taxonomy, load_taxonomy_full_depth(store, variant))
             request = ClassifyRequest(
-                _product(args), taxonomy, evidence, models.model,
-                models.variant or FIXED_VARIANT.get(approach.partitioning, "full-path"), known.get(models.model, "text"),
+                _product(args), taxonomy, evidence, models.model, variant, known.get(models.model, "text"),
                 models.reranker, args.top_k, approach.batch_size,
                 labelled=load_experiment(store) if approach.needs_labels else None,
             )  # fmt: skip

@@ -71,23 +71,33 @@ class TaxonomyL3:
         return cls(sorted({trim_path(c) for c in categories}))
 
     def level_counts(self) -> dict[int, int]:
-        counts: dict[int, int] = {}
-        for path in self.paths:
-            level = len(split_path(path))
-            counts[level] = counts.get(level, 0) + 1
-        return counts
+        return level_counts(self.paths)
 
     def l1_labels(self) -> list[str]:
         return [p for p in self.paths if SEPARATOR not in p]
 
     def to_arrow(self) -> pa.Table:
-        nodes = [split_path(p) for p in self.paths]
-        return pa.table(
-            {
-                "path": self.paths,
-                "name": [n[-1] for n in nodes],
-                "level": pa.array([len(n) for n in nodes], pa.int32()),
-                "parent": [SEPARATOR.join(n[:-1]) or None for n in nodes],
-                "l1": [n[0] for n in nodes],
-            }
-        )
+        return taxonomy_table(self.paths)
+
+
+def level_counts(paths: list[str]) -> dict[int, int]:
+    """Nodes per level (1 for L1)."""
+    counts: dict[int, int] = {}
+    for path in paths:
+        level = len(split_path(path))
+        counts[level] = counts.get(level, 0) + 1
+    return counts
+
+
+def taxonomy_table(paths: list[str]) -> pa.Table:
+    """`path, name, level, parent, l1` per node: the warehouse's taxonomy tables."""
+    nodes = [split_path(p) for p in paths]
+    return pa.table(
+        {
+            "path": paths,
+            "name": [n[-1] for n in nodes],
+            "level": pa.array([len(n) for n in nodes], pa.int32()),
+            "parent": [SEPARATOR.join(n[:-1]) or None for n in nodes],
+            "l1": [n[0] for n in nodes],
+        }
+    )

@@ -16,7 +16,7 @@ KEY_COLUMNS = ("approach", "model", "reranker", "variant", "dataset")
 class ResultKey:
     approach: str
     model: str  # the model the partition runs (a reranking partition: the retriever)
-    variant: str  # category documents: full-path, leaf, both (approaches that fuse them), l1 (NLI)
+    variant: str  # category documents: full-path, leaf, full-depth, both (score fusion's), l1 (NLI)
     reranker: str | None = None
     # Fingerprint of the product set the results are about: a --limit run or another catalogue never
     # replaces the full evaluation's rows.

@@ -1,4 +1,4 @@
-"""What a category looks like to an encoder: its full path or its leaf name (the two variants)."""
+"""What an L1-L3 node looks like to an encoder: its full path or its leaf name (one document per node)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,20 @@ from dataclasses import dataclass
 
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3, split_path
 
-VARIANTS = ("full-path", "leaf")
+FULL_PATH, LEAF = "full-path", "leaf"
+NODE_VARIANTS = (FULL_PATH, LEAF)
 
 
 @dataclass(frozen=True)
 class CategoryDocuments:
-    ids: list[str]  # the full path: what a prediction returns
+    ids: list[str]  # the full path: what a prediction returns (full-depth: a path it trims to)
     documents: list[str]  # the text that gets encoded
     levels: list[int]
 
 
 def category_documents(taxonomy: TaxonomyL3, variant: str) -> CategoryDocuments:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+    if variant not in NODE_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: expected one of {', '.join(NODE_VARIANTS)}")
     nodes = [split_path(p) for p in taxonomy.paths]
-    documents = list(taxonomy.paths) if variant == "full-path" else [n[-1] for n in nodes]
+    documents = list(taxonomy.paths) if variant == FULL_PATH else [n[-1] for n in nodes]
     return CategoryDocuments(ids=list(taxonomy.paths), documents=documents, levels=[len(n) for n in nodes])

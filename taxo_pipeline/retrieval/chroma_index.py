@@ -87,18 +87,22 @@ class CategoryIndex:
                 )
             return True
 
-    def query(self, vectors: np.ndarray, top_k: int) -> list[list[Match]]:
-        """The `top_k` categories nearest each vector, best first; equal scores in path order.
+    def scores(self, vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The stored ids in path order, and the cosine similarity of every vector (rows) to each of them.
 
         Exact cosine search over the stored vectors rather than Chroma's HNSW: the graph depends on the
         threads that built it, so two builds of identical vectors (MiniLM, real L3 taxonomy) disagreed on
         7 to 10 of 644 top-1 answers, and a taxonomy of a few thousand categories is one matrix product."""
-        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k <= 0:
-            raise ValueError(f"{self.name}: top_k must be a positive integer, got {top_k!r}")
         with file_lock(self._lock, shared=True):
             stored = self._client.get_collection(self.name).get(include=["embeddings"])
         order = sorted(range(len(stored["ids"])), key=stored["ids"].__getitem__)
         ids = [stored["ids"][i] for i in order]
         stored_vectors = np.asarray(stored["embeddings"], dtype=np.float32)[order]
-        scores = exact_search.cosine_scores(np.asarray(vectors, dtype=np.float32), stored_vectors)
+        return ids, exact_search.cosine_scores(np.asarray(vectors, dtype=np.float32), stored_vectors)
+
+    def query(self, vectors: np.ndarray, top_k: int) -> list[list[Match]]:
+        """The `top_k` categories nearest each vector, best first; equal scores in path order."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k <= 0:
+            raise ValueError(f"{self.name}: top_k must be a positive integer, got {top_k!r}")
+        ids, scores = self.scores(vectors)
         return [[Match(path, 1.0 - score) for path, score in row] for row in exact_search.top_k(scores, ids, top_k)]

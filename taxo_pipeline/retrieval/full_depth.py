@@ -1,4 +1,4 @@
-"""The `full-depth` category documents: every node of the full taxonomy (all levels, down to L7), each
+"""The `full-depth` category documents: every node of the full taxonomy (all levels, down to L8), each
 its own document (its full path), scored for the L1-L3 node it trims to by the best of its subtree.
 
 Predictions stay L1-L3 nodes, but an L3 name leaves out what its deeper levels say: `Hats` holds

@@ -13,7 +13,14 @@ from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERAN
 from taxo_pipeline.dataset.texts import max_text_chars
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.index.category_embeddings import category_embeddings
-from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_l3, products_experiment_l3, taxonomy_l3
+from taxo_pipeline.defs.ingest.assets import (
+    load_experiment,
+    load_taxonomy_full_depth,
+    load_taxonomy_l3,
+    products_experiment_l3,
+    taxonomy_full_depth,
+    taxonomy_l3,
+)
 from taxo_pipeline.defs.metadata import hf1_chart_metadata, markdown_table, metrics_metadata
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
 from taxo_pipeline.defs.models.partitions import (
@@ -31,13 +38,11 @@ from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.store import clear_results
 from taxo_pipeline.evaluation.views import refresh_views
 from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.retrieval.categories import VARIANTS
+from taxo_pipeline.retrieval.variants import VARIANTS
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.resource import SIEResource
 
-CODE_VERSION = "2"
-# The result variant of partitionings without a variant dimension.
-FIXED_VARIANT = {MODEL: "both", NLI_MODEL: "l1"}
+CODE_VERSION = "3"
 
 
 class PredictionsConfig(dg.Config):
@@ -58,7 +63,9 @@ def predictions_key(approach: Approach) -> dg.AssetKey:
 
 
 def _model_deps(partitioning: str) -> list[dg.AssetDep]:
-    """The fingerprints of the models a partition calls, and the category index encoders read."""
+    """The fingerprints of the models a partition calls, and the category index encoders read. A model
+    partition reads every variant's index of its model, full-depth's included (Dagster maps a partition
+    onto every key of the other dimension, not onto some)."""
     if partitioning == NLI_MODEL:
         return [dg.AssetDep(FINGERPRINT_SOURCES[nli_models.name])]
     if partitioning == RERANKER_RETRIEVER:  # the retriever comes through the approach it reads
@@ -75,7 +82,7 @@ def _deps(approach: Approach, registered: dict[str, Approach]) -> list:
             approach.partitioning, registered[name].partitioning))
         for name in approach.reads
     ]  # fmt: skip
-    return [products_experiment_l3, taxonomy_l3, *_model_deps(approach.partitioning), *reads]
+    return [products_experiment_l3, taxonomy_l3, taxonomy_full_depth, *_model_deps(approach.partitioning), *reads]
 
 
 def _notes_metadata(notes) -> dict[str, dg.MetadataValue]:
@@ -97,8 +104,8 @@ def classify_partition(
 ) -> dg.Output:
     """Classify the evaluation table with the partition's models and store the top-k."""
     models = partition_models(approach.partitioning, context.partition_key)
-    variant = models.variant or FIXED_VARIANT.get(approach.partitioning) or config.variant
-    if variant not in (*VARIANTS, *FIXED_VARIANT.values()):
+    variant = models.variant or approach.documents or config.variant
+    if variant not in (*VARIANTS, approach.documents):
         raise InputError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
     key, family = ResultKey(approach.name, models.model, variant, models.reranker), _family(models.model)
     if family not in approach.families:
@@ -113,7 +120,7 @@ def classify_partition(
         raise InputError(f"{key}: no products to evaluate in products_experiment_l3: nothing was written")
     taxonomy = load_taxonomy_l3(storage)
     with sie.client(logger=context.log) as client:
-        evidence = Evidence(client, storage.index_path(), taxonomy)
+        evidence = Evidence(client, storage.index_path(), taxonomy, load_taxonomy_full_depth(storage, variant))
         request = ClassifyRequest(
             products, taxonomy, evidence, models.model, variant, family, models.reranker, config.top_k,
             config.batch_size or approach.batch_size, labelled=products if approach.needs_labels else None,

@@ -15,7 +15,7 @@ JOB_NAMES = {
 }
 _DESCRIPTIONS = {
     MODEL_VARIANT: "The category index and every approach for one encoder x category-document variant.",
-    MODEL: "Every approach that reads both document variants, for one encoder.",
+    MODEL: "Every approach that names the category documents it reads (fusion, cascade, label transfer), for one encoder.",
     NLI_MODEL: "Zero-shot NLI for one model.",
     RERANKER_RETRIEVER: "Rerank one retriever's candidates with one reranker.",
 }

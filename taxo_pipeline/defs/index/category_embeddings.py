@@ -1,5 +1,7 @@
 """Per-model category embeddings: encoded once (is_query=False), stored in the warehouse and in a
-Chroma collection per model x variant, which text and image retrieval both query."""
+Chroma collection per model x variant, which text and image retrieval both query. The full-depth
+variant holds a document per node of the full taxonomy (14,606 for Shopify's), the others one per
+L1-L3 node."""
 
 import dagster as dg
 import numpy as np
@@ -9,14 +11,19 @@ from pydantic import Field
 from taxo_pipeline.approaches.evidence import CATEGORY_STAGE
 from taxo_pipeline.approaches.spec import MODEL_VARIANT
 from taxo_pipeline.defs.automation import AUTOMATION
-from taxo_pipeline.defs.ingest.assets import load_taxonomy_l3, taxonomy_l3
+from taxo_pipeline.defs.ingest.assets import (
+    load_taxonomy_full_depth,
+    load_taxonomy_l3,
+    taxonomy_full_depth,
+    taxonomy_l3,
+)
 from taxo_pipeline.defs.models.fingerprints import encoder_model_fingerprint
 from taxo_pipeline.defs.models.partitions import MODEL_DIMENSION, model_variant, partition_models
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.store import LATENCIES, latency_rows
 from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.retrieval.categories import category_documents
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
+from taxo_pipeline.retrieval.variants import variant_documents
 from taxo_pipeline.sie.catalogue import model_slug
 from taxo_pipeline.sie.resource import SIEResource
 from taxo_pipeline.warehouse import vector_column
@@ -36,7 +43,7 @@ class CategoryEmbeddingsConfig(dg.Config):
 @dg.asset(
     partitions_def=model_variant,
     group_name=GROUP,
-    deps=[taxonomy_l3, dg.AssetDep(encoder_model_fingerprint, partition_mapping=MODEL_DIMENSION)],
+    deps=[taxonomy_l3, taxonomy_full_depth, dg.AssetDep(encoder_model_fingerprint, partition_mapping=MODEL_DIMENSION)],
     code_version="1",
     kinds={"sie", "duckdb", "chroma"},
     automation_condition=AUTOMATION,
@@ -44,10 +51,11 @@ class CategoryEmbeddingsConfig(dg.Config):
 def category_embeddings(
     context: dg.AssetExecutionContext, config: CategoryEmbeddingsConfig, storage: StorageResource, sie: SIEResource
 ) -> dg.MaterializeResult:
-    """Every L3 taxonomy node encoded as a document: its full path or its leaf name (the variant)."""
+    """The variant's category documents encoded: every L1-L3 node's full path or leaf name, or every
+    node of the full taxonomy's full path (full-depth)."""
     models = partition_models(MODEL_VARIANT, context.partition_key)
     model, variant = models.model, models.variant
-    categories = category_documents(load_taxonomy_l3(storage), variant)
+    categories = variant_documents(load_taxonomy_l3(storage), variant, load_taxonomy_full_depth(storage, variant))
     with sie.client(logger=context.log) as client:
         encoded = client.encode_detailed(
             model, categories.documents, is_query=False, batch_size=config.batch_size, refresh=config.rebuild

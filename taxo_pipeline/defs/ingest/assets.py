@@ -1,4 +1,5 @@
-"""Data assets: raw sources -> clean full-depth table -> L3 taxonomy and experiment table.
+"""Data assets: raw sources -> clean full-depth table -> L3 taxonomy and experiment table, and the
+full-depth taxonomy the full-depth category documents are made of.
 
 Thin wiring: the rules live in taxo_pipeline.dataset. Each table is written to data/ as the
 seed's Parquet file and to the warehouse, and only after everything it needs has been read
@@ -15,13 +16,14 @@ from taxo_pipeline import settings
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.fetch import cache_name_for, resolve_source
 from taxo_pipeline.dataset.products import IMAGE, read_products
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
+from taxo_pipeline.dataset.taxonomy import TaxonomyL3, level_counts, parse_categories, taxonomy_table
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.metadata import table_metadata
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.files import file_sha256, write_parquet_atomic
 from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.retrieval.full_depth import FULL_DEPTH
 
 GROUP = "dataset"
 # Definition metadata naming the source ("products" or "taxonomy") a raw asset reads, so the main job
@@ -164,8 +166,37 @@ def taxonomy_l3(context: dg.AssetExecutionContext, storage: StorageResource, raw
     )
 
 
+@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
+def taxonomy_full_depth(
+    context: dg.AssetExecutionContext, storage: StorageResource, raw_taxonomy: str
+) -> dg.MaterializeResult:
+    """Every category of the taxonomy at its full depth (Shopify's: down to L8), sorted and unique: the
+    full-depth category documents, which score each L1-L3 node by the best of its subtree."""
+    categories = sorted(set(parse_categories(Path(raw_taxonomy))))
+    frame = pl.from_arrow(taxonomy_table(categories))
+    path = _write(storage, "taxonomy_full_depth", settings.TAXONOMY_FULL_DEPTH_FILE, frame)
+    counts = level_counts(categories)
+    context.log.info("full-depth taxonomy: %s nodes by level, %d in all", counts, len(categories))
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(frame),
+            **{f"l{level}_nodes": n for level, n in sorted(counts.items())},
+            "total_nodes": len(categories),
+            "local_path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
 def load_taxonomy_l3(storage: StorageResource) -> TaxonomyL3:
     return TaxonomyL3(pl.read_parquet(storage.data_path(settings.TAXONOMY_L3_FILE))["path"].to_list())
+
+
+def load_taxonomy_full_depth(storage: StorageResource, variant: str = FULL_DEPTH) -> list[str] | None:
+    """Every category of the full taxonomy (taxonomy_full_depth), sorted, where the `variant`'s category
+    documents are made of it (full-depth); None for the others, which do not read the table."""
+    if variant != FULL_DEPTH:
+        return None
+    return pl.read_parquet(storage.data_path(settings.TAXONOMY_FULL_DEPTH_FILE))["path"].to_list()
 
 
 def load_experiment(storage: StorageResource, with_images: bool = False) -> pl.DataFrame:

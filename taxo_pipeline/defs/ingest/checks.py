@@ -3,7 +3,12 @@ run before anything downstream (predictions, metrics) is written, and the automa
 
 import dagster as dg
 
-from taxo_pipeline.defs.ingest.assets import clean_products_full_depth, products_experiment_l3, taxonomy_l3
+from taxo_pipeline.defs.ingest.assets import (
+    clean_products_full_depth,
+    products_experiment_l3,
+    taxonomy_full_depth,
+    taxonomy_l3,
+)
 from taxo_pipeline.resources import StorageResource
 
 SHOWN = 10  # offending values named in a failed check
@@ -68,6 +73,7 @@ checks = [
     labels_in_taxonomy,
     _non_empty_check(clean_products_full_depth, "clean_products_full_depth"),
     _non_empty_check(taxonomy_l3, "taxonomy_l3"),
+    _non_empty_check(taxonomy_full_depth, "taxonomy_full_depth"),
     _non_empty_check(products_experiment_l3, "products_experiment_l3"),
     _unique_ids_check(clean_products_full_depth, "clean_products_full_depth"),
     _unique_ids_check(products_experiment_l3, "products_experiment_l3"),

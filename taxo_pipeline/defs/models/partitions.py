@@ -1,5 +1,5 @@
-"""Partitions keyed by model ids, kept in sync with the catalogue: model x variant for the encoders,
-one per encoder (approaches that read both variants), one per NLI model, and reranker x retriever for
+"""Partitions keyed by model ids, kept in sync with the catalogue: model x category-document variant for
+the encoders, one per encoder (approaches that name the documents they read), one per NLI model, and reranker x retriever for
 reranking. Each approach's `partitioning` names one of them (taxo_pipeline/approaches/spec.py)."""
 
 from dataclasses import dataclass
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER
-from taxo_pipeline.retrieval.categories import VARIANTS
+from taxo_pipeline.retrieval.variants import VARIANTS
 from taxo_pipeline.sie.catalogue import Catalogue
 
 # One dynamic set of model ids for every encoder family (text and image), so a model added to the
