@@ -10,7 +10,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from taxo_pipeline.cli.predict import predict_command
+from taxo_pipeline.cli.arguments import approach_entry
+from taxo_pipeline.cli.predict import build_parser, run_predict
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.evaluation.metrics import hierarchical_prf
 from taxo_pipeline.evaluation.protocol import DEV, TEST, split_mask
@@ -258,7 +259,7 @@ def test_an_image_model_adds_its_image_scores_to_fusion_and_cascade(sie_server, 
 def test_predict_with_label_transfer_lets_every_labelled_product_vote(minilm, capsys):
     # a product outside the pool (the command line's) classified on the full-depth cascade plus the votes
     # of the 260 labelled products, with the vote weight cross-validated on them alone
-    predict = predict_command("label-transfer", "predict-label-transfer")
+    predict = approach_entry("label-transfer", "predict-label-transfer", build_parser, run_predict)
     assert predict(["--model", MINILM, "--title", "Panama hat", "--description", ROWS[0]["product_description"]]) == 0
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     ranked = [path for path, _ in lines if not path.endswith("_latency_ms")]
