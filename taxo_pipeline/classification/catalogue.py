@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from taxo_pipeline.dataset.products import CATALOGUE_COLUMNS, FORMATS, stable_ids
+from taxo_pipeline.dataset.products import CATALOGUE_COLUMNS, FORMATS, json_records, stable_ids
 from taxo_pipeline.errors import InputError
 
 ID_COLUMNS = ("product_id", "row_index", "split")
@@ -103,21 +102,12 @@ def _csv(path: Path) -> Iterator[pl.DataFrame]:
 def _jsonl(path: Path) -> Iterator[pl.DataFrame]:
     records: list[dict] = []
     columns: list[str] | None = None
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"products file {path}, line {number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict):
-                raise InputError(f"products file {path}, line {number}: expected a JSON object")
-            columns = columns or _check_columns(path, list(record))
-            records.append({c: None if record.get(c) is None else str(record.get(c)) for c in columns})
-            if len(records) == READ_BATCH:
-                yield pl.DataFrame(records, schema=dict.fromkeys(columns, pl.String))
-                records = []
+    for record in json_records(path):
+        columns = columns or _check_columns(path, list(record))
+        records.append({c: None if record.get(c) is None else str(record.get(c)) for c in columns})
+        if len(records) == READ_BATCH:
+            yield pl.DataFrame(records, schema=dict.fromkeys(columns, pl.String))
+            records = []
     if records:
         yield pl.DataFrame(records, schema=dict.fromkeys(columns, pl.String))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -63,8 +64,8 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         raise InputError(f"products file {path} is not a readable Parquet file: {exc}") from exc
 
 
-def _read_jsonl(path: Path) -> pl.DataFrame:
-    records = []
+def json_records(path: Path) -> Iterator[dict]:
+    """The JSON objects of a JSON Lines file, one at a time; a bad line is named by its number."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -75,7 +76,11 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
                 raise InputError(f"products file {path}, line {number}: not valid JSON ({exc.msg})") from exc
             if not isinstance(record, dict):
                 raise InputError(f"products file {path}, line {number}: expected a JSON object")
-            records.append(record)
+            yield record
+
+
+def _read_jsonl(path: Path) -> pl.DataFrame:
+    records = list(json_records(path))
     columns = sorted({key for record in records for key in record})
     return pl.DataFrame({c: [r.get(c) for r in records] for c in columns}, strict=False)
 
