@@ -8,26 +8,35 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from taxo_pipeline.approaches.spec import Classified
 from taxo_pipeline.classification.calibration import Calibration, features
 from taxo_pipeline.classification.catalogue import Shard, read_shards
+from taxo_pipeline.classification.evaluated import calibrate, choose
 from taxo_pipeline.classification.shards import (
     ShardRows,
     is_done,
     remove_beyond,
     restamp,
     run_directory,
+    shard_key,
     shard_path,
     shard_table,
     write_shard,
 )
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.files import file_sha256, write_atomic
+from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,64 @@ class CatalogueRun:
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+CATALOGUE_VAR = "TAXO_CATALOGUE"
+
+
+def size_setting(name: str, default: int) -> int:
+    """TAXO_SHARD_SIZE or TAXO_CLASSIFY_CHUNK: a positive whole number."""
+    text = os.environ.get(name) or str(default)
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"{name}: expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise InputError(f"{name}: expected a positive whole number, got {value}")
+    return value
+
+
+def catalogue_setting(products: str | None = None) -> Path:
+    """The catalogue the Dagster asset and sensor classify: the run config's, else TAXO_CATALOGUE."""
+    value = products or os.environ.get(CATALOGUE_VAR)
+    if not value:
+        raise InputError(f"no catalogue to classify: set {CATALOGUE_VAR} or the run config's `products`")
+    return Path(value).expanduser()
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What the user names (None: the leaderboard's best) and the run's sizes."""
+
+    approach: str | None = None
+    model: str | None = None
+    variant: str | None = None
+    top_k: int = 5
+    shard_size: int = 10_000
+    chunk_size: int = 2_048
+    part: int = 0
+    parts: int = 1
+
+
+def catalogue_name(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem) or "catalogue"
+
+
+def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: Choices) -> CatalogueRun:
+    """The catalogue run the evaluation in `warehouse` picks (the leaderboard's best among enabled models
+    unless named) with its calibration, written to calibration.json beside the shards."""
+    enabled = [spec.id for spec in load_catalogue().enabled()]
+    choice = choose(warehouse, enabled, choices.approach, choices.model, choices.variant)
+    log.info("classifying with %s (strict hF1 %.3f on the evaluation set)", choice.key, choice.strict_f1)
+    calibration = calibrate(warehouse, choice.key)
+    products = Path(products)
+    run = CatalogueRun(
+        products, catalogue_name(products), file_sha256(products)[:16], choice.key, calibration, data_dir,
+        choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts,
+    )  # fmt: skip
+    record = json.dumps({"key": choice.key.columns, **calibration.to_dict()}, indent=1)
+    write_atomic(run.directory / "calibration.json", lambda tmp: tmp.write_text(record))
+    return run
+
+
 @dataclass
 class Progress:
     shards: int = 0  # in the catalogue
@@ -84,26 +151,92 @@ def classify_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> Shard
     return ShardRows(ids, ranked, run.calibration.confidence(top1, margin), skipped)
 
 
+@dataclass(frozen=True)
+class ShardOutcome:
+    index: int
+    path: Path
+    products: int
+    classified: bool  # False: kept, already written from the same rows and settings
+    skipped: int = 0  # products that got no prediction
+    mean_confidence: float | None = None
+
+
+def keep_if_done(shard: Shard, run: CatalogueRun) -> bool:
+    """The shard's file holds its current rows under the run's settings: keep it, restamped with the
+    catalogue's current fingerprint (its rows are unchanged, the file it came from may not be)."""
+    path = shard_path(run.directory, shard.index)
+    if not is_done(path, shard.fingerprint, run.fingerprint):
+        return False
+    restamp(path, run.catalogue_fingerprint)
+    return True
+
+
+def run_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> ShardOutcome:
+    """One shard, as the command and the Dagster asset run it: kept if done, else classified and written."""
+    path, size = shard_path(run.directory, shard.index), shard.products.height
+    if keep_if_done(shard, run):
+        return ShardOutcome(shard.index, path, size, classified=False)
+    rows = classify_shard(shard, run, classify)
+    write_shard(path, shard_table(run.key, run.catalogue, run.catalogue_fingerprint, shard.index, rows), shard.fingerprint,
+                run.fingerprint)  # fmt: skip
+    answered = np.array([bool(r) for r in rows.ranked])
+    mean = float(rows.confidence[answered].mean()) if answered.any() else None
+    log.info("shard %d: %d products classified -> %s", shard.index, size, path)
+    return ShardOutcome(shard.index, path, size, True, int((~answered).sum()), mean)
+
+
+def in_part(index: int, run: CatalogueRun) -> bool:
+    return index % run.parts == run.part
+
+
 def classify_catalogue(run: CatalogueRun, classify: Classify) -> Progress:
     progress = Progress()
     for shard in read_shards(run.products, run.shard_size):
         progress.shards, progress.products = shard.index + 1, progress.products + shard.products.height
-        if shard.index % run.parts != run.part:
-            continue
-        path, fingerprint = shard_path(run.directory, shard.index), shard.fingerprint
-        if is_done(path, fingerprint, run.fingerprint):
-            restamp(path, run.catalogue_fingerprint)
-            progress.kept.append(shard.index)
-            continue
-        rows = classify_shard(shard, run, classify)
-        table = shard_table(run.key, run.catalogue, run.catalogue_fingerprint, shard.index, rows)
-        write_shard(path, table, fingerprint, run.fingerprint)
-        progress.classified.append(shard.index)
-        progress.classified_products += shard.products.height
-        log.info("shard %d: %d products classified -> %s", shard.index, shard.products.height, path)
-    if stale := remove_beyond(run.directory, progress.shards):
-        log.info("removed %d shard files beyond the catalogue's %d shards", len(stale), progress.shards)
+        if in_part(shard.index, run):
+            _count(progress, run_shard(shard, run, classify))
+    _remove_beyond(run, progress.shards)
     return progress
+
+
+def plan_shards(run: CatalogueRun) -> tuple[Progress, list[int]]:
+    """What a run of every shard would do, without classifying: unchanged shards of this part are kept
+    (and counted in the progress), the others returned as pending; files beyond the catalogue go."""
+    progress, pending = Progress(), []
+    for shard in read_shards(run.products, run.shard_size):
+        progress.shards, progress.products = shard.index + 1, progress.products + shard.products.height
+        if not in_part(shard.index, run):
+            continue
+        if keep_if_done(shard, run):
+            progress.kept.append(shard.index)
+        else:
+            pending.append(shard.index)
+    _remove_beyond(run, progress.shards)
+    return progress, pending
+
+
+def find_shard(run: CatalogueRun, index: int) -> Shard:
+    """Shard `index` of the catalogue (read up to it, so ids are checked across the shards before it)."""
+    count = 0
+    for shard in read_shards(run.products, run.shard_size):
+        if shard.index == index:
+            return shard
+        count = shard.index + 1
+    raise InputError(f"products file {run.products} has {count} shards of {run.shard_size} products: "
+                     f"shard {shard_key(index)} is not one of them")  # fmt: skip
+
+
+def _count(progress: Progress, outcome: ShardOutcome) -> None:
+    if outcome.classified:
+        progress.classified.append(outcome.index)
+        progress.classified_products += outcome.products
+    else:
+        progress.kept.append(outcome.index)
+
+
+def _remove_beyond(run: CatalogueRun, shards: int) -> None:
+    if stale := remove_beyond(run.directory, shards):
+        log.info("removed %d shard files beyond the catalogue's %d shards", len(stale), shards)
 
 
 def confidence_summary(calibration: Calibration) -> str:

@@ -39,8 +39,13 @@ def run_directory(data_dir: Path, catalogue: str, key: ResultKey) -> Path:
     return classifications_root(data_dir) / catalogue / f"{key.approach}--{model_slug(key.model)}{reranker}--{key.variant}"
 
 
+def shard_key(index: int) -> str:
+    """The shard's name in its file and its Dagster partition key."""
+    return f"{index:05d}"
+
+
 def shard_path(directory: Path, index: int) -> Path:
-    return directory / f"shard-{index:05d}.parquet"
+    return directory / f"shard-{shard_key(index)}.parquet"
 
 
 def is_done(path: Path, shard_fingerprint: str, run_fingerprint: str) -> bool:

@@ -1,0 +1,80 @@
+"""`catalogue_classifications`: one partition = one shard of the catalogue = one run. A thin wrapper of
+run_shard (the same per-shard function `classify-products` runs): a shard whose file already holds its
+rows under the same settings is kept, any other is classified and its Parquet file written atomically."""
+
+import dagster as dg
+from pydantic import Field
+
+from taxo_pipeline.classification.classifier import catalogue_classifier
+from taxo_pipeline.classification.run import (
+    CatalogueRun,
+    Choices,
+    catalogue_setting,
+    find_shard,
+    prepare_run,
+    run_shard,
+    size_setting,
+)
+from taxo_pipeline.classification.shards import VIEW, refresh_view
+from taxo_pipeline.defs.classify.partitions import catalogue_shards
+from taxo_pipeline.defs.ingest.assets import products_experiment_l3, taxonomy_full_depth, taxonomy_l3
+from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.sie.resource import SIEResource
+
+GROUP = "classify"
+
+
+class ClassifyConfig(dg.Config):
+    products: str | None = Field(default=None, description="The catalogue file (unset: TAXO_CATALOGUE).")
+    approach: str | None = Field(default=None, description="Approach (unset: the leaderboard's best).")
+    model: str | None = Field(default=None, description="Model id (unset: the best evaluated for the approach).")
+    variant: str | None = Field(default=None, description="Category documents (unset: the best evaluated).")
+    top_k: int = Field(default=5, gt=0, description="Candidates per product.")
+    shard_size: int | None = Field(default=None, gt=0, description="Products per shard (unset: TAXO_SHARD_SIZE, else 10000).")
+    chunk_size: int | None = Field(default=None, gt=0, description="Products classified at once (unset: TAXO_CLASSIFY_CHUNK, else 2048).")  # fmt: skip
+
+    def choices(self) -> Choices:
+        return Choices(
+            self.approach, self.model, self.variant, self.top_k,
+            self.shard_size or size_setting("TAXO_SHARD_SIZE", 10_000),
+            self.chunk_size or size_setting("TAXO_CLASSIFY_CHUNK", 2_048),
+        )  # fmt: skip
+
+
+def run_config(run: CatalogueRun) -> dict:
+    """The asset's run config for `run`'s shards, every choice explicit so each run shows what it ran."""
+    config = {"products": str(run.products), "approach": run.key.approach, "model": run.key.model,
+              "variant": run.key.variant, "top_k": run.top_k, "shard_size": run.shard_size, "chunk_size": run.chunk_size}  # fmt: skip
+    return {"ops": {"catalogue_classifications": {"config": config}}}
+
+
+@dg.asset(
+    partitions_def=catalogue_shards, group_name=GROUP, kinds={"sie", "parquet"},
+    deps=[products_experiment_l3, taxonomy_l3, taxonomy_full_depth],
+    description="A shard of the catalogue (TAXO_CATALOGUE or the run config's `products`) classified by the "
+    "leaderboard's best approach (or the one configured), with a calibrated confidence per product, written "
+    "to one Parquet file under data/classifications/ that the warehouse view `classifications` reads.",
+)  # fmt: skip
+def catalogue_classifications(
+    context: dg.AssetExecutionContext, config: ClassifyConfig, storage: StorageResource, sie: SIEResource
+) -> dg.MaterializeResult:
+    run = prepare_run(storage.warehouse(), storage.data_path(""), catalogue_setting(config.products), config.choices())
+    shard = find_shard(run, int(context.partition_key))
+    with sie.client(logger=context.log) as client:
+        outcome = run_shard(shard, run, catalogue_classifier(run, storage, client))
+    if not storage.warehouse().table_exists(VIEW):  # the view reads every shard file: created once
+        refresh_view(storage.warehouse(), storage.data_path(""))
+    context.log.info(f"shard {context.partition_key}: {'classified' if outcome.classified else 'kept'} -> {outcome.path}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": outcome.products,
+            "classified": outcome.classified,
+            "skipped_products": outcome.skipped,
+            **({"mean_confidence": outcome.mean_confidence} if outcome.mean_confidence is not None else {}),
+            "approach": run.key.approach,
+            "model": run.key.model,
+            "variant": run.key.variant,
+            "catalogue": str(run.products),
+            "path": dg.MetadataValue.path(str(outcome.path)),
+        }
+    )
