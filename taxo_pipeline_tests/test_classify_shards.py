@@ -1,7 +1,8 @@
 """Catalogue shards as Dagster partitions and runs, against the session SIE server (all-MiniLM-L6-v2):
 `classify-products` on full-depth documents, `classify-products --dagster` (one run per shard in the
 instance, kept shards start none), and the sensor watching TAXO_CATALOGUE (registers the shards, requests
-runs for new or changed shards only, drops the partitions of a shorter catalogue)."""
+runs for new or changed shards only, drops the partitions of a shorter catalogue); a shard run names a
+missing catalogue or a shard beyond it."""
 
 import dagster as dg
 import duckdb
@@ -121,3 +122,27 @@ def test_the_sensor_requests_runs_for_new_and_changed_shards_only(env, tmp_path,
         written = con.execute("SELECT shard, min(classified_at) FROM classifications WHERE catalogue = 'watched' "
                               "GROUP BY shard ORDER BY shard").fetchall()  # fmt: skip
     assert [shard for shard, _ in written] == [0, 1] and written[1][1] > written[0][1]  # shard 1 written again
+
+
+def _failure(instance, partition_key, run_config=None) -> str:
+    result = dg.materialize([*defs.assets], selection=[ASSET], instance=instance, resources=pipeline_resources(),
+                            partition_key=partition_key, run_config=run_config, raise_on_error=False)  # fmt: skip
+    assert not result.success
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def test_a_shard_run_without_a_catalogue_or_beyond_it_names_what_is_wrong(env, tmp_path, monkeypatch):
+    root, _ = env
+    monkeypatch.delenv("TAXO_CATALOGUE", raising=False)
+    path = catalogue(tmp_path / "short.csv", 3)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("catalogue_shard", ["00000", "00001"])
+        assert _failure(instance, "00000").endswith(
+            "no catalogue to classify: set TAXO_CATALOGUE or the run config's `products`")
+        config = {"ops": {"catalogue_classifications": {"config": {"products": str(path)}}}}
+        assert _failure(instance, "00001", config).endswith(
+            f"products file {path} has 1 shards of 10000 products: shard 00001 is not one of them")
+    assert not list((root / "data" / RUN_DIR.format("short")).glob("shard-*"))
