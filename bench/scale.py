@@ -185,20 +185,21 @@ def table(results: list[Result]) -> str:
 
 
 def evaluate() -> None:
-    """The data, both category indexes and the fused approaches for MiniLM on the sample: the evaluation
+    """The data, the three category indexes and the fused approaches for MiniLM on the sample: the evaluation
     classify-products picks its approach from and calibrates on."""
     import dagster as dg
 
     from taxo_pipeline.definitions import defs
     from taxo_pipeline.sie.resource import pipeline_resources
 
-    data = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3"]
+    data = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
+            "products_experiment_l3"]
     fused = [f"{a}_{k}" for a in ("hierarchical_cascade", "label_transfer") for k in ("predictions", "metrics")]
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("encoder_model", [MODEL])
     for selection, key in (
         ([*data, "category_embeddings"], dg.MultiPartitionKey({"model": MODEL, "variant": "full-path"})),
-        (["category_embeddings"], dg.MultiPartitionKey({"model": MODEL, "variant": "leaf"})),
+        *((["category_embeddings"], dg.MultiPartitionKey({"model": MODEL, "variant": v})) for v in ("leaf", "full-depth")),
         (fused, MODEL),
     ):
         result = dg.materialize([*defs.assets, *defs.asset_checks], selection=selection, instance=instance,
