@@ -3,8 +3,10 @@
 title-description on the sample; a SIGKILLed run resumes from the shards it wrote."""
 
 import json
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,6 +148,16 @@ def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, 
     assert by_id["tent"]["category"].startswith(f"{by_id['tent']['l2']} > ")  # a title alone is enough to classify
     assert by_id["hat"]["l2"] == "Apparel & Accessories > Clothing Accessories"
     assert all(0 < r["confidence"] < 1 for r in by_id.values())
+    # the confidence is the calibration the metrics asset stored for this key, applied to top-1 and margin
+    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+        w1, w2, bias, products, bins = con.execute(
+            "SELECT weight_top1, weight_margin, bias, products, reliability FROM calibrations "
+            "WHERE approach = 'title-description' AND variant = 'full-path'").fetchone()  # fmt: skip
+    assert products == 260 and sum(b["products"] for b in json.loads(bins)) == 260
+    for row in by_id.values():
+        (first, second, _) = json.loads(row["top_k"])
+        z = w1 * first["score"] + w2 * (first["score"] - second["score"]) + bias
+        assert row["confidence"] == pytest.approx(1 / (1 + math.exp(-z)))
     assert [len(json.loads(r["top_k"])) for r in by_id.values()] == [3, 3, 3]
     # run again: the shard is kept, and the same rows go to JSON Lines and Parquet
     for name in ("out.jsonl", "out.parquet"):
@@ -209,3 +221,18 @@ def test_a_killed_run_resumes_from_its_shards_and_a_changed_shard_reruns_alone(e
         stamped = con.execute("SELECT count(*), count(DISTINCT catalogue_fingerprint) FROM classifications "
                               "WHERE catalogue = 'big'").fetchall()  # fmt: skip
     assert stamped == [(600, 1)]  # the kept shards carry the changed catalogue's fingerprint too
+
+
+def test_a_warehouse_without_the_calibration_says_to_run_the_main_job(evaluated, monkeypatch, tmp_path, capsys):
+    root, environment = evaluated
+    older = tmp_path / "older.duckdb"  # as a warehouse scored before calibrations were stored
+    shutil.copy(environment["TAXO_WAREHOUSE"], older)
+    with duckdb.connect(str(older)) as con:
+        con.execute("DROP TABLE calibrations")
+    _env(monkeypatch, {**environment, "TAXO_WAREHOUSE": str(older)})
+    catalogue = _csv(tmp_path / "cat.csv", [("a", "Straw hat", "")])
+    assert classify_products(["--products", str(catalogue)]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"no confidence calibration of title-description {MINILM} full-path in {older}: "
+        "run `taxo-pipeline materialize` first"
+    )

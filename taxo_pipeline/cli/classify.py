@@ -6,7 +6,6 @@ every row to one Parquet, CSV or JSON Lines file."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -21,14 +20,14 @@ import polars as pl
 from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.spec import ClassifyRequest
-from taxo_pipeline.classification.evaluated import calibrate, choose
+from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.classification.run import CatalogueRun, Progress, classify_catalogue, confidence_summary
 from taxo_pipeline.classification.shards import export, refresh_view, shard_files
 from taxo_pipeline.cli.arguments import positive_int
 from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_l3
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.files import file_sha256, write_atomic
+from taxo_pipeline.files import file_sha256
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue, validate_model_id
 from taxo_pipeline.sie.client import InferenceClient
@@ -92,14 +91,12 @@ def run_classify(args: argparse.Namespace) -> int:
     choice = choose(warehouse, enabled, args.approach, args.model, args.variant)
     approach, key = approach_named(choice.key.approach), choice.key
     log.info("classifying with %s (strict hF1 %.3f on the evaluation set)", key, choice.strict_f1)
-    calibration = calibrate(warehouse, key)
+    calibration = load_calibration(warehouse, key)
     print(confidence_summary(calibration), file=sys.stderr)
     run = CatalogueRun(
         args.products, _catalogue_name(args.products), file_sha256(args.products)[:16], key, calibration, data_dir,
         args.top_k, args.shard_size, args.chunk_size, *args.part,
     )  # fmt: skip
-    write_atomic(run.directory / "calibration.json",
-                 lambda tmp: tmp.write_text(json.dumps({"key": key.columns, **calibration.to_dict()}, indent=1)))  # fmt: skip
     taxonomy = load_taxonomy_l3(store)
     family = {spec.id: spec.family for spec in catalogue}.get(key.model, "text")
     started = time.perf_counter()
