@@ -25,7 +25,7 @@ from taxo_pipeline.classification.run import CatalogueRun, Progress, classify_ca
 from taxo_pipeline.classification.shards import export, refresh_view, shard_files
 from taxo_pipeline.cli.arguments import positive_int
 from taxo_pipeline.cli.common import run_command
-from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_l3
+from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.files import file_sha256
 from taxo_pipeline.resources import StorageResource
@@ -103,7 +103,7 @@ def run_classify(args: argparse.Namespace) -> int:
     with ensure_sie(models=[m for m in (key.model, key.reranker) if m], logger=log) as url:
         with InferenceClient(url, cache=EmbeddingCache(warehouse), logger=log) as client:
             request = ClassifyRequest(
-                pl.DataFrame(), taxonomy, Evidence(client, store.index_path(), taxonomy), key.model, key.variant,
+                pl.DataFrame(), taxonomy, Evidence(client, store.index_path(), taxonomy, load_taxonomy_full_depth(store, key.variant)), key.model, key.variant,
                 family, key.reranker, args.top_k, approach.batch_size,
                 labelled=load_experiment(store) if approach.needs_labels else None,
             )  # fmt: skip
