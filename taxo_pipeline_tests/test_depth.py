@@ -189,6 +189,17 @@ def test_results_record_their_depth_and_an_older_warehouse_reads_as_depth_3(tmp_
     assert list(load_metrics(warehouse, new)[0]["strict"]["macro"]) == ["l1", "l2", "l3", "l4", "l5"]
 
 
+def test_a_fresh_warehouse_gets_the_depth_column_with_its_first_rows(tmp_path):
+    warehouse = Warehouse(tmp_path / "taxo.duckdb")
+    key = ResultKey("text-retrieval", "org/model", "full-path", dataset="fresh")
+    assert save_results(warehouse, key, ["1"], [[(P1, 0.9)]], {}, products=1, scope="full", depth=5) == 1
+    save_metrics(warehouse, key, evaluate_paths([P1], [T1], [[]], 5), 1, {"request_count": 0}, "zero-shot",
+                 "hierarchical", 5)  # fmt: skip
+    with warehouse.connect(read_only=True) as con:
+        assert con.execute("SELECT DISTINCT depth FROM metrics UNION ALL SELECT depth FROM datasets").fetchall() == [
+            ("5",), ("5",)]  # fmt: skip
+
+
 # Evaluates the automation once more with the saved cursor, in a process whose definitions were loaded at
 # the depth its environment says (code versions are fixed when the definitions load, as in `dagster dev`).
 _NEXT_TICK = """

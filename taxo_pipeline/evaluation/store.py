@@ -70,7 +70,8 @@ def latency_rows(key: ResultKey, requests: Mapping[str, Sequence[LatencyRecord]]
 def add_depth_column(con, table: str) -> None:
     """Inside the caller's transaction: give an older warehouse's `table` its depth column; every row
     written before the depth was a setting is depth 3, the column's default."""
-    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]:
+    # fetchall: a result left unfinished blocks the caller's next register() on this connection
+    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]:
         con.execute(f"ALTER TABLE \"{table}\" ADD COLUMN IF NOT EXISTS {DEPTH} VARCHAR DEFAULT '{MAX_LEVEL}'")
 
 
