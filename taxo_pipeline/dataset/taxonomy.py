@@ -100,7 +100,7 @@ class TaxonomyL3:
     @property
     def name(self) -> str:
         """How messages name it: `L3 taxonomy`, `full taxonomy`, `L5 taxonomy`."""
-        return f"{depth_suffix(self.depth).upper() if self.depth else FULL} taxonomy"
+        return f"{FULL if self.depth is None else f'L{self.depth}'} taxonomy"
 
     def trim(self, path: str) -> str:
         return trim_path(path, self.depth)
