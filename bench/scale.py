@@ -8,6 +8,7 @@ the rate of raw in-process sentence-transformers encoding of the same texts (mea
 of them); then 1, 2 and 4 concurrent `--part` runs on one catalogue.
 
     uv run python bench/scale.py [--sizes 2000,10000,100000] [--concurrency 1,2,4] [--concurrency-size 1000]
+        [--description-chars N]
 
 Everything happens in a temporary folder, after an evaluation of the fused approaches on the sample.
 """
@@ -37,9 +38,10 @@ RAW_TEXTS = 2_000
 log = logging.getLogger("bench.scale")
 
 
-def synthetic_catalogue(path: Path, size: int, salt: str = "") -> Path:
+def synthetic_catalogue(path: Path, size: int, salt: str = "", description_chars: int | None = None) -> Path:
     """`size` products with unique texts: title a + description b (each pair once) + a variant word, so no
-    text is a sample row's (those are in the embedding cache after the evaluation)."""
+    text is a sample row's (those are in the embedding cache after the evaluation). `description_chars`
+    cuts every description, for short-text catalogues (cheaper to encode, same pipeline)."""
     sample = pl.read_ndjson(SAMPLE).select("product_title", "product_description").fill_null("")
     titles, descriptions = sample["product_title"].to_list(), sample["product_description"].to_list()
     pairs = len(titles) * len(descriptions)
@@ -49,7 +51,7 @@ def synthetic_catalogue(path: Path, size: int, salt: str = "") -> Path:
     for i in range(size):
         a, b, w = i % len(titles), (i // len(titles) + i) % len(descriptions), i // pairs
         title = " ".join(filter(None, (titles[a], WORDS[w], salt)))
-        rows.append((f"s{salt}{i:07d}", title, descriptions[b]))
+        rows.append((f"s{salt}{i:07d}", title, descriptions[b][:description_chars]))
     pl.DataFrame(rows, schema=["product_id", "product_title", "product_description"], orient="row").write_parquet(path)
     return path
 
@@ -185,20 +187,21 @@ def table(results: list[Result]) -> str:
 
 
 def evaluate() -> None:
-    """The data, both category indexes and the fused approaches for MiniLM on the sample: the evaluation
+    """The data, the three category indexes and the fused approaches for MiniLM on the sample: the evaluation
     classify-products picks its approach from and calibrates on."""
     import dagster as dg
 
     from taxo_pipeline.definitions import defs
     from taxo_pipeline.sie.resource import pipeline_resources
 
-    data = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3"]
+    data = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
+            "products_experiment_l3"]
     fused = [f"{a}_{k}" for a in ("hierarchical_cascade", "label_transfer") for k in ("predictions", "metrics")]
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("encoder_model", [MODEL])
     for selection, key in (
         ([*data, "category_embeddings"], dg.MultiPartitionKey({"model": MODEL, "variant": "full-path"})),
-        (["category_embeddings"], dg.MultiPartitionKey({"model": MODEL, "variant": "leaf"})),
+        *((["category_embeddings"], dg.MultiPartitionKey({"model": MODEL, "variant": v})) for v in ("leaf", "full-depth")),
         (fused, MODEL),
     ):
         result = dg.materialize([*defs.assets, *defs.asset_checks], selection=selection, instance=instance,
@@ -211,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="2000,10000,100000")
     parser.add_argument("--concurrency", default="1,2,4")
     parser.add_argument("--concurrency-size", type=int, default=1000)
+    parser.add_argument("--description-chars", type=int, help="cut descriptions to this many characters (default: whole)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     from taxo_pipeline.sie.server import ensure_sie
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SIE_BASE_URL"] = url
         evaluate()
         for size in (int(s) for s in args.sizes.split(",") if s):
-            catalogue = synthetic_catalogue(work / f"catalogue-{size}.parquet", size)
+            catalogue = synthetic_catalogue(work / f"catalogue-{size}.parquet", size, description_chars=args.description_chars)
             result = classify(f"{size:,} products", catalogue, work)
             result.raw_per_s = raw_rate(catalogue)
             results.append(result)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, Depth, depth_suffix, parse_depth
+from taxo_pipeline.errors import InputError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 PRODUCTS_URL = (
@@ -55,3 +58,34 @@ def products_source() -> str:
 def taxonomy_source() -> str:
     """Shopify categories.txt: a local path or URL (TAXO_TAXONOMY, default Shopify's main branch)."""
     return os.environ.get("TAXO_TAXONOMY") or TAXONOMY_URL
+
+
+def taxonomy_depth() -> Depth:
+    """Levels the taxonomy and the labels are trimmed to (TAXO_DEPTH: 3, the reference's, by default;
+    `full` for every level, None; or a positive whole number)."""
+    value = os.environ.get("TAXO_DEPTH", "").strip()
+    if not value:
+        return MAX_LEVEL
+    try:
+        return parse_depth(value)
+    except ValueError:
+        raise InputError(
+            f"TAXO_DEPTH={value!r} is not a taxonomy depth: expected 3 (the default), full, "
+            "or a positive whole number of levels"
+        ) from None
+
+
+def _at_depth(reference_name: str, depth: Depth) -> str:
+    # The reference's names at depth 3; other depths get their own files, so switching back and
+    # forth never overwrites the other depth's tables.
+    return reference_name.replace("-l3.", f"-{depth_suffix(depth)}.")
+
+
+def taxonomy_file(depth: Depth) -> str:
+    """The trimmed taxonomy's Parquet file: shopify-taxonomy-l3.parquet at depth 3, -full, -l5 ..."""
+    return _at_depth(TAXONOMY_L3_FILE, depth)
+
+
+def experiment_file(depth: Depth) -> str:
+    """The evaluation table's Parquet file: shopify-products-experiment-l3.parquet at depth 3, -full ..."""
+    return _at_depth(EXPERIMENT_L3_FILE, depth)

@@ -3,8 +3,10 @@
 title-description on the sample; a SIGKILLed run resumes from the shards it wrote."""
 
 import json
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,9 +28,10 @@ from taxo_pipeline.sie.resource import pipeline_resources
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
-EVALUATED = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
+EVALUATED = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
+             "products_experiment_l3",
              "category_embeddings", "title_description_predictions", "title_description_metrics"]  # fmt: skip
-RUN_DIR = "classifications/{}/title-description--sentence-transformers__all-MiniLM-L6-v2--full-path"
+RUN_DIR = "classifications/{}/title-description--sentence-transformers__all-MiniLM-L6-v2--full-depth"
 
 
 def _csv(path, rows):
@@ -87,7 +90,8 @@ def test_platt_scaling_recovers_the_accuracy_of_each_score_level():
 
 @pytest.fixture(scope="module")
 def evaluated(sie_server, test_catalogue, tmp_path_factory):
-    """A workspace where title-description MiniLM full-path has been evaluated on the sample."""
+    """A workspace where title-description MiniLM full-depth (the documents the best approaches read) has been
+    evaluated on the sample."""
     root = tmp_path_factory.mktemp("classify")
     environment = {"TAXO_DATA_DIR": root / "data", "TAXO_WAREHOUSE": root / "warehouse.duckdb",
                    "TAXO_PRODUCTS": SAMPLE_PRODUCTS, "TAXO_TAXONOMY": TAXONOMY, "TAXO_MODELS": test_catalogue,
@@ -98,7 +102,7 @@ def evaluated(sie_server, test_catalogue, tmp_path_factory):
         instance.add_dynamic_partitions("encoder_model", [MINILM])
         run = dg.materialize(
             [*defs.assets, *defs.asset_checks], selection=EVALUATED, instance=instance, resources=pipeline_resources(),
-            partition_key=dg.MultiPartitionKey({"model": MINILM, "variant": "full-path"}),
+            partition_key=dg.MultiPartitionKey({"model": MINILM, "variant": "full-depth"}),
         )  # fmt: skip
         assert run.success
     return root, {k: str(v) for k, v in environment.items()}
@@ -146,6 +150,16 @@ def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, 
     assert by_id["tent"]["category"].startswith(f"{by_id['tent']['l2']} > ")  # a title alone is enough to classify
     assert by_id["hat"]["l2"] == "Apparel & Accessories > Clothing Accessories"
     assert all(0 < r["confidence"] < 1 for r in by_id.values())
+    # the confidence is the calibration the metrics asset stored for this key, applied to top-1 and margin
+    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+        w1, w2, bias, products, bins = con.execute(
+            "SELECT weight_top1, weight_margin, bias, products, reliability FROM calibrations "
+            "WHERE approach = 'title-description' AND variant = 'full-depth'").fetchone()  # fmt: skip
+    assert products == 260 and sum(b["products"] for b in json.loads(bins)) == 260
+    for row in by_id.values():
+        (first, second, _) = json.loads(row["top_k"])
+        z = w1 * first["score"] + w2 * (first["score"] - second["score"]) + bias
+        assert row["confidence"] == pytest.approx(1 / (1 + math.exp(-z)))
     assert [len(json.loads(r["top_k"])) for r in by_id.values()] == [3, 3, 3]
     # run again: the shard is kept, and the same rows go to JSON Lines and Parquet
     for name in ("out.jsonl", "out.parquet"):
@@ -158,7 +172,7 @@ def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, 
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
         view = con.execute("SELECT approach, model, variant, count(*), count(DISTINCT catalogue_fingerprint) "
                            "FROM classifications WHERE catalogue = 'tiny' GROUP BY ALL").fetchall()  # fmt: skip
-    assert view == [("title-description", MINILM, "full-path", 3, 1)]
+    assert view == [("title-description", MINILM, "full-depth", 3, 1)]
 
 
 def _catalogue(path, size, changed=None):
@@ -209,3 +223,18 @@ def test_a_killed_run_resumes_from_its_shards_and_a_changed_shard_reruns_alone(e
         stamped = con.execute("SELECT count(*), count(DISTINCT catalogue_fingerprint) FROM classifications "
                               "WHERE catalogue = 'big'").fetchall()  # fmt: skip
     assert stamped == [(600, 1)]  # the kept shards carry the changed catalogue's fingerprint too
+
+
+def test_a_warehouse_without_the_calibration_says_to_run_the_main_job(evaluated, monkeypatch, tmp_path, capsys):
+    root, environment = evaluated
+    older = tmp_path / "older.duckdb"  # as a warehouse scored before calibrations were stored
+    shutil.copy(environment["TAXO_WAREHOUSE"], older)
+    with duckdb.connect(str(older)) as con:
+        con.execute("DROP TABLE calibrations")
+    _env(monkeypatch, {**environment, "TAXO_WAREHOUSE": str(older)})
+    catalogue = _csv(tmp_path / "cat.csv", [("a", "Straw hat", "")])
+    assert classify_products(["--products", str(catalogue)]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"no confidence calibration of title-description {MINILM} full-depth in {older}: "
+        "run `taxo-pipeline materialize` first"
+    )

@@ -1,12 +1,11 @@
 """Catalogue shards as Dagster partitions and runs, against the session SIE server (all-MiniLM-L6-v2):
-`classify-products` on full-depth documents, `classify-products --dagster` (one run per shard in the
+`classify-products --dagster` (one run per shard in the
 instance, kept shards start none), and the sensor watching TAXO_CATALOGUE (registers the shards, requests
 runs for new or changed shards only, drops the partitions of a shorter catalogue); a shard run names a
 missing catalogue or a shard beyond it."""
 
 import dagster as dg
 import duckdb
-import polars as pl
 import pytest
 
 from taxo_pipeline.cli.classify import classify_products
@@ -38,22 +37,6 @@ def _rows(environment, name):
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
         return con.execute("SELECT count(*), count(DISTINCT product_id) FROM classifications WHERE catalogue = ?",
                            [name]).fetchone()  # fmt: skip
-
-
-def test_the_command_classifies_with_full_depth_documents(env, tmp_path, capsys):
-    _, environment = env
-    path = tmp_path / "pets.csv"
-    pl.DataFrame({"product_id": ["case", "leash", "toy"],
-                  "product_title": ["Hard-shell suitcase", "Dog leash", "Cat toy"],
-                  "product_description": ["A carry-on suitcase with four wheels.", "A nylon leash for dogs.",
-                                          "A feather teaser wand for cats."]}).write_csv(path)  # fmt: skip
-    assert classify_products(["--products", str(path), "--output", str(tmp_path / "out.parquet")]) == 0
-    assert "3 products in 1 shards; this run classified 3 products in shards [0]" in capsys.readouterr().out
-    rows = pl.read_parquet(tmp_path / "out.parquet")
-    assert rows["variant"].unique().to_list() == ["full-depth"]
-    assert rows["l1"].to_list() == ["Luggage & Bags", "Animals & Pet Supplies", "Animals & Pet Supplies"]
-    assert rows["category"][2].startswith("Animals & Pet Supplies > Pet Supplies > Cat Supplies")
-    assert all(0 < c < 1 for c in rows["confidence"])
 
 
 def test_classify_products_dagster_runs_one_partition_per_new_shard(env, tmp_path, capsys):

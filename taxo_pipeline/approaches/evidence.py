@@ -1,6 +1,7 @@
 """What classifiers read from the models: vectors, scores and labels through one SIE client (and its
 embedding cache), with every request's latency kept by stage so each approach reports its own.
-Category scores are always per L1-L3 node, whatever the variant's documents (retrieval/variants.py)."""
+Category scores are always per node of the taxonomy at its depth (L1-L3 by default), whatever the variant's
+documents (retrieval/variants.py)."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ class Evidence:
         return top_k(nodes, self.taxonomy.paths, k)
 
     def category_index(self, model: str, variant: str) -> CategoryIndex:
-        index = CategoryIndex(self.index_dir, model_slug(model), variant)
+        index = CategoryIndex(self.index_dir, model_slug(model), variant, self.taxonomy.depth)
         if not index.count():
             raise LookupError(
                 f"no category index for {model} {variant} in {index.directory}: "

@@ -1,6 +1,6 @@
-"""`hierarchical-cascade`: title + description scores against the full-depth documents (each L1-L3 node
-scored by the best document of its full-taxonomy subtree; an image model adds its image scores as score
-fusion does), decoded through the taxonomy. A node's score is half its own, half its subtree's best; a
+"""`hierarchical-cascade`: title + description scores against the full-depth documents (each node of the
+taxonomy at TAXO_DEPTH, L1-L3 by default, scored by the best document of its full-taxonomy subtree; an
+image model adds its image scores as score fusion does), decoded through the taxonomy level by level. A node's score is half its own, half its subtree's best; a
 path's score is the mean over its levels, and the best path wins (taxo_pipeline/retrieval/cascade.py).
 The hard greedy cascade is reported beside it.
 
@@ -39,7 +39,8 @@ def classify(request: ClassifyRequest) -> Classified:
 
 APPROACH = Approach(
     name="hierarchical-cascade",
-    description="Full-depth scores decoded L1 -> L2 -> L3 with aggregated node scores and the soft path rule.",
+    description="Full-depth scores decoded L1 -> L2 -> ... to the taxonomy's depth with aggregated node scores and "
+    "the soft path rule.",
     classify=classify,
     partitioning=MODEL,
     families=("text", "image"),

@@ -1,20 +1,25 @@
 """What the evaluation tells a catalogue run: which approach, model and variant to use (the
 leaderboard's best on the current full dataset among enabled models, unless named), and the
-approach's stored predictions with ground truth to calibrate its confidence on."""
+confidence calibration fitted on the approach's stored predictions when it was scored (table
+`calibrations`, one row per result key)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 
 from taxo_pipeline.classification.calibration import Calibration, features, fit_calibration
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.evaluation.keys import ResultKey, where
 from taxo_pipeline.evaluation.views import CURRENT_DATASET
 from taxo_pipeline.warehouse import Warehouse
 
 RUN_MAIN_JOB = "run `taxo-pipeline materialize` first"
+CALIBRATIONS = "calibrations"
 
 
 @dataclass(frozen=True)
@@ -68,3 +73,30 @@ def calibrate(warehouse: Warehouse, key: ResultKey) -> Calibration:
         raise InputError(f"no stored predictions of {key} on the evaluation set to calibrate on: {RUN_MAIN_JOB}")
     top1, margin = features([[("", s) for s in scores] for _, scores, _ in rows])
     return fit_calibration([r[0] for r in rows], top1, margin, np.array([bool(r[2]) for r in rows]))
+
+
+def save_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
+    """Fit the key's calibration and replace its row in `calibrations` (one transaction)."""
+    calibration = calibrate(warehouse, key)
+    row = {**{c: [v] for c, v in key.columns.items()}, "products": [calibration.products],
+           "accuracy": [calibration.accuracy], "weight_top1": [calibration.weights[0]],
+           "weight_margin": [calibration.weights[1]], "bias": [calibration.bias],
+           "reliability": [json.dumps(calibration.reliability)], "fitted_at": [datetime.now(UTC)]}  # fmt: skip
+    warehouse.replace_partition(CALIBRATIONS, key.columns, pa.table(row))
+    return calibration
+
+
+def load_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
+    """The calibration stored when the key was scored."""
+    condition, params = where(key)
+    row = None
+    if warehouse.table_exists(CALIBRATIONS):
+        with warehouse.connect(read_only=True) as con:
+            row = con.execute(
+                f"SELECT weight_top1, weight_margin, bias, products, accuracy, reliability FROM {CALIBRATIONS} "
+                f"WHERE {condition}",
+                params,
+            ).fetchone()
+    if row is None:
+        raise InputError(f"no confidence calibration of {key} in {warehouse.path}: {RUN_MAIN_JOB}")
+    return Calibration((row[0], row[1]), row[2], row[3], row[4], tuple(json.loads(row[5])))

@@ -20,7 +20,7 @@ import polars as pl
 from taxo_pipeline.approaches.spec import Classified
 from taxo_pipeline.classification.calibration import Calibration, features
 from taxo_pipeline.classification.catalogue import Shard, read_shards
-from taxo_pipeline.classification.evaluated import calibrate, choose
+from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.classification.shards import (
     ShardRows,
     is_done,
@@ -34,7 +34,7 @@ from taxo_pipeline.classification.shards import (
 )
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
-from taxo_pipeline.files import file_sha256, write_atomic
+from taxo_pipeline.files import file_sha256
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.warehouse import Warehouse
 
@@ -111,19 +111,16 @@ def catalogue_name(path: Path) -> str:
 
 def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: Choices) -> CatalogueRun:
     """The catalogue run the evaluation in `warehouse` picks (the leaderboard's best among enabled models
-    unless named) with its calibration, written to calibration.json beside the shards."""
+    unless named), with the calibration stored when that approach was scored."""
     enabled = [spec.id for spec in load_catalogue().enabled()]
     choice = choose(warehouse, enabled, choices.approach, choices.model, choices.variant)
     log.info("classifying with %s (strict hF1 %.3f on the evaluation set)", choice.key, choice.strict_f1)
-    calibration = calibrate(warehouse, choice.key)
+    calibration = load_calibration(warehouse, choice.key)
     products = Path(products)
-    run = CatalogueRun(
+    return CatalogueRun(
         products, catalogue_name(products), file_sha256(products)[:16], choice.key, calibration, data_dir,
         choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts,
     )  # fmt: skip
-    record = json.dumps({"key": choice.key.columns, **calibration.to_dict()}, indent=1)
-    write_atomic(run.directory / "calibration.json", lambda tmp: tmp.write_text(record))
-    return run
 
 
 @dataclass

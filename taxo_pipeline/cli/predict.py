@@ -69,12 +69,13 @@ def _prepare(approach: Approach, args: argparse.Namespace, store: StorageResourc
     """Build what the approach reads when this folder lacks it: the tables, and its partition's
     category indexes (the approach's own predictions are not needed)."""
     ops = source_run_config(args.products, args.taxonomy)
-    tables = (settings.EXPERIMENT_L3_FILE, settings.TAXONOMY_FULL_DEPTH_FILE)
+    depth = settings.taxonomy_depth()
+    tables = (settings.experiment_file(depth), settings.TAXONOMY_FULL_DEPTH_FILE)
     if args.products or args.taxonomy or not all(store.data_path(t).exists() for t in tables):
         materialize(dg.AssetSelection.groups(DATA_GROUP), sie_url=None, ops_config=ops, storage=store)
     for run in evaluation_runs(approach, partition_models(args))[:-1]:
         model, variant = run.models.model, run.models.variant
-        if run.selection == [INDEX_KEY] and not CategoryIndex(store.index_path(), model_slug(model), variant).count():
+        if run.selection == [INDEX_KEY] and not CategoryIndex(store.index_path(), model_slug(model), variant, depth).count():
             log.info("no index for %s %s in %s: building it", model, variant, store.index_path())
             materialize(run.selection, sie_url=url, ops_config=ops, storage=store,
                         partition_key=partition_key(run.partitioning, run.models),

@@ -1,4 +1,5 @@
-"""Shopify taxonomy: parse categories.txt and build the L3 taxonomy (seed-rules.md)."""
+"""Shopify taxonomy: parse categories.txt and build the taxonomy trimmed to a depth: L3, the reference's
+(seed-rules.md), or any number of levels (TAXO_DEPTH)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pyarrow as pa
 from taxo_pipeline.errors import InputError
 
 SEPARATOR = " > "
-MAX_LEVEL = 3
+MAX_LEVEL = 3  # the reference's depth, and the default
+FULL = "full"  # every level: no trimming
+Depth = int | None  # levels kept; None: every level
 GID_FORM = "gid://shopify/TaxonomyCategory/<id>"
 GID_RE = re.compile(r"gid://shopify/TaxonomyCategory/[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
 _BAD_NAME_CHARS = re.compile(r"[<>\x00-\x1f\x7f]")
@@ -57,18 +60,50 @@ def split_path(path: str) -> list[str]:
     return [part.strip() for part in path.split(SEPARATOR)]
 
 
-def trim_path(path: str, max_level: int = MAX_LEVEL) -> str:
-    """Keep the first `max_level` nodes of a path."""
+def trim_path(path: str, max_level: Depth = MAX_LEVEL) -> str:
+    """Keep the first `max_level` nodes of a path (every node for None)."""
     return SEPARATOR.join(split_path(path)[:max_level])
+
+
+def parse_depth(value: str) -> Depth:
+    """`full` (None) or a positive whole number of levels; ValueError otherwise."""
+    text = value.strip().lower()
+    if text == FULL:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise ValueError(f"expected {FULL} or a positive whole number of levels, got {value!r}")
+    return int(text)
+
+
+def depth_label(depth: Depth) -> str:
+    """The depth as TAXO_DEPTH spells it (`3`, `full`): the `depth` column of the result tables."""
+    return FULL if depth is None else str(depth)
+
+
+def depth_suffix(depth: Depth) -> str:
+    """The depth in file and table names: `l3` (the reference's names), `full`, `l5` ..."""
+    return FULL if depth is None else f"l{depth}"
 
 
 @dataclass(frozen=True)
 class TaxonomyL3:
-    paths: list[str]  # sorted, unique, L1 and L2 nodes included
+    """The taxonomy trimmed to `depth` levels (L3 unless TAXO_DEPTH says otherwise); the name is the
+    reference's, whose depth is the default."""
+
+    paths: list[str]  # sorted, unique, every ancestor node included
+    depth: Depth = MAX_LEVEL
 
     @classmethod
-    def from_categories(cls, categories: list[str]) -> TaxonomyL3:
-        return cls(sorted({trim_path(c) for c in categories}))
+    def from_categories(cls, categories: list[str], depth: Depth = MAX_LEVEL) -> TaxonomyL3:
+        return cls(sorted({trim_path(c, depth) for c in categories}), depth)
+
+    @property
+    def name(self) -> str:
+        """How messages name it: `L3 taxonomy`, `full taxonomy`, `L5 taxonomy`."""
+        return f"{FULL if self.depth is None else f'L{self.depth}'} taxonomy"
+
+    def trim(self, path: str) -> str:
+        return trim_path(path, self.depth)
 
     def level_counts(self) -> dict[int, int]:
         return level_counts(self.paths)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from taxo_pipeline.classification.calibration import Calibration
 from taxo_pipeline.evaluation.charts import Bar, bar_chart, markdown_image
 from taxo_pipeline.evaluation.store import headline_f1
 from taxo_pipeline.warehouse import Warehouse
@@ -76,3 +77,15 @@ def _approach_label(approach: str, reranker: str | None, variant: str, scope: st
     if scope == "macro_l1":
         return f"{approach} (L1 F1)"
     return f"{approach} + {reranker} ({variant})" if reranker else f"{approach} ({variant})"
+
+
+def calibration_metadata(calibration: Calibration) -> dict[str, dg.MetadataValue]:
+    """Held-out reliability of the confidence classify-products will give: where to set a threshold."""
+    bins = pl.DataFrame(list(calibration.reliability)).select(
+        pl.format("{}-{}", pl.col("low").round(1), pl.col("high").round(1)).alias("confidence"),
+        "products", pl.col("predicted").round(3), pl.col("observed").round(3),
+    )  # fmt: skip
+    return {
+        "top1_accuracy": dg.MetadataValue.float(calibration.accuracy),
+        "calibration_reliability": dg.MetadataValue.md(markdown_table(bins)),
+    }

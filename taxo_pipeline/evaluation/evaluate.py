@@ -10,6 +10,7 @@ from taxo_pipeline.evaluation.keys import ResultKey, product_set_fingerprint
 from taxo_pipeline.evaluation.metrics import evaluate_l1, evaluate_paths
 from taxo_pipeline.evaluation.store import (
     FULL,
+    dataset_depth,
     latency,
     latency_per_product,
     save_metrics,
@@ -32,10 +33,11 @@ def classify_and_store(
     """Classify `request.products`, then replace the key's predictions and latencies for that product
     set (`full`: the whole evaluation table, else a subset such as --limit's) in one transaction."""
     classified = approach.classify(request)
-    key = key.on(product_set_fingerprint(request.products))
+    depth = request.taxonomy.depth
+    key = key.on(product_set_fingerprint(request.products, depth))
     rows = save_results(
         warehouse, key, classified.product_ids, classified.ranked, request.evidence.requests,
-        products=request.products.height, scope=FULL if full else "subset",
+        products=request.products.height, scope=FULL if full else "subset", depth=depth,
     )  # fmt: skip
     return Stored(key, classified, rows)
 
@@ -56,13 +58,14 @@ def score_and_store(warehouse: Warehouse, approach: Approach, key: ResultKey, l1
     predictions = scored["prediction"].to_list()
     truths = scored["ground_truth_category"].to_list()
     potentials = scored["potential_product_categories"].to_list()
+    depth = dataset_depth(warehouse, key.dataset)
     if approach.headline == L1:
         result = evaluate_l1(predictions, truths, potentials, l1_labels)
     else:
-        result = evaluate_paths(predictions, truths, potentials)
+        result = evaluate_paths(predictions, truths, potentials, depth)
     latency_block = {**latency(warehouse, key, approach.stage),
                      "per_product": latency_per_product(warehouse, key, scored.height)}  # fmt: skip
-    save_metrics(warehouse, key, result, scored.height, latency_block, approach.evaluation, approach.headline)
+    save_metrics(warehouse, key, result, scored.height, latency_block, approach.evaluation, approach.headline, depth)
     return Scored(result, scored.height, latency_block)
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, Depth, depth_label
+
 # The evaluation tables' key columns, in this order.
 KEY_COLUMNS = ("approach", "model", "reranker", "variant", "dataset")
 
@@ -45,12 +47,15 @@ def where(key: ResultKey, table: str | None = None) -> tuple[str, list]:
     return " AND ".join(f'{prefix}"{c}" IS NOT DISTINCT FROM ?' for c in KEY_COLUMNS), list(key.columns.values())
 
 
-def product_set_fingerprint(products: pl.DataFrame) -> str:
+def product_set_fingerprint(products: pl.DataFrame, depth: Depth = MAX_LEVEL) -> str:
     """Which products a result covers and what they say, independent of row order: ids alone are row
-    numbers in some sources, so the texts and labels count too."""
+    numbers in some sources, so the texts and labels count too. Labels trimmed to another depth than 3
+    make another dataset even where no label is deeper than 3 levels (depth 3 keeps its fingerprints)."""
     columns = [c for c in ("product_id", "product_title", "product_description", "ground_truth_category") if c in products.columns]
     rows = sorted(products.select(columns).fill_null("").iter_rows())
     digest = hashlib.sha256()
+    if depth != MAX_LEVEL:
+        digest.update(f"depth={depth_label(depth)}".encode() + b"\x1e")
     for row in rows:
         digest.update("\x1f".join(row).encode() + b"\x1e")
     return digest.hexdigest()[:16]

@@ -1,4 +1,5 @@
-"""Evaluation metrics exactly as the reference computes them (seed-rules.md, "Metrics").
+"""Evaluation metrics exactly as the reference computes them (seed-rules.md, "Metrics"), at any taxonomy
+depth: the reference's L1-L3 macro figures at depth 3, one per level otherwise.
 
 Paths are " > "-joined strings; a missing prediction is None or "". Plain Python, no Dagster.
 """
@@ -11,9 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from taxo_pipeline.dataset.taxonomy import SEPARATOR, split_path
-
-LEVELS = (1, 2, 3)
+from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, SEPARATOR, Depth, split_path
 
 
 @dataclass(frozen=True)
@@ -105,20 +104,30 @@ def macro_at_level(preds: Sequence[str | None], refs: Sequence[str], level: int)
     return macro_prf([p for p, _ in kept], [r for _, r in kept])
 
 
-def path_metrics(preds: Sequence[str | None], refs: Sequence[str]) -> dict:
+def macro_levels(truths: Sequence[str], depth: Depth = MAX_LEVEL) -> range:
+    """The levels that get a macro figure: 1..depth (the reference's L1-L3 at depth 3, whether or not a
+    label reaches L3); at full depth (None) 1 to the deepest ground truth, since deeper levels have no
+    example to score."""
+    deepest = max((len(split_path(t)) for t in truths if t), default=1) if depth is None else depth
+    return range(1, deepest + 1)
+
+
+def path_metrics(preds: Sequence[str | None], refs: Sequence[str], levels: Sequence[int] = range(1, MAX_LEVEL + 1)) -> dict:
     return {
         "hierarchical": hierarchical_prf(preds, refs).as_dict(),
-        "macro": {f"l{k}": macro_at_level(preds, refs, k).as_dict() for k in LEVELS},
+        "macro": {f"l{k}": macro_at_level(preds, refs, k).as_dict() for k in levels},
     }
 
 
 def evaluate_paths(
-    preds: Sequence[str | None], truths: Sequence[str], potentials: Sequence[Sequence[str]]
+    preds: Sequence[str | None], truths: Sequence[str], potentials: Sequence[Sequence[str]], depth: Depth = MAX_LEVEL
 ) -> dict[str, dict]:
-    """The reference's `strict` and `lenient` blocks for path predictions (retrieval, reranking)."""
+    """The reference's `strict` and `lenient` blocks for path predictions (retrieval, reranking); macro
+    figures per level of the taxonomy `depth` the labels were trimmed to (macro_levels)."""
+    levels = macro_levels(truths, depth)
     return {
-        "strict": path_metrics(preds, truths),
-        "lenient": path_metrics(preds, lenient_references(preds, truths, potentials)),
+        "strict": path_metrics(preds, truths, levels),
+        "lenient": path_metrics(preds, lenient_references(preds, truths, potentials), levels),
     }
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 
+from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, Depth, depth_label, parse_depth
 from taxo_pipeline.evaluation.keys import ResultKey, where
 from taxo_pipeline.evaluation.metrics import latency_summary
 from taxo_pipeline.evaluation.tables import metric_rows
@@ -24,6 +25,7 @@ METRICS = "metrics"
 DATASETS = "datasets"
 RESULT_TABLES = (PREDICTIONS, LATENCIES, METRICS)
 FULL = "full"  # a dataset's scope: the whole evaluation table, or a subset (--limit)
+DEPTH = "depth"  # the taxonomy depth (TAXO_DEPTH) a dataset's labels, and so its results, are trimmed to
 
 KEY_SCHEMA = [("approach", pa.string()), ("model", pa.string()), ("reranker", pa.string()), ("variant", pa.string()),
               ("dataset", pa.string())]  # fmt: skip
@@ -65,6 +67,14 @@ def latency_rows(key: ResultKey, requests: Mapping[str, Sequence[LatencyRecord]]
     )
 
 
+def add_depth_column(con, table: str) -> None:
+    """Inside the caller's transaction: give an older warehouse's `table` its depth column; every row
+    written before the depth was a setting is depth 3, the column's default."""
+    # fetchall: a result left unfinished blocks the caller's next register() on this connection
+    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]:
+        con.execute(f"ALTER TABLE \"{table}\" ADD COLUMN IF NOT EXISTS {DEPTH} VARCHAR DEFAULT '{MAX_LEVEL}'")
+
+
 def save_results(
     warehouse: Warehouse,
     key: ResultKey,
@@ -73,18 +83,36 @@ def save_results(
     requests: Mapping[str, Sequence[LatencyRecord]],
     products: int,
     scope: str,
+    depth: Depth = MAX_LEVEL,
 ) -> int:
-    """The key's predictions and request latencies, and the dataset it covers, in one transaction;
-    its previous metrics go too (they described other predictions). Returns the prediction rows."""
+    """The key's predictions and request latencies, and the dataset it covers (with the taxonomy depth of
+    its labels), in one transaction; its previous metrics go too (they described other predictions).
+    Returns the prediction rows."""
     rows = prediction_rows(key, product_ids, ranked)
     dataset = pa.table({"dataset": [key.dataset], "products": pa.array([products], pa.int64()), "scope": [scope],
-                        "recorded_at": pa.array([datetime.now(UTC)], pa.timestamp("us", tz="UTC"))})  # fmt: skip
+                        "recorded_at": pa.array([datetime.now(UTC)], pa.timestamp("us", tz="UTC")),
+                        DEPTH: [depth_label(depth)]})  # fmt: skip
     with warehouse.transaction() as con:
         replace_rows(con, PREDICTIONS, key.columns, rows)
         replace_rows(con, LATENCIES, key.columns, latency_rows(key, requests))
+        add_depth_column(con, DATASETS)
         replace_rows(con, DATASETS, {"dataset": key.dataset}, dataset)
         _delete(con, METRICS, key)
     return rows.num_rows
+
+
+def dataset_depth(warehouse: Warehouse, dataset: str) -> Depth:
+    """The taxonomy depth the dataset's labels were trimmed to (save_results recorded it; a warehouse from
+    before the setting holds depth-3 datasets only)."""
+    with warehouse.connect(read_only=True) as con:
+        recorded = con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?", [DATASETS, DEPTH]
+        ).fetchone()[0]
+        column = DEPTH if recorded else f"'{MAX_LEVEL}'"
+        found = con.execute(f"SELECT {column} FROM {DATASETS} WHERE dataset = ?", [dataset]).fetchone()
+    if found is None:
+        raise LookupError(f"dataset {dataset} is not in the warehouse's {DATASETS} table: classify it first")
+    return parse_depth(found[0])
 
 
 def _delete(con, table: str, key: ResultKey) -> None:
@@ -144,19 +172,23 @@ def top1_with_truth(warehouse: Warehouse, key: ResultKey) -> pl.DataFrame:
 
 
 def save_metrics(
-    warehouse: Warehouse, key: ResultKey, result: dict, count: int, latency_block: dict, evaluation: str, headline: str
+    warehouse: Warehouse, key: ResultKey, result: dict, count: int, latency_block: dict, evaluation: str, headline: str,
+    depth: Depth = MAX_LEVEL,
 ) -> pa.Table:
     rows = metric_rows(
         result, key, count=count, latency=latency_block if latency_block["request_count"] else None,
         evaluation=evaluation, headline=headline,
     )  # fmt: skip
-    warehouse.replace_partition(METRICS, key.columns, rows)
+    rows = rows.append_column(DEPTH, pa.array([depth_label(depth)] * rows.num_rows, pa.string()))
+    with warehouse.transaction() as con:
+        add_depth_column(con, METRICS)
+        replace_rows(con, METRICS, key.columns, rows)
     return rows
 
 
 def load_metrics(warehouse: Warehouse, key: ResultKey) -> tuple[dict, int]:
     """The strict/lenient blocks as the reference nests them, rebuilt from the long rows: for path
-    approaches {hierarchical, macro: {l1, l2, l3}}, for L1-only approaches (NLI) the L1 P/R/F1 itself."""
+    approaches {hierarchical, macro: {l1, l2, l3}} (one per level at other depths), for L1-only approaches (NLI) the L1 P/R/F1 itself."""
     condition, params = where(key)
     with warehouse.connect(read_only=True) as con:
         rows = con.execute(f"SELECT mode, scope, precision, recall, f1, count FROM {METRICS} WHERE {condition}", params).fetchall()
@@ -171,7 +203,8 @@ def load_metrics(warehouse: Warehouse, key: ResultKey) -> tuple[dict, int]:
         if set(block) == {"macro_l1"}:
             result[mode] = block["macro_l1"]
         else:
-            macro = {scope.removeprefix("macro_"): prf for scope, prf in sorted(block.items()) if scope.startswith("macro_")}
+            levels = sorted((int(scope.removeprefix("macro_l")), prf) for scope, prf in block.items() if scope.startswith("macro_"))
+            macro = {f"l{level}": prf for level, prf in levels}
             result[mode] = {"hierarchical": block["hierarchical"], "macro": macro}
     return result, rows[0][5]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from taxo_pipeline.evaluation.store import DATASETS, METRICS, add_depth_column
 from taxo_pipeline.sie.catalogue import Catalogue
 from taxo_pipeline.warehouse import Warehouse
 
@@ -12,17 +13,22 @@ MODELS_TABLE = "models"
 # The latest full evaluation table's fingerprint: the leaderboard shows results on it only, so a
 # --limit run or an older dataset never stands in for the current full evaluation.
 CURRENT_DATASET = "(SELECT dataset FROM datasets WHERE scope = 'full' ORDER BY recorded_at DESC LIMIT 1)"
+# The taxonomy depth of the latest results: the experiment table's (TAXO_DEPTH), which products_experiment_l3 holds.
+CURRENT_DEPTH = "(SELECT depth FROM datasets ORDER BY recorded_at DESC LIMIT 1)"
 
 VIEWS = {
-    # The reference's two results tables in one: L3 rows rank by hierarchical F1, L1-only rows (NLI) by L1 macro F1.
+    # The reference's two results tables in one: path rows rank by hierarchical F1 (the task names the
+    # taxonomy depth: L3, full-depth, L5 ...), L1-only rows (NLI) by L1 macro F1.
     "leaderboard": f"""
-        SELECT CASE WHEN m.scope = 'hierarchical' THEN 'L3 classification (hF1)' ELSE 'L1 classification (L1 F1)' END AS task,
+        SELECT CASE WHEN m.scope <> 'hierarchical' THEN 'L1 classification (L1 F1)'
+                    WHEN m.depth = 'full' THEN 'full-depth classification (hF1)'
+                    ELSE 'L' || m.depth || ' classification (hF1)' END AS task,
                m.approach, m.model || coalesce(' + ' || m.reranker, '') AS model,
                coalesce(r.size, s.size) AS model_size,
                max(m.f1) FILTER (m.mode = 'strict') AS strict, max(m.f1) FILTER (m.mode = 'lenient') AS lenient,
                m.variant, max(m.count) AS products, max(m.latency_p50_ms) AS latency_p50_ms,
                max(m.latency_per_product_ms) AS latency_per_product_ms,
-               max(m.evaluation) AS evaluation, m.dataset
+               max(m.evaluation) AS evaluation, m.dataset, m.depth
         FROM metrics m
         LEFT JOIN models s ON s.id = m.model
         LEFT JOIN models r ON r.id = m.reranker  -- reranking rows: the reranker's size
@@ -30,13 +36,15 @@ VIEWS = {
         GROUP BY ALL
         ORDER BY task DESC, strict DESC, lenient DESC, approach, model, variant  -- ties in a stable order
     """,
+    # Deeper taxonomies have a macro figure per level: macro_f1_by_level lists them all, L1 first.
     "metrics_by_level": """
         SELECT approach, model, reranker, variant, dataset, mode,
                max(f1) FILTER (scope = 'hierarchical') AS hierarchical_f1,
                max(f1) FILTER (scope = 'macro_l1') AS macro_l1_f1,
                max(f1) FILTER (scope = 'macro_l2') AS macro_l2_f1,
                max(f1) FILTER (scope = 'macro_l3') AS macro_l3_f1,
-               max(count) AS products, max(evaluation) AS evaluation
+               max(count) AS products, max(evaluation) AS evaluation, depth,
+               list(f1 ORDER BY CAST(substr(scope, 8) AS INTEGER)) FILTER (scope LIKE 'macro_l%') AS macro_f1_by_level
         FROM metrics GROUP BY ALL ORDER BY ALL
     """,
     "latencies": """
@@ -44,14 +52,15 @@ VIEWS = {
                quantile_cont(latency_ms, 0.5) AS p50_ms, quantile_cont(latency_ms, 0.95) AS p95_ms
         FROM request_latencies GROUP BY ALL ORDER BY ALL
     """,
-    "product_predictions": """
+    # Only results at the evaluation table's depth: another depth's labels would be compared with these.
+    "product_predictions": f"""
         SELECT p.approach, p.model, p.reranker, p.variant, p.dataset, p.product_id, e.product_title,
                e.product_description, p.category AS prediction, p.score, e.ground_truth_category,
                p.category = e.ground_truth_category AS correct_strict,
                p.category = e.ground_truth_category OR list_contains(e.potential_product_categories, p.category)
                    AS correct_lenient
-        FROM predictions p JOIN products_experiment_l3 e USING (product_id)
-        WHERE p.rank = 1
+        FROM predictions p JOIN products_experiment_l3 e USING (product_id) LEFT JOIN datasets d USING (dataset)
+        WHERE p.rank = 1 AND coalesce(d.depth, '3') = {CURRENT_DEPTH}
     """,
     # Most frequent wrong top-level and second-level calls per approach: where a model gets lost.
     "confusions": """
@@ -85,5 +94,7 @@ def refresh_views(warehouse: Warehouse, catalogue: Catalogue) -> None:
         con.execute(f"CREATE OR REPLACE TABLE {MODELS_TABLE} AS SELECT * FROM _models")
         existing = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment_l3"} <= existing:
+            add_depth_column(con, METRICS)  # a warehouse from before TAXO_DEPTH: its rows are depth 3
+            add_depth_column(con, DATASETS)
             for name, sql in VIEWS.items():
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")

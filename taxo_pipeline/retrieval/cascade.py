@@ -1,4 +1,5 @@
-"""Hierarchical decoding of flat category scores: L1, then L2 inside that branch, then L3.
+"""Hierarchical decoding of flat category scores: L1, then L2 inside that branch, then L3, and so on to
+the taxonomy's depth (any number of levels: the hierarchy is read from the paths).
 
 A node's own document can be a poor witness for its branch ("Apparel & Accessories" says little
 about a hat), so every node is judged by an aggregated score: a blend of its own similarity and the
@@ -31,7 +32,7 @@ class Hierarchy:
 
     @classmethod
     def from_paths(cls, paths: Sequence[str]) -> Hierarchy:
-        """Every ancestor of every path must be a path too (the L3 taxonomy lists L1 and L2 nodes)."""
+        """Every ancestor of every path must be a path too (the trimmed taxonomy lists every ancestor node)."""
         index = {path: i for i, path in enumerate(paths)}
         if len(index) != len(paths):
             raise ValueError("category paths are not unique")

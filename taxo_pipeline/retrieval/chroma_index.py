@@ -3,7 +3,8 @@ by exact search over its stored vectors so that answers never depend on how the 
 
 Chroma's PersistentClient is not process-safe, so each collection gets its own directory and
 concurrent partitions never share one; processes that do share one (text and image retrieval of a
-partition, or two runs of it) take a file lock beside it.
+partition, or two runs of it) take a file lock beside it. Each taxonomy depth has its own directory and
+collection (the reference's names at depth 3), so switching TAXO_DEPTH never rebuilds the other's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import chromadb
 import numpy as np
 from chromadb.config import Settings
 
+from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, Depth, depth_suffix
 from taxo_pipeline.locks import file_lock
 from taxo_pipeline.retrieval import exact_search
 from taxo_pipeline.retrieval.categories import CategoryDocuments
@@ -29,17 +31,23 @@ class Match:
     distance: float  # cosine distance, 1 - cosine similarity
 
 
-def collection_name(model_slug: str, variant: str) -> str:
-    return f"{model_slug}-{variant}"
+def _at_depth(variant: str, depth: Depth) -> str:
+    """The variant's directory and collection suffix: the variant itself at depth 3, else `full-path-depth-full`,
+    `leaf-depth-l5` ... (Chroma allows letters, digits, `.`, `_` and `-` in a collection name)."""
+    return variant if depth == MAX_LEVEL else f"{variant}-depth-{depth_suffix(depth)}"
+
+
+def collection_name(model_slug: str, variant: str, depth: Depth = MAX_LEVEL) -> str:
+    return f"{model_slug}-{_at_depth(variant, depth)}"
 
 
 class CategoryIndex:
-    def __init__(self, index_dir: Path, model_slug: str, variant: str):
-        self.directory = Path(index_dir) / model_slug / variant
-        self.name = collection_name(model_slug, variant)
+    def __init__(self, index_dir: Path, model_slug: str, variant: str, depth: Depth = MAX_LEVEL):
+        self.directory = Path(index_dir) / model_slug / _at_depth(variant, depth)
+        self.name = collection_name(model_slug, variant, depth)
         # A reader in another process during a rebuild gets Chroma errors or empty results: readers
         # share this lock, a rebuild (and opening the directory, which may create it) holds it alone.
-        self._lock = self.directory.with_name(f"{variant}.lock")
+        self._lock = self.directory.with_name(f"{self.directory.name}.lock")
         with file_lock(self._lock):
             self._client = chromadb.PersistentClient(
                 path=str(self.directory), settings=Settings(anonymized_telemetry=False)

@@ -1,5 +1,6 @@
 """The `full-depth` category documents: every node of the full taxonomy (all levels, down to L8), each
-its own document (its full path), scored for the L1-L3 node it trims to by the best of its subtree.
+its own document (its full path), scored for the node it trims to (L1-L3 at the default depth; at
+TAXO_DEPTH=full every document is its own node) by the best of its subtree.
 
 Predictions stay L1-L3 nodes, but an L3 name leaves out what its deeper levels say: `Hats` holds
 `Panama Hats`, `Beanies`, `Sombreros` ... A product about a Panama hat is close to the document
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, split_path, trim_path
+from taxo_pipeline.dataset.taxonomy import TaxonomyL3, split_path
 from taxo_pipeline.retrieval.categories import CategoryDocuments
 
 FULL_DEPTH = "full-depth"
@@ -26,23 +27,23 @@ def full_depth_documents(categories: Sequence[str], taxonomy: TaxonomyL3) -> Cat
     trimmed from): ids and documents are the full paths, unique, in the file's order."""
     known = set(taxonomy.paths)
     ids = list(dict.fromkeys(categories))
-    if outside := [c for c in ids if trim_path(c) not in known]:
+    if outside := [c for c in ids if taxonomy.trim(c) not in known]:
         raise ValueError(
-            f"{len(outside)} categories trim to no node of the L3 taxonomy (first: {outside[0]!r}): "
+            f"{len(outside)} categories trim to no node of the {taxonomy.name} (first: {outside[0]!r}): "
             "build both from the same categories file"
         )
-    if missing := known - {trim_path(c) for c in ids}:
-        raise ValueError(f"{len(missing)} L3 taxonomy nodes have no category (first: {sorted(missing)[0]!r})")
+    if missing := known - {taxonomy.trim(c) for c in ids}:
+        raise ValueError(f"{len(missing)} {taxonomy.name} nodes have no category (first: {sorted(missing)[0]!r})")
     return CategoryDocuments(ids=ids, documents=list(ids), levels=[len(split_path(c)) for c in ids])
 
 
 def node_columns(document_ids: Sequence[str], taxonomy: TaxonomyL3) -> np.ndarray:
-    """Per document, the column (index in taxonomy.paths) of the L1-L3 node it speaks for."""
+    """Per document, the column (index in taxonomy.paths) of the node it speaks for."""
     column = {path: i for i, path in enumerate(taxonomy.paths)}
     try:
-        return np.array([column[trim_path(d)] for d in document_ids], dtype=np.int64)
+        return np.array([column[taxonomy.trim(d)] for d in document_ids], dtype=np.int64)
     except KeyError as exc:
-        raise ValueError(f"document {exc.args[0]!r} trims to no node of the L3 taxonomy") from exc
+        raise ValueError(f"document {exc.args[0]!r} trims to no node of the {taxonomy.name}") from exc
 
 
 def best_per_node(scores: np.ndarray, document_ids: Sequence[str], taxonomy: TaxonomyL3) -> np.ndarray:

@@ -9,7 +9,16 @@ from pydantic import Field
 
 from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.registry import approaches
-from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER, Approach, ClassifyRequest
+from taxo_pipeline.approaches.spec import (
+    L1,
+    MODEL,
+    MODEL_VARIANT,
+    NLI_MODEL,
+    RERANKER_RETRIEVER,
+    Approach,
+    ClassifyRequest,
+)
+from taxo_pipeline.classification.evaluated import save_calibration
 from taxo_pipeline.dataset.texts import max_text_chars
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.index.category_embeddings import category_embeddings
@@ -21,7 +30,7 @@ from taxo_pipeline.defs.ingest.assets import (
     taxonomy_full_depth,
     taxonomy_l3,
 )
-from taxo_pipeline.defs.metadata import hf1_chart_metadata, markdown_table, metrics_metadata
+from taxo_pipeline.defs.metadata import calibration_metadata, hf1_chart_metadata, markdown_table, metrics_metadata
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
 from taxo_pipeline.defs.models.partitions import (
     PARTITIONS,
@@ -43,6 +52,7 @@ from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.resource import SIEResource
 
 CODE_VERSION = "3"
+METRICS_CODE_VERSION = "4"  # 4: also stores the confidence calibration of path approaches
 
 
 class PredictionsConfig(dg.Config):
@@ -154,9 +164,12 @@ def score_partition(approach: Approach, storage: StorageResource, result: dict) 
     refresh_views(warehouse, load_catalogue())
     if scored is None:
         return dg.MaterializeResult(metadata={"count": 0, "skipped": "no predictions to score"})
+    # Path approaches are what classify-products runs: their confidence is calibrated on these rows.
+    calibration = save_calibration(warehouse, key) if approach.headline != L1 else None
     return dg.MaterializeResult(
         metadata={
             **metrics_metadata(scored.result, scored.count, scored.latency),
+            **(calibration_metadata(calibration) if calibration else {}),
             "evaluation": approach.evaluation,
             **hf1_chart_metadata(warehouse, key.model, key.dataset),
         }
@@ -179,7 +192,7 @@ def evaluation_assets(approach: Approach, registered: dict[str, Approach]) -> li
 
     @dg.asset(
         name=f"{approach.slug}_metrics", partitions_def=partitions_def, group_name=group,
-        ins={"result": dg.AssetIn(predictions_key(approach))}, code_version=CODE_VERSION, kinds={"duckdb"},
+        ins={"result": dg.AssetIn(predictions_key(approach))}, code_version=METRICS_CODE_VERSION, kinds={"duckdb"},
         automation_condition=AUTOMATION,
         description=f"`{approach.name}` scored: strict and lenient {approach.headline} metrics, latency, into `metrics`.",
     )  # fmt: skip

@@ -1,6 +1,10 @@
 """Data assets: raw sources -> clean full-depth table -> L3 taxonomy and experiment table, and the
 full-depth taxonomy the full-depth category documents are made of.
 
+TAXO_DEPTH sets the depth `taxonomy_l3` and `products_experiment_l3` trim to. The asset keys stay (their
+lineage and the automation's cursors survive a switch); the depth is in their metadata, their code version
+(so the automation reruns them, and then everything downstream, when it changes) and their file names.
+
 Thin wiring: the rules live in taxo_pipeline.dataset. Each table is written to data/ as the
 seed's Parquet file and to the warehouse, and only after everything it needs has been read
 and validated, so bad input leaves both as they were.
@@ -16,7 +20,14 @@ from taxo_pipeline import settings
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.fetch import cache_name_for, resolve_source
 from taxo_pipeline.dataset.products import IMAGE, read_products
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, level_counts, parse_categories, taxonomy_table
+from taxo_pipeline.dataset.taxonomy import (
+    MAX_LEVEL,
+    TaxonomyL3,
+    depth_label,
+    level_counts,
+    parse_categories,
+    taxonomy_table,
+)
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.metadata import table_metadata
@@ -43,6 +54,13 @@ _SOURCES = {
     "products": ("TAXO_PRODUCTS", settings.products_source, settings.PRODUCTS_URL, settings.RAW_PRODUCTS_FILE),
     "taxonomy": ("TAXO_TAXONOMY", settings.taxonomy_source, settings.TAXONOMY_URL, settings.RAW_TAXONOMY_FILE),
 }
+
+
+def depth_code_version(version: str) -> str:
+    """An asset's code version at the configured depth: `version` itself at depth 3 (what existing instances
+    recorded), `version+depth-full` etc. otherwise."""
+    depth = settings.taxonomy_depth()
+    return version if depth == MAX_LEVEL else f"{version}+depth-{depth_label(depth)}"
 
 
 def source_file(storage: StorageResource, what: str, source: str | None = None, refresh: bool = False) -> tuple[str, Path]:
@@ -148,17 +166,20 @@ def clean_products_full_depth(
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
+@dg.asset(
+    group_name=GROUP, code_version=depth_code_version("1"), kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION
+)
 def taxonomy_l3(context: dg.AssetExecutionContext, storage: StorageResource, raw_taxonomy: str) -> dg.MaterializeResult:
-    """Every taxonomy node trimmed to at most 3 levels: L1, L2 and L3 nodes, sorted and unique."""
-    taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)))
+    """Every taxonomy node trimmed to TAXO_DEPTH levels (3 by default: L1, L2 and L3 nodes), sorted and unique."""
+    taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)), settings.taxonomy_depth())
     frame = pl.from_arrow(taxonomy.to_arrow())
-    path = _write(storage, "taxonomy_l3", settings.TAXONOMY_L3_FILE, frame)
+    path = _write(storage, "taxonomy_l3", settings.taxonomy_file(taxonomy.depth), frame)
     counts = taxonomy.level_counts()
-    context.log.info("L3 taxonomy: %s nodes by level, %d in all", counts, len(taxonomy.paths))
+    context.log.info("%s: %s nodes by level, %d in all", taxonomy.name, counts, len(taxonomy.paths))
     return dg.MaterializeResult(
         metadata={
             **table_metadata(frame),
+            "depth": depth_label(taxonomy.depth),
             **{f"l{level}_nodes": n for level, n in sorted(counts.items())},
             "total_nodes": len(taxonomy.paths),
             "local_path": dg.MetadataValue.path(str(path)),
@@ -188,7 +209,9 @@ def taxonomy_full_depth(
 
 
 def load_taxonomy_l3(storage: StorageResource) -> TaxonomyL3:
-    return TaxonomyL3(pl.read_parquet(storage.data_path(settings.TAXONOMY_L3_FILE))["path"].to_list())
+    """The taxonomy at the configured depth (TAXO_DEPTH)."""
+    depth = settings.taxonomy_depth()
+    return TaxonomyL3(pl.read_parquet(storage.data_path(settings.taxonomy_file(depth)))["path"].to_list(), depth)
 
 
 def load_taxonomy_full_depth(storage: StorageResource, variant: str = FULL_DEPTH) -> list[str] | None:
@@ -200,24 +223,26 @@ def load_taxonomy_full_depth(storage: StorageResource, variant: str = FULL_DEPTH
 
 
 def load_experiment(storage: StorageResource, with_images: bool = False) -> pl.DataFrame:
-    frame = pl.read_parquet(storage.data_path(settings.EXPERIMENT_L3_FILE))
+    frame = pl.read_parquet(storage.data_path(settings.experiment_file(settings.taxonomy_depth())))
     return frame if with_images or IMAGE not in frame.columns else frame.drop(IMAGE)
 
 
 @dg.asset(
-    group_name=GROUP, code_version="1", deps=[clean_products_full_depth, taxonomy_l3], kinds={"parquet", "duckdb"},
-    automation_condition=AUTOMATION,
+    group_name=GROUP, code_version=depth_code_version("1"), deps=[clean_products_full_depth, taxonomy_l3],
+    kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION,
 )
 def products_experiment_l3(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """The evaluation table: ground truth and potentials trimmed to 3 levels."""
+    """The evaluation table: ground truth and potentials trimmed to TAXO_DEPTH levels (3 by default)."""
     clean = pl.read_parquet(storage.data_path(settings.CLEAN_FULL_DEPTH_FILE))
-    experiment = trim_products(clean, load_taxonomy_l3(storage))
-    path = _write(storage, "products_experiment_l3", settings.EXPERIMENT_L3_FILE, experiment)
+    taxonomy = load_taxonomy_l3(storage)
+    experiment = trim_products(clean, taxonomy)
+    path = _write(storage, "products_experiment_l3", settings.experiment_file(taxonomy.depth), experiment)
     by_l1 = experiment.group_by(pl.col("ground_truth_category").str.split(" > ").list.first().alias("l1")).len()
     context.log.info("experiment table: %d products", experiment.height)
     return dg.MaterializeResult(
         metadata={
             **table_metadata(_warehouse_frame(experiment)),
+            "depth": depth_label(taxonomy.depth),
             "products": experiment.height,
             "l1_labels_present": by_l1.height,
             "local_path": dg.MetadataValue.path(str(path)),

@@ -52,7 +52,8 @@ def _unique_ids_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksD
 
 
 @dg.asset_check(
-    asset=products_experiment_l3, description="Every ground truth and potential is an L3 taxonomy node.", blocking=True
+    asset=products_experiment_l3, blocking=True,
+    description="Every ground truth and potential is a node of taxonomy_l3 (L3 by default; the taxonomy at TAXO_DEPTH).",
 )
 def labels_in_taxonomy(storage: StorageResource) -> dg.AssetCheckResult:
     unknown = _values(
