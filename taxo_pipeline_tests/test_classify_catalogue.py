@@ -20,11 +20,14 @@ import pytest
 
 from taxo_pipeline.classification.calibration import fit_calibration
 from taxo_pipeline.classification.catalogue import read_shards
+from taxo_pipeline.classification.evaluated import load_calibration, save_calibration
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.dataset.products import read_products
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.errors import InputError
+from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.sie.resource import pipeline_resources
+from taxo_pipeline.warehouse import Warehouse
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
@@ -85,6 +88,32 @@ def test_platt_scaling_recovers_the_accuracy_of_each_score_level():
     assert 0.9 < always.confidence(np.array([0.5]), np.zeros(1))[0] < 1.0
 
 
+def test_calibrations_are_stored_per_key_with_and_without_a_reranker(tmp_path):
+    # 4 products, two stored keys: a retrieval (no reranker; written first, as the main job does) and a reranking
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    truths = {"p1": "A > B", "p2": "A > C", "p3": "D > E", "p4": "D > F"}
+    retrieval = ResultKey("text-retrieval", "m", "full-path", None, "d1")
+    reranking = ResultKey("reranking", "m", "full-path", "r", "d1")
+    rows = [(k, p, rank, category, score) for k, right in ((retrieval, {"p1"}), (reranking, {"p1", "p2", "p3"}))
+            for p in truths for rank, category, score in
+            ((1, truths[p] if p in right else "X > Y", 0.9 if p in right else 0.4), (2, "Z", 0.1))]  # fmt: skip
+    with warehouse.transaction() as con:
+        con.execute("CREATE TABLE products_experiment_l3 (product_id VARCHAR, ground_truth_category VARCHAR)")
+        con.executemany("INSERT INTO products_experiment_l3 VALUES (?, ?)", list(truths.items()))
+        con.execute("CREATE TABLE predictions (approach VARCHAR, model VARCHAR, reranker VARCHAR, variant VARCHAR, "
+                    "dataset VARCHAR, product_id VARCHAR, rank INTEGER, category VARCHAR, score DOUBLE)")  # fmt: skip
+        con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(*k.columns.values(), p, rank, c, sc) for k, p, rank, c, sc in rows])  # fmt: skip
+    for key in (retrieval, reranking):
+        save_calibration(warehouse, key)
+    assert [load_calibration(warehouse, k).accuracy for k in (retrieval, reranking)] == [0.25, 0.75]
+    assert load_calibration(warehouse, reranking).products == 4
+    stored = save_calibration(warehouse, retrieval)  # scoring again replaces the key's row
+    assert load_calibration(warehouse, retrieval) == stored
+    with warehouse.connect(read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM calibrations").fetchone() == (2,)
+
+
 # --- classify-products through the real SIE server ------------------------------------------------------------
 
 
@@ -138,7 +167,9 @@ def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, 
         ("tent", "Camping tent", ""),
     ])  # fmt: skip
     output = tmp_path / "out.csv"
+    cached = _cached_vectors(environment)
     assert classify_products(["--products", str(catalogue), "--output", str(output), "--top-k", "3"]) == 0
+    assert _cached_vectors(environment) == cached  # a catalogue run never writes the warehouse's cache
     printed = capsys.readouterr()
     assert "3 products in 1 shards; this run classified 3 products in shards [0]" in printed.out
     assert "held-out reliability" in printed.err
@@ -173,6 +204,11 @@ def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, 
         view = con.execute("SELECT approach, model, variant, count(*), count(DISTINCT catalogue_fingerprint) "
                            "FROM classifications WHERE catalogue = 'tiny' GROUP BY ALL").fetchall()  # fmt: skip
     assert view == [("title-description", MINILM, "full-depth", 3, 1)]
+
+
+def _cached_vectors(environment) -> int:
+    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+        return con.execute("SELECT count(*) FROM embedding_cache").fetchone()[0]
 
 
 def _catalogue(path, size, changed=None):

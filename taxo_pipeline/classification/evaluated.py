@@ -78,10 +78,11 @@ def calibrate(warehouse: Warehouse, key: ResultKey) -> Calibration:
 def save_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
     """Fit the key's calibration and replace its row in `calibrations` (one transaction)."""
     calibration = calibrate(warehouse, key)
-    row = {**{c: [v] for c, v in key.columns.items()}, "products": [calibration.products],
-           "accuracy": [calibration.accuracy], "weight_top1": [calibration.weights[0]],
-           "weight_margin": [calibration.weights[1]], "bias": [calibration.bias],
-           "reliability": [json.dumps(calibration.reliability)], "fitted_at": [datetime.now(UTC)]}  # fmt: skip
+    row = {**{c: pa.array([v], pa.string()) for c, v in key.columns.items()},  # typed: reranker is often None
+           "products": [calibration.products], "accuracy": [calibration.accuracy],
+           "weight_top1": [calibration.weights[0]], "weight_margin": [calibration.weights[1]],
+           "bias": [calibration.bias], "reliability": [json.dumps(calibration.reliability)],
+           "fitted_at": [datetime.now(UTC)]}  # fmt: skip
     warehouse.replace_partition(CALIBRATIONS, key.columns, pa.table(row))
     return calibration
 

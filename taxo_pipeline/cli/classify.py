@@ -78,7 +78,7 @@ def run_classify(args: argparse.Namespace) -> int:
         progress = _through_dagster(run, models)
     else:
         with ensure_sie(models=models, logger=log) as url:
-            with InferenceClient(url, cache=EmbeddingCache(warehouse), logger=log) as client:
+            with InferenceClient(url, cache=EmbeddingCache(warehouse, read_only=True), logger=log) as client:
                 progress = classify_catalogue(run, catalogue_classifier(run, store, client))
     _report(run, progress, time.perf_counter() - started, args.output)
     if shard_files(run.directory):  # the view's glob must match a file (a --part run may have had no shard)

@@ -44,11 +44,14 @@ def input_sha256(value: str | bytes) -> str:
 
 
 class EmbeddingCache:
-    """The warehouse cache, keyed by the fingerprints of `catalogue` (default: the active catalogue)."""
+    """The warehouse cache, keyed by the fingerprints of `catalogue` (default: the active catalogue).
+    `read_only`: look vectors up but never write, for catalogue runs, whose query vectors are used once
+    and which must not take the warehouse's one writer lock (concurrent shards, other machines)."""
 
-    def __init__(self, warehouse: Warehouse, catalogue: Catalogue | None = None):
+    def __init__(self, warehouse: Warehouse, catalogue: Catalogue | None = None, read_only: bool = False):
         self.warehouse = warehouse
         self.catalogue = load_catalogue() if catalogue is None else catalogue
+        self.read_only = read_only
         self._fingerprints: dict[str, str] = {}
 
     def __repr__(self) -> str:
@@ -65,9 +68,14 @@ class EmbeddingCache:
         """The cached vectors among `hashes` with the request that produced each, in one query."""
         if not hashes or not self.warehouse.path.exists():
             return {}
+        if self.read_only and not self.warehouse.table_exists(TABLE):
+            return {}
         keys = pa.table({"input_sha256": pa.array(sorted(set(hashes)), pa.string())})
-        with self.warehouse.transaction() as con:  # a transaction: ensure_table may migrate
-            ensure_table(con)
+        # a writer looks up in a transaction: ensure_table may migrate
+        connection = self.warehouse.connect(read_only=True) if self.read_only else self.warehouse.transaction()
+        with connection as con:
+            if not self.read_only:
+                ensure_table(con)
             con.register("_keys", keys)
             found = con.sql(
                 f"SELECT c.input_sha256, c.dim, c.vector, c.request_id, c.batch_size, c.latency_ms "
@@ -100,7 +108,7 @@ class EmbeddingCache:
         """Insert vectors (row i produced by requests[i]) in one transaction, and delete the model's
         vectors of any other fingerprint. Rows another process added meanwhile are kept, unless
         `replace` (a deliberate re-encode) overwrites them. Returns how many old vectors were deleted."""
-        if len(hashes) == 0:
+        if len(hashes) == 0 or self.read_only:
             return 0
         vectors = np.asarray(vectors, dtype=np.float32)
         n, dim = vectors.shape

@@ -42,8 +42,9 @@ class SIEResource(dg.ConfigurableResource):
             self._url = url
             yield self
 
-    def client(self, logger: Any = None) -> InferenceClient:
-        """A client with the warehouse embedding cache; pass context.log for progress in the UI."""
+    def client(self, logger: Any = None, store_vectors: bool = True) -> InferenceClient:
+        """A client with the warehouse embedding cache (looked up only, without `store_vectors`); pass
+        context.log for progress in the UI."""
         url = self._url or remote_url(self.base_url)
         if not url:
             raise RuntimeError("SIEResource used outside a Dagster execution and without base_url or SIE_BASE_URL")
@@ -54,7 +55,7 @@ class SIEResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             connect_timeout_s=self.connect_timeout_s,
             provision_timeout_s=self.provision_timeout_s,
-            cache=EmbeddingCache(self.storage.warehouse()),
+            cache=EmbeddingCache(self.storage.warehouse(), read_only=not store_vectors),
             logger=logger,
         )
 

@@ -60,7 +60,7 @@ def catalogue_classifications(
 ) -> dg.MaterializeResult:
     run = prepare_run(storage.warehouse(), storage.data_path(""), catalogue_setting(config.products), config.choices())
     shard = find_shard(run, int(context.partition_key))
-    with sie.client(logger=context.log) as client:
+    with sie.client(logger=context.log, store_vectors=False) as client:
         outcome = run_shard(shard, run, catalogue_classifier(run, storage, client))
     if not storage.warehouse().table_exists(VIEW):  # the view reads every shard file: created once
         refresh_view(storage.warehouse(), storage.data_path(""))
