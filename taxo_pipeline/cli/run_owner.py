@@ -10,6 +10,7 @@ is configured with `CommandRunLauncher`, which can. Without the daemon, the next
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -17,6 +18,8 @@ import dagster as dg
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
 from taxo_pipeline.processes import process_start
+
+log = logging.getLogger(__name__)
 
 PID_TAG = "taxo/pid"
 START_TAG = "taxo/pid_start"
@@ -41,17 +44,15 @@ def owner_gone(run: dg.DagsterRun) -> str | None:
     return f"the process that ran it (pid {pid} on {run.tags[HOST_TAG]}) is gone: it was killed or crashed"
 
 
-def fail_runs_of_dead_commands(instance: dg.DagsterInstance) -> list[str]:
-    """Mark FAILURE the STARTED runs of this host's commands whose process is gone; returns their ids."""
+def fail_runs_of_dead_commands(instance: dg.DagsterInstance) -> None:
+    """Mark FAILURE the STARTED runs of this host's commands whose process is gone."""
     started = instance.get_runs(
         dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={HOST_TAG: socket.gethostname()})
     )
-    failed = []
     for run in started:
         if reason := owner_gone(run):
+            log.warning(f"run {run.run_id} was left STARTED and is marked failed: {reason}")
             instance.report_run_failed(run, f"Marked failed by a later command: {reason}.")
-            failed.append(run.run_id)
-    return failed
 
 
 class CommandRunLauncher(dg.DefaultRunLauncher):
