@@ -55,7 +55,7 @@ def _dev_home(workspace: Path) -> Path:
     return home
 
 
-def _start_dev(workspace: Path, port: int, log: Path) -> subprocess.Popen:
+def _start_dev(port: int, log: Path) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "taxo_pipeline.cli.main", "dev", "-p", str(port)],
@@ -98,7 +98,7 @@ def _tail(log: Path, lines: int = 60) -> str:
 
 
 def _missing(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
-    """Asset partitions of the enabled models not materialized yet ("asset partition")."""
+    """The partitions of the enabled models' assets not materialized yet, as "asset partition"."""
     missing = []
     for asset in defs.resolve_asset_graph().assets_defs:
         if asset.partitions_def is None or not asset.is_materializable:  # fingerprints are observed
@@ -151,7 +151,7 @@ def test_a_model_enabled_while_dev_runs_is_served_and_its_partitions_run(
     materialize(dg.AssetSelection.groups(DATA_GROUP), sie_url=None)  # as a previous `dev` session left them
 
     port, log = free_port(), workspace / "dev.log"
-    dev = _start_dev(workspace, port, log)
+    dev = _start_dev(port, log)
     try:
         sie_url = _dev_sie_url(dev, port, log)
         with dg.DagsterInstance.from_config(str(home)) as instance:
