@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from taxo_pipeline import settings
+from taxo_pipeline.cli.run_owner import fail_runs_of_dead_commands, owner_tags
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import pipeline_resources
 
@@ -22,11 +23,22 @@ DAGSTER_YAML = """\
 telemetry:
   enabled: false
 # While the daemon runs (taxo-pipeline dev), a run whose process died is marked failed instead of
-# staying STARTED.
+# staying STARTED: within poll_interval_seconds (default 120) for a command's run, whose process the
+# launcher below checks; the code server of `dagster dev` does it for the runs it launched.
 run_monitoring:
   enabled: true
   max_resume_run_attempts: 0
+run_launcher:
+  module: taxo_pipeline.cli.run_owner
+  class: CommandRunLauncher
 """
+# What earlier versions wrote: replaced by the current one, as they were never edited.
+_EARLIER_DAGSTER_YAMLS = (
+    "# Written by taxo-pipeline on first use; edit freely.\ntelemetry:\n  enabled: false\n",
+    "# Written by taxo-pipeline on first use; edit freely.\ntelemetry:\n  enabled: false\n"
+    "# While the daemon runs (taxo-pipeline dev), a run whose process died is marked failed instead of\n"
+    "# staying STARTED.\nrun_monitoring:\n  enabled: true\n  max_resume_run_attempts: 0\n",
+)
 
 
 def dagster_home() -> Path:
@@ -34,15 +46,18 @@ def dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or settings.PROJECT_ROOT / ".dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or config.read_text() in _EARLIER_DAGSTER_YAMLS:
         config.write_text(DAGSTER_YAML)
     return home
 
 
 def command_instance() -> dg.DagsterInstance:
     """The persistent instance the commands and `taxo-pipeline dev` share, opened from its folder (the
-    environment is left as it is)."""
-    return dg.DagsterInstance.from_config(str(dagster_home()))
+    environment is left as it is). Runs left STARTED by a killed command are marked failed first: they
+    would keep their assets "in progress", so the automation would never run them again."""
+    instance = dg.DagsterInstance.from_config(str(dagster_home()))
+    fail_runs_of_dead_commands(instance)
+    return instance
 
 
 def source_run_config(products: str | None, taxonomy: str | None) -> dict:
@@ -81,7 +96,7 @@ def materialize(
         partition_key=partition_key,
         resources=pipeline_resources(storage, sie_url=sie_url),
         run_config={"ops": ops_config or {}},
-        tags=tags,
+        tags={**owner_tags(), **(tags or {})},
         raise_on_error=False,
     )
     if not result.success:

@@ -1,0 +1,36 @@
+"""Whether a process of this host is still running, for what a killed process left behind (temp files,
+runs marked STARTED)."""
+
+import os
+from pathlib import Path
+
+_PROC = Path("/proc")
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks after boot), or None once it is gone or a zombie. A later
+    process that reuses the pid has another start. Without /proc (not Linux): "" for any live pid."""
+    if pid <= 0:
+        return None
+    if not _PROC.is_dir():
+        return "" if _pid_exists(pid) else None
+    try:
+        # the command name (field 2) may hold spaces and parentheses: count fields after its last ")"
+        fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def pid_alive(pid: int) -> bool:
+    return process_start(pid) is not None
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
