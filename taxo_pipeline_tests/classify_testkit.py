@@ -3,6 +3,9 @@ full-depth documents (scored against every category, as the cascade and label tr
 (Luggage & Bags, Animals & Pet Supplies: 455 categories), so every run of it costs little CPU."""
 
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -27,10 +30,12 @@ def small_taxonomy(path: Path) -> Path:
     return path
 
 
-def evaluated_workspace(root: Path, sie_server: str, test_catalogue: Path) -> dict[str, str]:
-    """Evaluate title-description MiniLM full-depth in a fresh workspace under `root`; its environment."""
+def evaluated_workspace(root: Path, sie_server: str, test_catalogue: Path, taxonomy: Path | None = None) -> dict[str, str]:
+    """Evaluate title-description MiniLM full-depth in a fresh workspace under `root` (on the small
+    taxonomy unless given one); its environment."""
+    taxonomy = taxonomy or small_taxonomy(root / "categories.txt")
     environment = {"TAXO_DATA_DIR": root / "data", "TAXO_WAREHOUSE": root / "warehouse.duckdb",
-                   "TAXO_PRODUCTS": SAMPLE_PRODUCTS, "TAXO_TAXONOMY": small_taxonomy(root / "categories.txt"),
+                   "TAXO_PRODUCTS": SAMPLE_PRODUCTS, "TAXO_TAXONOMY": taxonomy,
                    "TAXO_MODELS": test_catalogue, "SIE_BASE_URL": sie_server}  # fmt: skip
     from taxo_pipeline.definitions import defs
 
@@ -57,3 +62,13 @@ def catalogue(path: Path, size: int, changed: int | None = None) -> Path:
         rows[changed] = (rows[changed][0], "Dog leash", "A changed description: a nylon leash for dogs.")
     pl.DataFrame(rows, schema=["product_id", "product_title", "product_description"], orient="row").write_csv(path)
     return path
+
+
+def kill_after_shards(command: list[str], env: dict[str, str], shards: Path, count: int) -> list[int]:
+    """Start `command`, SIGKILL it once `count` shard files are in `shards`; the shard indices written."""
+    killed = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while len(list(shards.glob("shard-*.parquet"))) < count and killed.poll() is None:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    return sorted(int(p.stem.split("-")[1]) for p in shards.glob("shard-*.parquet"))

@@ -7,12 +7,9 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
-import dagster as dg
 import duckdb
 import numpy as np
 import polars as pl
@@ -23,18 +20,12 @@ from taxo_pipeline.classification.catalogue import read_shards
 from taxo_pipeline.classification.evaluated import load_calibration, save_calibration
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.dataset.products import read_products
-from taxo_pipeline.definitions import defs
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
-from taxo_pipeline.sie.resource import pipeline_resources
 from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline_tests.classify_testkit import RUN_DIR, evaluated_workspace, kill_after_shards
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
-
-EVALUATED = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
-             "products_experiment_l3",
-             "category_embeddings", "title_description_predictions", "title_description_metrics"]  # fmt: skip
-RUN_DIR = "classifications/{}/title-description--sentence-transformers__all-MiniLM-L6-v2--full-depth"
 
 
 def _csv(path, rows):
@@ -122,19 +113,7 @@ def evaluated(sie_server, test_catalogue, tmp_path_factory):
     """A workspace where title-description MiniLM full-depth (the documents the best approaches read) has been
     evaluated on the sample."""
     root = tmp_path_factory.mktemp("classify")
-    environment = {"TAXO_DATA_DIR": root / "data", "TAXO_WAREHOUSE": root / "warehouse.duckdb",
-                   "TAXO_PRODUCTS": SAMPLE_PRODUCTS, "TAXO_TAXONOMY": TAXONOMY, "TAXO_MODELS": test_catalogue,
-                   "SIE_BASE_URL": sie_server}  # fmt: skip
-    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
-        for name, value in environment.items():
-            env.setenv(name, str(value))
-        instance.add_dynamic_partitions("encoder_model", [MINILM])
-        run = dg.materialize(
-            [*defs.assets, *defs.asset_checks], selection=EVALUATED, instance=instance, resources=pipeline_resources(),
-            partition_key=dg.MultiPartitionKey({"model": MINILM, "variant": "full-depth"}),
-        )  # fmt: skip
-        assert run.success
-    return root, {k: str(v) for k, v in environment.items()}
+    return root, evaluated_workspace(root, sie_server, test_catalogue, TAXONOMY)
 
 
 def _env(monkeypatch, environment):
@@ -232,12 +211,7 @@ def test_a_killed_run_resumes_from_its_shards_and_a_changed_shard_reruns_alone(e
     env = {**os.environ, **environment}
     catalogue = _catalogue(tmp_path / "big.csv", 600)
     shards = root / "data" / RUN_DIR.format("big")
-    killed = subprocess.Popen(_command(catalogue), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while len(list(shards.glob("shard-*.parquet"))) < 3 and killed.poll() is None:
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    written = sorted(int(p.stem.split("-")[1]) for p in shards.glob("shard-*.parquet"))
+    written = kill_after_shards(_command(catalogue), env, shards, 3)
     assert 3 <= len(written) < 30, "the run ended before it could be killed mid-way"
     # the rest, in two concurrent parts against the same server
     parts = [subprocess.Popen(_command(catalogue, "--part", f"{i}/2"), env=env, stdout=subprocess.PIPE,

@@ -6,11 +6,9 @@ SIGKILLed mid-way is redone, alone with the shards not written yet, by the next 
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +18,7 @@ import psycopg2
 import pytest
 
 from taxo_pipeline.settings import PROJECT_ROOT
-from taxo_pipeline_tests.classify_testkit import RUN_DIR, catalogue, evaluated_workspace
+from taxo_pipeline_tests.classify_testkit import RUN_DIR, catalogue, evaluated_workspace, kill_after_shards
 
 EXAMPLE = PROJECT_ROOT / "deploy" / "dagster.yaml.example"
 
@@ -104,12 +102,7 @@ def test_a_killed_shard_run_is_redone_with_the_unwritten_shards_only(instance_en
     root, env = instance_env
     path = catalogue(tmp_path / "killed.csv", 60)
     shards = root / "data" / RUN_DIR.format("killed")
-    killed = subprocess.Popen(_command(path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while len(list(shards.glob("shard-*.parquet"))) < 2 and killed.poll() is None:
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    written = sorted(int(p.stem.split("-")[1]) for p in shards.glob("shard-*.parquet"))
+    written = kill_after_shards(_command(path), env, shards, 2)
     assert 2 <= len(written) < 12, "the run ended before it could be killed mid-way"
     again = subprocess.run(_command(path), env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
