@@ -12,6 +12,7 @@ from dagster._core.definitions.observe import observe  # not exported at the top
 from taxo_pipeline.cli.materialize import models_downstream, requested_runs, sie_assets
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.automation import automation_sensor
+from taxo_pipeline.defs.classify.sensors import catalogue_shards_sensor
 from taxo_pipeline.defs.ingest.refresh import DATA_JOB, WEEKLY_CRON, weekly_evaluation
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
 from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
@@ -232,8 +233,9 @@ def test_refreshed_data_reruns_every_partition_downstream(steady):
 def test_the_schedules_and_sensors_run_by_default():
     assert weekly_evaluation.cron_schedule == WEEKLY_CRON and weekly_evaluation.job_name == DATA_JOB
     assert weekly_evaluation.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert automation_sensor.default_status == model_partitions_sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert {s.name for s in defs.sensors} == {automation_sensor.name, model_partitions_sensor.name}
+    sensors = (automation_sensor, model_partitions_sensor, catalogue_shards_sensor)
+    assert {s.default_status for s in sensors} == {dg.DefaultSensorStatus.RUNNING}
+    assert {s.name for s in defs.sensors} == {s.name for s in sensors}
 
 
 def test_observing_from_the_ui_records_what_the_sensor_records(steady):
