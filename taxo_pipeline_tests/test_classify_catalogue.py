@@ -248,3 +248,14 @@ def test_a_warehouse_without_the_calibration_says_to_run_the_main_job(evaluated,
         f"no confidence calibration of title-description {MINILM} full-depth in {older}: "
         "run `taxo-pipeline materialize` first"
     )
+
+
+def test_a_depth_other_than_the_evaluations_is_refused(evaluated, monkeypatch, tmp_path, capsys):
+    root, environment = evaluated
+    _env(monkeypatch, {**environment, "TAXO_DEPTH": "full"})
+    catalogue = _csv(tmp_path / "cat.csv", [("a", "Straw hat", "")])
+    assert classify_products(["--products", str(catalogue)]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"the current evaluation in {environment['TAXO_WAREHOUSE']} is at taxonomy depth 3 but TAXO_DEPTH is full: "
+        "run `taxo-pipeline materialize` with TAXO_DEPTH=full first, or set TAXO_DEPTH=3"
+    )

@@ -15,6 +15,7 @@ import duckdb
 from taxo_pipeline.cli.main import main
 from taxo_pipeline.cli.runs import dagster_home, materialize
 from taxo_pipeline.definitions import defs
+from taxo_pipeline.defs.classify.assets import GROUP as CLASSIFY_GROUP
 from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
 from taxo_pipeline.files import file_sha256
 from taxo_pipeline.settings import PROJECT_ROOT
@@ -49,10 +50,13 @@ def _planned(instance: dg.DagsterInstance, run_id: str) -> set[str]:
 
 
 def expected_partitions(instance: dg.DagsterInstance) -> dict[dg.AssetKey, set[str | None]]:
-    """Every partition of every materializable asset in the definitions, read from the asset graph."""
+    """Every partition of every materializable asset of the evaluation, read from the asset graph (a user's
+    catalogue is classified by its own sensor and runs, not by the main job)."""
     graph = defs.resolve_asset_graph()
     expected = {}
     for key in graph.materializable_asset_keys:
+        if graph.get(key).group_name == CLASSIFY_GROUP:
+            continue
         partitions_def = graph.get(key).partitions_def
         expected[key] = set(partitions_def.get_partition_keys(dynamic_partitions_store=instance)) if partitions_def else {None}
     return expected
