@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from taxo_pipeline import settings
+
 log = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "TAXO_LOCK_TIMEOUT_S"
-DEFAULT_TIMEOUT_S = 300.0
 _POLL_S = (0.01, 0.25)  # first and longest pause between tries while waiting
 
 _held = threading.local()  # resolved lock path -> "shared" or "exclusive", for this thread's open blocks
@@ -35,20 +36,6 @@ class LockTimeoutError(TimeoutError):
     """A lock was not granted within the timeout; the message names the file and its holders."""
 
 
-def lock_timeout_s() -> float:
-    """How long a lock is waited for (TAXO_LOCK_TIMEOUT_S, default 300 s)."""
-    value = os.environ.get(TIMEOUT_ENV)
-    if not value:
-        return DEFAULT_TIMEOUT_S
-    try:
-        timeout = float(value)
-    except ValueError:
-        timeout = -1.0
-    if not timeout > 0:
-        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {value!r}")
-    return timeout
-
-
 @contextmanager
 def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
     """Hold an flock on `path` (created if missing) for the block: exclusive, or `shared` with other
@@ -57,7 +44,7 @@ def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
     Nested blocks of one thread on the same file (however the path is spelled) re-enter, except an
     exclusive request inside a shared hold: upgrading in place could deadlock with another upgrader,
     so it is an error to fix in the caller (take the exclusive lock first)."""
-    timeout = lock_timeout_s()
+    timeout = settings.current().lock_timeout_s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = str(path.resolve())

@@ -17,10 +17,10 @@ class StorageResource(dg.ConfigurableResource):
     index_dir: str | None = None
 
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.warehouse_path or settings.warehouse_path())
+        return Warehouse(self.warehouse_path or settings.current().warehouse)
 
     def data_path(self, name: str) -> Path:
-        return Path(self.data_dir or settings.data_dir()) / name
+        return Path(self.data_dir or settings.current().data_dir) / name
 
     def index_path(self) -> Path:
-        return Path(self.index_dir or settings.index_dir())
+        return Path(self.index_dir or settings.current().index_dir)

@@ -1,12 +1,16 @@
-"""Where taxo-pipeline reads and writes, resolved from environment variables.
+"""Every setting taxo-pipeline reads from the environment, in one frozen object.
 
-Every location can be overridden by an env var so tests and users can point the whole
-pipeline at other folders without touching code.
+`current()` builds a `Settings` from the environment each time it is called (cheap; tests and the
+Dagster resources change variables between calls), and every bad value is reported at once, naming
+the variable and what it expects, before any work starts. This is the only module that reads
+`os.environ`; the table in the README lists the same variables.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, Depth, depth_suffix, parse_depth
@@ -29,50 +33,163 @@ TAXONOMY_L3_FILE = "shopify-taxonomy-l3.parquet"
 TAXONOMY_FULL_DEPTH_FILE = "shopify-taxonomy-full-depth.parquet"
 EXPERIMENT_L3_FILE = "shopify-products-experiment-l3.parquet"
 
-
-def _path_from_env(var: str, default: Path) -> Path:
-    value = os.environ.get(var)
-    return Path(value).expanduser().resolve() if value else default
-
-
-def data_dir() -> Path:
-    """Downloaded and derived files (TAXO_DATA_DIR, default ./data)."""
-    return _path_from_env("TAXO_DATA_DIR", PROJECT_ROOT / "data")
+EXECUTORS = ("multiprocess", "in_process")
+# Four characters per token covers the longest window in models.yaml (8,192 tokens) for ordinary text.
+DEFAULT_MAX_TEXT_CHARS = 32_768
 
 
-def warehouse_path() -> Path:
-    """The DuckDB warehouse file (TAXO_WAREHOUSE, default ./warehouse/taxo.duckdb)."""
-    return _path_from_env("TAXO_WAREHOUSE", PROJECT_ROOT / "warehouse" / "taxo.duckdb")
+@dataclass(frozen=True)
+class SIESettings:
+    """Where inference runs and how long it may take."""
+
+    base_url: str | None = None  # SIE_BASE_URL, without a trailing slash; None: a local server
+    api_key: str | None = field(default=None, repr=False)  # SIE_API_KEY
+    device: str = "cpu"  # TAXO_SIE_DEVICE, for a local server
+    start_timeout_s: float = 600.0  # TAXO_SIE_START_TIMEOUT_S: a local server's start, models loaded
+    timeout_s: float = 300.0  # TAXO_SIE_TIMEOUT_S: one request
+    connect_timeout_s: float = 10.0  # TAXO_SIE_CONNECT_TIMEOUT_S
+    provision_timeout_s: float = 600.0  # TAXO_SIE_PROVISION_TIMEOUT_S: a cluster scaling up for a model
 
 
-def index_dir() -> Path:
-    """Chroma category indexes, one directory per model x variant (TAXO_INDEX_DIR, default ./data/chroma)."""
-    return _path_from_env("TAXO_INDEX_DIR", data_dir() / "chroma")
+@dataclass(frozen=True)
+class Settings:
+    # Paths
+    data_dir: Path  # TAXO_DATA_DIR: downloaded and derived files (./data)
+    warehouse: Path  # TAXO_WAREHOUSE: the DuckDB warehouse (./warehouse/taxo.duckdb)
+    index_dir: Path  # TAXO_INDEX_DIR: Chroma indexes (<data_dir>/chroma)
+    dagster_home: Path  # DAGSTER_HOME: the instance the commands and `dev` share (./.dagster_home)
+    # Sources
+    products: str  # TAXO_PRODUCTS: labelled products, a path or URL (the Hugging Face shard)
+    taxonomy: str  # TAXO_TAXONOMY: Shopify categories.txt, a path or URL (Shopify's main branch)
+    products_given: bool  # whether TAXO_PRODUCTS was set (offline runs need both sources set)
+    taxonomy_given: bool
+    depth: Depth  # TAXO_DEPTH: 3 (the reference's), `full` (None) or N levels
+    # Models and approaches
+    models: Path | None  # TAXO_MODELS: a model list other than the packaged models.yaml
+    approaches: tuple[str, ...]  # TAXO_APPROACHES: modules that each define APPROACH
+    max_text_chars: int  # TAXO_MAX_TEXT_CHARS: the longest text sent to a model
+    sie: SIESettings
+    # Runs, locks and catalogue shards
+    executor: str  # TAXO_EXECUTOR: multiprocess (one process per step) or in_process
+    lock_timeout_s: float  # TAXO_LOCK_TIMEOUT_S: how long a file lock is waited for
+    catalogue: Path | None  # TAXO_CATALOGUE: the product catalogue the shard sensor classifies
+    shard_size: int  # TAXO_SHARD_SIZE: products per catalogue shard
+    classify_chunk: int  # TAXO_CLASSIFY_CHUNK: products per classification batch
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Reader(os.environ if environ is None else environ)
+        data_dir = env.path("TAXO_DATA_DIR", PROJECT_ROOT / "data")
+        built = cls(
+            data_dir=data_dir,
+            warehouse=env.path("TAXO_WAREHOUSE", PROJECT_ROOT / "warehouse" / "taxo.duckdb"),
+            index_dir=env.path("TAXO_INDEX_DIR", data_dir / "chroma"),
+            dagster_home=env.path("DAGSTER_HOME", PROJECT_ROOT / ".dagster_home"),
+            products=env.text("TAXO_PRODUCTS") or PRODUCTS_URL,
+            taxonomy=env.text("TAXO_TAXONOMY") or TAXONOMY_URL,
+            products_given=bool(env.text("TAXO_PRODUCTS")),
+            taxonomy_given=bool(env.text("TAXO_TAXONOMY")),
+            depth=env.depth(),
+            models=env.path("TAXO_MODELS", None),
+            approaches=tuple(filter(None, (m.strip() for m in env.text("TAXO_APPROACHES").split(",")))),
+            max_text_chars=env.whole("TAXO_MAX_TEXT_CHARS", DEFAULT_MAX_TEXT_CHARS),
+            sie=SIESettings(
+                base_url=env.text("SIE_BASE_URL").rstrip("/") or None,
+                api_key=env.text("SIE_API_KEY") or None,
+                device=env.text("TAXO_SIE_DEVICE") or "cpu",
+                start_timeout_s=env.seconds("TAXO_SIE_START_TIMEOUT_S", SIESettings.start_timeout_s),
+                timeout_s=env.seconds("TAXO_SIE_TIMEOUT_S", SIESettings.timeout_s),
+                connect_timeout_s=env.seconds("TAXO_SIE_CONNECT_TIMEOUT_S", SIESettings.connect_timeout_s),
+                provision_timeout_s=env.seconds("TAXO_SIE_PROVISION_TIMEOUT_S", SIESettings.provision_timeout_s),
+            ),
+            executor=env.choice("TAXO_EXECUTOR", EXECUTORS),
+            lock_timeout_s=env.seconds("TAXO_LOCK_TIMEOUT_S", 300.0),
+            catalogue=env.path("TAXO_CATALOGUE", None, resolve=False),
+            shard_size=env.whole("TAXO_SHARD_SIZE", 10_000),
+            classify_chunk=env.whole("TAXO_CLASSIFY_CHUNK", 2_048),
+        )
+        env.raise_problems()
+        return built
+
+    def taxonomy_file(self) -> str:
+        return taxonomy_file(self.depth)
+
+    def experiment_file(self) -> str:
+        return experiment_file(self.depth)
 
 
-def products_source() -> str:
-    """Raw products: a local path or URL (TAXO_PRODUCTS, default the Hugging Face shard)."""
-    return os.environ.get("TAXO_PRODUCTS") or PRODUCTS_URL
+def current() -> Settings:
+    """The settings as the environment says now."""
+    return Settings.from_env()
 
 
-def taxonomy_source() -> str:
-    """Shopify categories.txt: a local path or URL (TAXO_TAXONOMY, default Shopify's main branch)."""
-    return os.environ.get("TAXO_TAXONOMY") or TAXONOMY_URL
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment for a child process (a server, `dagster dev`): this one's, with `overrides`."""
+    return {**os.environ, **overrides}
 
 
-def taxonomy_depth() -> Depth:
-    """Levels the taxonomy and the labels are trimmed to (TAXO_DEPTH: 3, the reference's, by default;
-    `full` for every level, None; or a positive whole number)."""
-    value = os.environ.get("TAXO_DEPTH", "").strip()
-    if not value:
-        return MAX_LEVEL
-    try:
-        return parse_depth(value)
-    except ValueError:
-        raise InputError(
-            f"TAXO_DEPTH={value!r} is not a taxonomy depth: expected 3 (the default), full, "
-            "or a positive whole number of levels"
-        ) from None
+class _Reader:
+    """Reads variables, collecting every problem so one error names them all."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def text(self, var: str) -> str:
+        return (self.environ.get(var) or "").strip()
+
+    def path(self, var: str, default: Path | None, resolve: bool = True) -> Path | None:
+        value = self.text(var)
+        if not value:
+            return default
+        path = Path(value).expanduser()
+        return path.resolve() if resolve else path
+
+    def whole(self, var: str, default: int) -> int:
+        value = self.text(var)
+        if not value:
+            return default
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:
+            self.problems.append(f"{var}={value!r}: expected a positive whole number")
+            return default
+        return int(value)
+
+    def seconds(self, var: str, default: float) -> float:
+        value = self.text(var)
+        if not value:
+            return default
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = 0.0
+        if not seconds > 0:
+            self.problems.append(f"{var}={value!r}: expected a number of seconds greater than 0")
+            return default
+        return seconds
+
+    def choice(self, var: str, choices: tuple[str, ...]) -> str:
+        value = self.text(var) or choices[0]
+        if value not in choices:
+            self.problems.append(f"{var}={value!r}: expected one of {', '.join(choices)}")
+            return choices[0]
+        return value
+
+    def depth(self) -> Depth:
+        value = self.text("TAXO_DEPTH")
+        if not value:
+            return MAX_LEVEL
+        try:
+            return parse_depth(value)
+        except ValueError:
+            self.problems.append(
+                f"TAXO_DEPTH={value!r} is not a taxonomy depth: expected 3 (the default), full, "
+                "or a positive whole number of levels"
+            )
+            return MAX_LEVEL
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            raise InputError("bad setting(s): " + "; ".join(self.problems))
 
 
 def _at_depth(reference_name: str, depth: Depth) -> str:

@@ -133,7 +133,7 @@ def test_a_bad_shard_size_in_the_environment_is_named(workspace, monkeypatch, ca
     monkeypatch.setenv("TAXO_SHARD_SIZE", "0")
     assert classify_products(["--products", "cat.csv"]) == 1
     assert capsys.readouterr().err.strip() == (
-        "classify-products: error: TAXO_SHARD_SIZE: expected a positive whole number, got 0"
+        "classify-products: error: bad setting(s): TAXO_SHARD_SIZE='0': expected a positive whole number"
     )
 
 

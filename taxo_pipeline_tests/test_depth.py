@@ -45,16 +45,17 @@ def test_taxo_depth_is_3_by_default_full_or_a_number_of_levels(monkeypatch, valu
         monkeypatch.delenv("TAXO_DEPTH", raising=False)
     else:
         monkeypatch.setenv("TAXO_DEPTH", value)
-    assert settings.taxonomy_depth() == depth
+    assert settings.current().depth == depth
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "deep", "3.5", "l3", "٣"])
 def test_a_bad_taxo_depth_names_the_variable_and_the_allowed_values(monkeypatch, value):
     monkeypatch.setenv("TAXO_DEPTH", value)
     with pytest.raises(InputError) as raised:
-        settings.taxonomy_depth()
+        settings.current().depth
     assert str(raised.value) == (
-        f"TAXO_DEPTH={value!r} is not a taxonomy depth: expected 3 (the default), full, or a positive whole number of levels"
+        f"bad setting(s): TAXO_DEPTH={value!r} is not a taxonomy depth: expected 3 (the default), full, "
+        "or a positive whole number of levels"
     )
 
 

@@ -184,5 +184,5 @@ def test_the_run_executor_setting(monkeypatch):
     monkeypatch.delenv("TAXO_EXECUTOR")
     assert run_executor() is dg.multi_or_in_process_executor  # Dagster's default
     monkeypatch.setenv("TAXO_EXECUTOR", "threads")
-    with pytest.raises(InputError, match="^TAXO_EXECUTOR must be one of multiprocess, in_process, got 'threads'$"):
+    with pytest.raises(InputError, match="^bad setting\\(s\\): TAXO_EXECUTOR='threads': expected one of multiprocess, in_process$"):
         run_executor()

@@ -89,6 +89,6 @@ def test_lock_wait_times_out_naming_the_file_and_the_holder(tmp_path, monkeypatc
 
 def test_invalid_lock_timeout_setting_is_rejected(tmp_path, monkeypatch):
     monkeypatch.setenv("TAXO_LOCK_TIMEOUT_S", "soon")
-    with pytest.raises(ValueError, match="TAXO_LOCK_TIMEOUT_S must be a positive number of seconds, got 'soon'"):
+    with pytest.raises(ValueError, match="TAXO_LOCK_TIMEOUT_S='soon': expected a number of seconds greater than 0"):
         with file_lock(tmp_path / "x.lock"):
             pass

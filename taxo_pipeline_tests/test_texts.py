@@ -2,8 +2,7 @@
 
 import pytest
 
-from taxo_pipeline.dataset.texts import max_text_chars, truncate_for_model
-from taxo_pipeline.errors import InputError
+from taxo_pipeline.dataset.texts import truncate_for_model
 
 
 def test_truncate_for_model_cuts_long_texts_and_counts_them():
@@ -15,13 +14,3 @@ def test_truncate_for_model_cuts_long_texts_and_counts_them():
 def test_truncate_for_model_rejects_a_non_positive_limit():
     with pytest.raises(ValueError, match="max_chars must be a positive integer, got 0"):
         truncate_for_model(["a"], max_chars=0)
-
-
-def test_max_text_chars_setting(monkeypatch):
-    monkeypatch.delenv("TAXO_MAX_TEXT_CHARS", raising=False)
-    assert max_text_chars() == 32_768
-    monkeypatch.setenv("TAXO_MAX_TEXT_CHARS", "500")
-    assert max_text_chars() == 500
-    monkeypatch.setenv("TAXO_MAX_TEXT_CHARS", "-3")
-    with pytest.raises(InputError, match="TAXO_MAX_TEXT_CHARS must be a positive integer, got '-3'"):
-        max_text_chars()

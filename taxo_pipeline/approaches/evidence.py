@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from taxo_pipeline import settings
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
-from taxo_pipeline.dataset.texts import max_text_chars, truncate_for_model
+from taxo_pipeline.dataset.texts import truncate_for_model
 from taxo_pipeline.retrieval.categories import CategoryDocuments
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.retrieval.exact_search import cosine_scores, top_k
@@ -43,7 +44,7 @@ class Evidence:
         self.requests: dict[str, list[LatencyRecord]] = defaultdict(list)
         self.from_cache = 0
         self.truncated = 0  # texts cut to TAXO_MAX_TEXT_CHARS before they were sent
-        self._max_chars = max_text_chars()
+        self._max_chars = settings.current().max_text_chars
         self._documents = cache(lambda variant: variant_documents(taxonomy, variant, categories))
         self._category_vectors: dict[tuple[str, str], np.ndarray] = {}
 

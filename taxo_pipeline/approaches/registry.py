@@ -7,8 +7,8 @@ TAXO_APPROACHES adds approaches from other modules (comma-separated module paths
 from __future__ import annotations
 
 import importlib
-import os
 
+from taxo_pipeline import settings
 from taxo_pipeline.approaches import (
     hierarchical_cascade,
     image_retrieval,
@@ -36,7 +36,7 @@ BUILT_IN: tuple[Approach, ...] = (
 
 def _extra() -> list[Approach]:
     found = []
-    for module_name in filter(None, (m.strip() for m in os.environ.get("TAXO_APPROACHES", "").split(","))):
+    for module_name in settings.current().approaches:
         try:
             approach = importlib.import_module(module_name).APPROACH
         except (ImportError, AttributeError) as exc:

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from taxo_pipeline import settings
 from taxo_pipeline.classification.calibration import Calibration, features, fit_calibration
 from taxo_pipeline.dataset.taxonomy import depth_label
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey, where
 from taxo_pipeline.evaluation.store import dataset_depth
 from taxo_pipeline.evaluation.views import CURRENT_DATASET
-from taxo_pipeline.settings import taxonomy_depth
 from taxo_pipeline.warehouse import Warehouse
 
 RUN_MAIN_JOB = "run `taxo-pipeline materialize` first"
@@ -58,7 +58,7 @@ def choose(
             f"no evaluation of {named} with an enabled model on the current dataset in {warehouse.path}: {RUN_MAIN_JOB}"
         )
     key = ResultKey(row[0], row[1], row[2], row[3], row[4])
-    if (evaluated := dataset_depth(warehouse, key.dataset)) != (depth := taxonomy_depth()):
+    if (evaluated := dataset_depth(warehouse, key.dataset)) != (depth := settings.current().depth):
         raise InputError(
             f"the current evaluation in {warehouse.path} is at taxonomy depth {depth_label(evaluated)} but TAXO_DEPTH is "
             f"{depth_label(depth)}: run `taxo-pipeline materialize` with TAXO_DEPTH={depth_label(depth)} first, or set "

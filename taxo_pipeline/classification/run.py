@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from taxo_pipeline import settings
 from taxo_pipeline.approaches.spec import Classified
 from taxo_pipeline.classification.calibration import Calibration, features
 from taxo_pipeline.classification.catalogue import Shard, read_shards
@@ -64,31 +64,20 @@ class CatalogueRun:
     @property
     def fingerprint(self) -> str:
         """Settings that change a shard's rows besides the rows themselves."""
-        settings = {"key": self.key.columns, "top_k": self.top_k, "calibration": self.calibration.to_dict()}
-        return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        parts = {"key": self.key.columns, "top_k": self.top_k, "calibration": self.calibration.to_dict()}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 CATALOGUE_VAR = "TAXO_CATALOGUE"
 
 
-def size_setting(name: str, default: int) -> int:
-    """TAXO_SHARD_SIZE or TAXO_CLASSIFY_CHUNK: a positive whole number."""
-    text = os.environ.get(name) or str(default)
-    try:
-        value = int(text)
-    except ValueError:
-        raise InputError(f"{name}: expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise InputError(f"{name}: expected a positive whole number, got {value}")
-    return value
-
-
 def catalogue_setting(products: str | None = None) -> Path:
     """The catalogue the Dagster asset and sensor classify: the run config's, else TAXO_CATALOGUE."""
-    value = products or os.environ.get(CATALOGUE_VAR)
-    if not value:
-        raise InputError(f"no catalogue to classify: set {CATALOGUE_VAR} or the run config's `products`")
-    return Path(value).expanduser()
+    if products:
+        return Path(products).expanduser()
+    if catalogue := settings.current().catalogue:
+        return catalogue
+    raise InputError(f"no catalogue to classify: set {CATALOGUE_VAR} or the run config's `products`")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from taxo_pipeline import settings
 from taxo_pipeline.classification.classifier import catalogue_classifier
 from taxo_pipeline.classification.run import (
     CatalogueRun,
@@ -22,7 +23,6 @@ from taxo_pipeline.classification.run import (
     confidence_summary,
     plan_shards,
     prepare_run,
-    size_setting,
 )
 from taxo_pipeline.classification.shards import export, refresh_view, shard_files, shard_key
 from taxo_pipeline.cli.arguments import positive_int
@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", help="category documents: full-path, leaf, both (default: the best evaluated)")
     parser.add_argument("--output", type=Path, help="also write every row to F.parquet, F.csv or F.jsonl")
     parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per product (default 5)")
-    parser.add_argument("--shard-size", type=positive_int, default=size_setting("TAXO_SHARD_SIZE", 10_000),
+    parser.add_argument("--shard-size", type=positive_int, default=settings.current().shard_size,
                         help="products per shard (default: $TAXO_SHARD_SIZE, else 10000)")  # fmt: skip
-    parser.add_argument("--chunk-size", type=positive_int, default=size_setting("TAXO_CLASSIFY_CHUNK", 2_048),
+    parser.add_argument("--chunk-size", type=positive_int, default=settings.current().classify_chunk,
                         help="products classified at once (default: $TAXO_CLASSIFY_CHUNK, else 2048)")  # fmt: skip
     parser.add_argument("--part", type=_part, default=(0, 1),
                         help="I/N: classify only shards whose index %% N == I, for concurrent runs (default 0/1)")  # fmt: skip

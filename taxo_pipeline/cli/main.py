@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -38,7 +37,7 @@ def add_encode(subparsers: argparse._SubParsersAction) -> None:
 def run_encode(args: argparse.Namespace) -> int:
     model = validate_model_id(args.model)
     log = logging.getLogger("taxo_pipeline")
-    cache = EmbeddingCache(Warehouse(settings.warehouse_path()))
+    cache = EmbeddingCache(Warehouse(settings.current().warehouse))
     with ensure_sie(models=[model], logger=log) as url, InferenceClient(url, cache=cache, logger=log) as client:
         encoded = client.encode_detailed(model, args.texts, is_query=args.query)
     for text, vector, cached in zip(args.texts, encoded.vectors, encoded.from_cache):
@@ -69,7 +68,7 @@ def dagster_dev_command(dagster_args: Sequence[str]) -> list[str]:
 def run_dev(args: argparse.Namespace) -> int:
     home = dagster_home()
     with dev_sie(logger=logging.getLogger("taxo_pipeline")) as url:
-        env = {**os.environ, "SIE_BASE_URL": url, "DAGSTER_HOME": str(home)}
+        env = settings.child_environment(SIE_BASE_URL=url, DAGSTER_HOME=str(home))
         return subprocess.call(dagster_dev_command(args.dagster_args), env=env, cwd=settings.PROJECT_ROOT)
 
 

@@ -86,7 +86,7 @@ def run_materialize(args: argparse.Namespace) -> int:
             launcher.launch(PlannedRun(None, tuple(changed), frozenset()))
         run_automation(defs, instance, launcher)
     log.info("runs launched: %d", launcher.launched)
-    board = leaderboard(Warehouse(settings.warehouse_path()))
+    board = leaderboard(Warehouse(settings.current().warehouse))
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=400, fmt_str_lengths=80, tbl_hide_dataframe_shape=True):
         print(board)
     return 0
@@ -115,7 +115,7 @@ def changed_sources(instance: dg.DagsterInstance, graph, overrides: Mapping[str,
     whose source file (its content or where it lies) is not the one their last materialization read.
     The automation then reruns what reads them. A missing warehouse makes every one count as changed,
     so everything is computed again into a new one."""
-    storage, warehouse_exists = StorageResource(), settings.warehouse_path().exists()
+    storage, warehouse_exists = StorageResource(), settings.current().warehouse.exists()
     changed = []
     for key, what in source_assets(graph).items():
         event = instance.get_latest_materialization_event(key)

@@ -69,7 +69,7 @@ def _prepare(approach: Approach, args: argparse.Namespace, store: StorageResourc
     """Build what the approach reads when this folder lacks it: the tables, and its partition's
     category indexes (the approach's own predictions are not needed)."""
     ops = source_run_config(args.products, args.taxonomy)
-    depth = settings.taxonomy_depth()
+    depth = settings.current().depth
     tables = (settings.experiment_file(depth), settings.TAXONOMY_FULL_DEPTH_FILE)
     if args.products or args.taxonomy or not all(store.data_path(t).exists() for t in tables):
         materialize(dg.AssetSelection.groups(DATA_GROUP), sie_url=None, ops_config=ops, storage=store)

@@ -3,7 +3,6 @@ show in the UI's run history, with one SIE server for the whole run."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +42,7 @@ _EARLIER_DAGSTER_YAMLS = (
 
 def dagster_home() -> Path:
     """DAGSTER_HOME, defaulting to ./.dagster_home so CLI runs and `taxo-pipeline dev` share one instance."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.PROJECT_ROOT / ".dagster_home")
+    home = settings.current().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() or config.read_text() in _EARLIER_DAGSTER_YAMLS:

@@ -13,7 +13,6 @@ import hashlib
 import importlib
 import importlib.metadata
 import json
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from taxo_pipeline import settings
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.files import file_sha256
 
@@ -137,8 +137,7 @@ class Catalogue:
 
 def catalogue_path() -> Path:
     """TAXO_MODELS (an alternative catalogue, e.g. in tests) or the packaged models.yaml."""
-    value = os.environ.get("TAXO_MODELS")
-    return Path(value).expanduser().resolve() if value else PACKAGED_CATALOGUE
+    return settings.current().models or PACKAGED_CATALOGUE
 
 
 def load_catalogue(path: str | Path | None = None) -> Catalogue:

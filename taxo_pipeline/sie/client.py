@@ -14,7 +14,6 @@ naming the exit code and log of the local server when this process started it.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,39 +33,19 @@ from sie_sdk import (
     SIEError,
 )
 
-from taxo_pipeline.errors import InputError
+from taxo_pipeline import settings
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
 from taxo_pipeline.sie.latency import LatencyRecord
 from taxo_pipeline.sie.local_process import exit_report
 from taxo_pipeline.sie.redaction import RedactingFilter, redact
 
 DEFAULT_BATCH_SIZE = 64
-# One request: a batch of 64 documents, or 16 texts x 26 labels for NLI, through a large model on CPU.
-DEFAULT_TIMEOUT_S = 300.0
-# Connecting and the first answer (listing the models): a live server answers in milliseconds.
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
-# Waiting for a model that is loading (lazily, on the dev server) or a remote cluster scaling up.
-DEFAULT_PROVISION_TIMEOUT_S = 600.0
 UNLOADING_RETRY_S = 1.0
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 T = TypeVar("T")
 
 # httpx logs every request's full URL, credentials included.
 logging.getLogger("httpx").addFilter(RedactingFilter())
-
-
-def seconds_setting(variable: str, default: float) -> float:
-    """A duration from the environment: a number of seconds > 0, else `default` when unset."""
-    value = os.environ.get(variable, "").strip()
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise InputError(f"{variable}={value!r}: expected a number of seconds greater than 0")
-    return seconds
 
 
 class SIEInferenceError(RuntimeError):
@@ -115,18 +94,17 @@ class InferenceClient:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.base_url = base_url.rstrip("/")
         self.batch_size = batch_size
-        self.timeout_s = timeout_s or seconds_setting("TAXO_SIE_TIMEOUT_S", DEFAULT_TIMEOUT_S)
-        self.connect_timeout_s = connect_timeout_s or seconds_setting("TAXO_SIE_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S)
-        self.provision_timeout_s = provision_timeout_s or seconds_setting(
-            "TAXO_SIE_PROVISION_TIMEOUT_S", DEFAULT_PROVISION_TIMEOUT_S
-        )
+        sie = settings.current().sie
+        self.timeout_s = timeout_s or sie.timeout_s
+        self.connect_timeout_s = connect_timeout_s or sie.connect_timeout_s
+        self.provision_timeout_s = provision_timeout_s or sie.provision_timeout_s
         self.cache = cache
         self.log = logger or logging.getLogger(__name__)
         self.progress_every = progress_every
         self.latencies: list[LatencyRecord] = []
         # The SDK picks SIE_API_KEY itself when base_url is SIE_BASE_URL's origin; remember it to scrub.
         self._api_key = api_key
-        self._secret = api_key or os.environ.get("SIE_API_KEY") or None
+        self._secret = api_key or sie.api_key
         self.url = redact(self.base_url, self._secret)  # the URL as every message shows it
         # Nothing scales up behind a server on this machine: a refused connection means it is gone.
         self._wait_for_capacity = httpx.URL(self.base_url).host not in _LOOPBACK

@@ -18,7 +18,6 @@ and a follower thread keeps its --models-dir in step with the catalogue every PO
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -62,8 +61,8 @@ class CatalogueFollower:
         self.catalogue_path = catalogue or catalogue_path()
         self.log = logger or log
         self.poll_s = poll_s
-        self.device = os.environ.get("TAXO_SIE_DEVICE", "cpu")
-        parent = settings.data_dir() / "sie-dev"
+        self.device = settings.current().sie.device
+        parent = settings.current().data_dir / "sie-dev"
         parent.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="server-", dir=parent))
         self.server: LocalSIEServer | None = None

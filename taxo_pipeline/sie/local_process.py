@@ -31,7 +31,6 @@ from taxo_pipeline.sie.model_yaml import write_models_dir
 
 log = logging.getLogger(__name__)
 
-DEFAULT_START_TIMEOUT_S = 600.0
 STOP_GRACE_S = 15.0
 LOG_TAIL_LINES = 40
 # sie-server's defaults suit a shared server: torch gets half the cores (the rest decode images and
@@ -94,10 +93,9 @@ class LocalSIEServer:
         if not specs:
             raise InputError("the local SIE server needs at least one model")
         self.specs = list(specs)
-        self.device = device or os.environ.get("TAXO_SIE_DEVICE", "cpu")
-        self.start_timeout_s = start_timeout_s or float(
-            os.environ.get("TAXO_SIE_START_TIMEOUT_S", DEFAULT_START_TIMEOUT_S)
-        )
+        sie = settings.current().sie
+        self.device = device or sie.device
+        self.start_timeout_s = start_timeout_s or sie.start_timeout_s
         self.log = logger or log
         self.port = port
         self.models_dir = models_dir
@@ -126,7 +124,7 @@ class LocalSIEServer:
     def start(self) -> None:
         ids = [spec.id for spec in self.specs]
         command = self._command(ids)
-        logs = settings.data_dir() / "logs"
+        logs = settings.current().data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"sie-server-{self.port}.log"
         self.log.info(f"starting a local SIE server for {', '.join(ids)} on {self.base_url} (log: {self.log_path})")
@@ -164,9 +162,9 @@ class LocalSIEServer:
         env = {
             **ONE_CLIENT_DEFAULTS,
             **self.env_defaults,
-            **os.environ,
-            "SIE_TELEMETRY_DISABLED": "1",
-            "SIE_IPC_SOCKET_PATH": os.path.join(self._ipc_dir, "ipc.sock"),
+            **settings.child_environment(
+                SIE_TELEMETRY_DISABLED="1", SIE_IPC_SOCKET_PATH=os.path.join(self._ipc_dir, "ipc.sock")
+            ),
         }
         # Offline unless a model still has to come from the hub (or the user decided otherwise).
         if self.offline_if_local and all(spec.resolve_weights() for spec in self.specs):

@@ -41,7 +41,7 @@ def write_models_dir(specs: Sequence[ModelSpec], device: str = "cpu", root: Path
     """One YAML per model in a folder named by the content, so concurrent servers never clash."""
     configs = {spec.slug: server_config(spec, device) for spec in specs}
     digest = hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
-    folder = (root or settings.data_dir() / "sie-models") / digest
+    folder = (root or settings.current().data_dir / "sie-models") / digest
     folder.mkdir(parents=True, exist_ok=True)
     for slug, config in configs.items():
         _write(folder, slug, config)

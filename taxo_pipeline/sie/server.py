@@ -7,11 +7,11 @@ files in `model_yaml`, and the server `taxo-pipeline dev` shares in `dev_server`
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from taxo_pipeline import settings
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.sie.catalogue import Catalogue, ModelSpec, load_catalogue
 from taxo_pipeline.sie.local_process import LocalSIEServer
@@ -22,8 +22,7 @@ log = logging.getLogger(__name__)
 
 def remote_url(base_url: str | None = None) -> str | None:
     """`base_url`, else SIE_BASE_URL, without a trailing slash; None when a local server is wanted."""
-    url = base_url or os.environ.get("SIE_BASE_URL")
-    return url.rstrip("/") if url else None
+    return base_url.rstrip("/") if base_url else settings.current().sie.base_url
 
 
 @contextmanager

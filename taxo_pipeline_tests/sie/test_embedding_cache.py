@@ -19,7 +19,7 @@ TEXTS = ["Straw hat", "Dome tent", "Coat rack", "Wool scarf", "Straw hat"]
 
 
 def cached_client(url: str) -> InferenceClient:
-    return InferenceClient(url, batch_size=2, cache=EmbeddingCache(Warehouse(settings.warehouse_path())))
+    return InferenceClient(url, batch_size=2, cache=EmbeddingCache(Warehouse(settings.current().warehouse)))
 
 
 def test_second_encode_makes_no_request_even_after_a_restart(sie_server):
@@ -48,7 +48,7 @@ def test_second_encode_makes_no_request_even_after_a_restart(sie_server):
     restarted.encode(MINILM, ["Straw hat"], is_query=False)
     assert restarted.request_count == 2
 
-    with duckdb.connect(str(settings.warehouse_path()), read_only=True) as con:
+    with duckdb.connect(str(settings.current().warehouse), read_only=True) as con:
         rows = con.execute(
             "SELECT is_query, count(*), min(dim), max(len(vector)) FROM embedding_cache WHERE model = ? GROUP BY ALL ORDER BY 1",
             [MINILM],
@@ -61,7 +61,7 @@ def test_second_encode_makes_no_request_even_after_a_restart(sie_server):
 
     refreshed = cached_client(sie_server).encode_detailed(MINILM, ["Dome tent"], is_query=True, refresh=True)
     assert not refreshed.from_cache.any()
-    with duckdb.connect(str(settings.warehouse_path()), read_only=True) as con:
+    with duckdb.connect(str(settings.current().warehouse), read_only=True) as con:
         (request_id,) = con.execute(
             "SELECT request_id FROM embedding_cache WHERE model = ? AND is_query AND input_sha256 = ?",
             [MINILM, input_sha256("Dome tent")],
@@ -78,11 +78,11 @@ def test_images_are_cached_by_their_bytes(sie_server):
     first = client.encode(TINY_CLIP, [image], is_query=True)
     assert first.shape == (1, 16) and client.request_count == 1
     np.testing.assert_array_equal(cached_client(sie_server).encode(TINY_CLIP, [image], is_query=True), first)
-    assert EmbeddingCache(Warehouse(settings.warehouse_path())).lookup(TINY_CLIP, True, [input_sha256(image)])
+    assert EmbeddingCache(Warehouse(settings.current().warehouse)).lookup(TINY_CLIP, True, [input_sha256(image)])
 
 
 def cache_rows(model: str) -> list[tuple[str, int]]:
-    with duckdb.connect(str(settings.warehouse_path()), read_only=True) as con:
+    with duckdb.connect(str(settings.current().warehouse), read_only=True) as con:
         return con.execute(
             "SELECT fingerprint, count(*) FROM embedding_cache WHERE model = ? GROUP BY ALL ORDER BY 1", [model]
         ).fetchall()
@@ -127,15 +127,15 @@ def test_a_cache_from_before_fingerprints_is_migrated_and_kept_only_for_models_o
     sie_server, test_catalogue, monkeypatch
 ):
     monkeypatch.setenv("TAXO_MODELS", str(test_catalogue))
-    settings.warehouse_path().parent.mkdir(parents=True)
-    with duckdb.connect(str(settings.warehouse_path())) as con:
+    settings.current().warehouse.parent.mkdir(parents=True)
+    with duckdb.connect(str(settings.current().warehouse)) as con:
         con.execute(OLD_SCHEMA)
         for model in (MINILM, "remote/only-model"):
             con.execute(
                 "INSERT INTO embedding_cache VALUES (?, false, ?, 2, [0.6, 0.8], 'old-request', 1, 5.0)",
                 [model, input_sha256("Straw hat")],
             )
-    cache = EmbeddingCache(Warehouse(settings.warehouse_path()))
+    cache = EmbeddingCache(Warehouse(settings.current().warehouse))
     # A model only a remote server knows is keyed by its id alone: its old vector still counts.
     (vector, request) = cache.lookup("remote/only-model", False, [input_sha256("Straw hat")])[input_sha256("Straw hat")]
     np.testing.assert_allclose(vector, [0.6, 0.8])

@@ -30,7 +30,7 @@ def test_resource_serves_an_asset_and_fills_the_warehouse_cache(sie_env, monkeyp
     metadata = result.asset_materializations_for_node("hat_vector")[0].metadata
     assert metadata["dim"].value == 384 and metadata["requests"].value == 2
     assert abs(metadata["norm"].value - 1.0) < 1e-4
-    cached = EmbeddingCache(Warehouse(settings.warehouse_path())).lookup(MINILM, False, [input_sha256("Straw hat")])
+    cached = EmbeddingCache(Warehouse(settings.current().warehouse)).lookup(MINILM, False, [input_sha256("Straw hat")])
     assert len(cached) == 1
 
     # A second run is served from the cache; the key shows nowhere.
@@ -50,7 +50,7 @@ def test_the_cache_lives_in_the_warehouse_of_the_storage_resource(sie_env, tmp_p
     result = dg.materialize([hat_vector], resources=pipeline_resources(storage))
     assert result.success
     assert EmbeddingCache(storage.warehouse()).lookup(MINILM, False, [input_sha256("Straw hat")])
-    assert not settings.warehouse_path().exists()  # TAXO_WAREHOUSE was not used
+    assert not settings.current().warehouse.exists()  # TAXO_WAREHOUSE was not used
 
 
 @dg.asset

@@ -5,6 +5,7 @@ rows under the same settings is kept, any other is classified and its Parquet fi
 import dagster as dg
 from pydantic import Field
 
+from taxo_pipeline import settings
 from taxo_pipeline.classification.classifier import catalogue_classifier
 from taxo_pipeline.classification.run import (
     CatalogueRun,
@@ -13,7 +14,6 @@ from taxo_pipeline.classification.run import (
     find_shard,
     prepare_run,
     run_shard,
-    size_setting,
 )
 from taxo_pipeline.classification.shards import VIEW, refresh_view
 from taxo_pipeline.defs.classify.partitions import catalogue_shards
@@ -36,8 +36,8 @@ class ClassifyConfig(dg.Config):
     def choices(self) -> Choices:
         return Choices(
             self.approach, self.model, self.variant, self.top_k,
-            self.shard_size or size_setting("TAXO_SHARD_SIZE", 10_000),
-            self.chunk_size or size_setting("TAXO_CLASSIFY_CHUNK", 2_048),
+            self.shard_size or settings.current().shard_size,
+            self.chunk_size or settings.current().classify_chunk,
         )  # fmt: skip
 
 

@@ -4,17 +4,16 @@ catalogue's shards and request one run per shard that is not already written wit
 settings. A changed shard reruns alone; unchanged shards start no run."""
 
 import json
-import os
 
 import dagster as dg
 
+from taxo_pipeline import settings
 from taxo_pipeline.classification.run import (
     CATALOGUE_VAR,
     Choices,
     catalogue_setting,
     plan_shards,
     prepare_run,
-    size_setting,
 )
 from taxo_pipeline.classification.shards import shard_key
 from taxo_pipeline.defs.classify.assets import catalogue_classifications, run_config
@@ -25,8 +24,8 @@ from taxo_pipeline.resources import StorageResource
 
 def catalogue_shard_requests(instance: dg.DagsterInstance, storage: StorageResource, cursor: str | None) -> dg.SensorResult:
     """The partition changes and run requests for the catalogue as it is now; none if it matches `cursor`."""
-    shard_size = size_setting("TAXO_SHARD_SIZE", 10_000)
-    choices = Choices(shard_size=shard_size, chunk_size=size_setting("TAXO_CLASSIFY_CHUNK", 2_048))
+    shard_size = settings.current().shard_size
+    choices = Choices(shard_size=shard_size, chunk_size=settings.current().classify_chunk)
     run = prepare_run(storage.warehouse(), storage.data_path(""), catalogue_setting(), choices)
     state = json.dumps([str(run.products.resolve()), run.catalogue_fingerprint, shard_size, run.fingerprint])
     if state == cursor:
@@ -52,7 +51,7 @@ def catalogue_shard_requests(instance: dg.DagsterInstance, storage: StorageResou
     "and launches a run for each shard that is new or changed.",
 )  # fmt: skip
 def catalogue_shards_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
-    if not os.environ.get(CATALOGUE_VAR):
+    if not settings.current().catalogue:
         return dg.SensorResult(skip_reason=f"{CATALOGUE_VAR} is not set: no catalogue to classify")
     try:
         return catalogue_shard_requests(context.instance, storage, context.cursor)

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from taxo_pipeline import settings
 from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import (
@@ -19,7 +20,6 @@ from taxo_pipeline.approaches.spec import (
     ClassifyRequest,
 )
 from taxo_pipeline.classification.evaluated import save_calibration
-from taxo_pipeline.dataset.texts import max_text_chars
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.index.category_embeddings import category_embeddings
 from taxo_pipeline.defs.ingest.assets import (
@@ -139,7 +139,7 @@ def classify_partition(
         stored = classify_and_store(storage.warehouse(), approach, key, request, full)
     context.log.info(f"{stored.key}: {len(stored.classified.product_ids)} of {products.height} products classified")
     if evidence.truncated:
-        context.log.warning(f"{evidence.truncated} texts were cut to {max_text_chars()} characters (TAXO_MAX_TEXT_CHARS)")
+        context.log.warning(f"{evidence.truncated} texts were cut to {settings.current().max_text_chars} characters (TAXO_MAX_TEXT_CHARS)")
     return dg.Output(
         stored.key.columns,
         metadata={

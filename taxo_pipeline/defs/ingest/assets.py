@@ -51,15 +51,15 @@ class SourceConfig(dg.Config):
 
 # what -> (env var, default source, the reference's URL, the seed's cache file name)
 _SOURCES = {
-    "products": ("TAXO_PRODUCTS", settings.products_source, settings.PRODUCTS_URL, settings.RAW_PRODUCTS_FILE),
-    "taxonomy": ("TAXO_TAXONOMY", settings.taxonomy_source, settings.TAXONOMY_URL, settings.RAW_TAXONOMY_FILE),
+    "products": ("TAXO_PRODUCTS", lambda: settings.current().products, settings.PRODUCTS_URL, settings.RAW_PRODUCTS_FILE),
+    "taxonomy": ("TAXO_TAXONOMY", lambda: settings.current().taxonomy, settings.TAXONOMY_URL, settings.RAW_TAXONOMY_FILE),
 }
 
 
 def depth_code_version(version: str) -> str:
     """An asset's code version at the configured depth: `version` itself at depth 3 (what existing instances
     recorded), `version+depth-full` etc. otherwise."""
-    depth = settings.taxonomy_depth()
+    depth = settings.current().depth
     return version if depth == MAX_LEVEL else f"{version}+depth-{depth_label(depth)}"
 
 
@@ -171,7 +171,7 @@ def clean_products_full_depth(
 )
 def taxonomy_l3(context: dg.AssetExecutionContext, storage: StorageResource, raw_taxonomy: str) -> dg.MaterializeResult:
     """Every taxonomy node trimmed to TAXO_DEPTH levels (3 by default: L1, L2 and L3 nodes), sorted and unique."""
-    taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)), settings.taxonomy_depth())
+    taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)), settings.current().depth)
     frame = pl.from_arrow(taxonomy.to_arrow())
     path = _write(storage, "taxonomy_l3", settings.taxonomy_file(taxonomy.depth), frame)
     counts = taxonomy.level_counts()
@@ -210,7 +210,7 @@ def taxonomy_full_depth(
 
 def load_taxonomy_l3(storage: StorageResource) -> TaxonomyL3:
     """The taxonomy at the configured depth (TAXO_DEPTH)."""
-    depth = settings.taxonomy_depth()
+    depth = settings.current().depth
     return TaxonomyL3(pl.read_parquet(storage.data_path(settings.taxonomy_file(depth)))["path"].to_list(), depth)
 
 
@@ -223,7 +223,7 @@ def load_taxonomy_full_depth(storage: StorageResource, variant: str = FULL_DEPTH
 
 
 def load_experiment(storage: StorageResource, with_images: bool = False) -> pl.DataFrame:
-    frame = pl.read_parquet(storage.data_path(settings.experiment_file(settings.taxonomy_depth())))
+    frame = pl.read_parquet(storage.data_path(settings.current().experiment_file()))
     return frame if with_images or IMAGE not in frame.columns else frame.drop(IMAGE)
 
 
