@@ -30,6 +30,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def model_id(text: str) -> str:
+    """A --model argument: argparse would replace the reason with "invalid validate_model_id value"."""
+    try:
+        return validate_model_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (e.g. sentence-transformers/all-MiniLM-L6-v2)") from None
+
+
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--products", help="products file or URL (default: $TAXO_PRODUCTS, else the HF shard)")
     parser.add_argument("--taxonomy", help="categories.txt path or URL (default: $TAXO_TAXONOMY, else Shopify's)")
@@ -37,13 +45,13 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser, approach: Approach) -> None:
     if approach.partitioning == RERANKER_RETRIEVER:
-        parser.add_argument("--retrieval-model", dest="model", required=True, type=validate_model_id,
+        parser.add_argument("--retrieval-model", dest="model", required=True, type=model_id,
                             help="SIE encoder that retrieves the candidates (org/name)")  # fmt: skip
-        parser.add_argument("--reranker-model", dest="reranker", required=True, type=validate_model_id,
+        parser.add_argument("--reranker-model", dest="reranker", required=True, type=model_id,
                             help="SIE reranker id (org/name)")  # fmt: skip
     else:
         word = FAMILY_WORD[approach.partitioning]
-        parser.add_argument("--model", required=True, type=validate_model_id, help=f"SIE {word} id (org/name)")
+        parser.add_argument("--model", required=True, type=model_id, help=f"SIE {word} id (org/name)")
     if approach.partitioning in (MODEL_VARIANT, RERANKER_RETRIEVER):
         parser.add_argument("--variant", choices=VARIANTS, default="full-path",
                             help="category documents: full path, leaf name, or every node of the full taxonomy")  # fmt: skip

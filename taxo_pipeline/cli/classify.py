@@ -25,11 +25,10 @@ from taxo_pipeline.classification.run import (
     prepare_run,
 )
 from taxo_pipeline.classification.shards import export, refresh_view, shard_files, shard_key
-from taxo_pipeline.cli.arguments import positive_int
+from taxo_pipeline.cli.arguments import model_id, positive_int
 from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.sie.catalogue import validate_model_id
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
 from taxo_pipeline.sie.server import ensure_sie
@@ -49,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--products", required=True, type=Path, help="catalogue: .parquet, .jsonl or .csv")
     parser.add_argument("--approach", help="approach name (default: the leaderboard's best)")
-    parser.add_argument("--model", type=validate_model_id, help="model id (default: the best evaluated for the approach)")
+    parser.add_argument("--model", type=model_id, help="model id (default: the best evaluated for the approach)")
     parser.add_argument("--variant", help="category documents: full-path, leaf, both (default: the best evaluated)")
     parser.add_argument("--output", type=Path, help="also write every row to F.parquet, F.csv or F.jsonl")
     parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per product (default 5)")

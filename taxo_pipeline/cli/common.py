@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from taxo_pipeline import settings
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.sie.client import SIEInferenceError
 from taxo_pipeline.sie.local_process import LocalServerError
@@ -17,17 +19,68 @@ from taxo_pipeline.sie.redaction import RedactingFilter, redact
 USER_ERRORS: tuple[type[Exception], ...] = (InputError, SIEInferenceError, LocalServerError, FileNotFoundError, LookupError)
 
 
+# Records a person reads at the terminal: taxo-pipeline's own progress, and anyone's warnings.
+_OWN = "taxo_pipeline"
+# A completed run's Dagster events, copied into the log file (the UI shows them too).
+RUN_EVENTS_LOGGER = "taxo_pipeline.run_events"
+
+
+class _Terminal(logging.Filter):
+    def __init__(self, verbose: bool):
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == RUN_EVENTS_LOGGER:
+            return False
+        if self.verbose:
+            return True
+        own = record.name == _OWN or record.name.startswith(_OWN + ".")
+        return record.levelno >= (logging.INFO if own else logging.WARNING)
+
+
+VERBOSE = False  # set by configure_logging for the command's runs
+
+
+def log_file() -> Path:
+    """Every command's full log: debug lines, libraries' messages and the runs' Dagster events."""
+    return settings.current().data_dir / "logs" / "taxo-pipeline.log"
+
+
 def configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
-    # httpx logs every request at INFO; progress lines are what matter here.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    """Progress lines (and warnings) to stderr, everything to `log_file()`; `verbose` prints everything."""
+    global VERBOSE
+    VERBOSE = verbose
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    for handler in [h for h in root.handlers if getattr(h, "taxo_pipeline", False)]:  # a second command in-process
+        root.removeHandler(handler)
+        handler.close()
+    terminal = logging.StreamHandler(sys.stderr)
+    terse = "%(asctime)s %(message)s"
+    terminal.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else terse, "%H:%M:%S"))
+    terminal.addFilter(_Terminal(verbose))
+    handlers: list[logging.Handler] = [terminal]
+    path = log_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+        handlers[-1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    except OSError:  # a read-only data folder must not stop a command; the terminal still gets progress
+        pass
+    for handler in handlers:
+        handler.taxo_pipeline = True
+        handler.addFilter(RedactingFilter())
+        root.addHandler(handler)
+    logging.captureWarnings(True)  # library warnings go to the file (and, once each, to the terminal)
+    # httpx logs every request at INFO and, like Dagster's helpers, would drown the progress lines.
+    for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def dagster_console_level() -> str:
+    """The level of Dagster's console logger in command runs: its events go to the log file instead."""
+    return "DEBUG" if VERBOSE else "CRITICAL"
 
 
 def run_command(

@@ -9,12 +9,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from taxo_pipeline import settings
+from taxo_pipeline.cli.arguments import model_id
 from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.cli.evaluate import add_eval
 from taxo_pipeline.cli.materialize import add_materialize
 from taxo_pipeline.cli.predict import add_predict
 from taxo_pipeline.cli.runs import dagster_home
-from taxo_pipeline.sie.catalogue import validate_model_id
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.dev_server import dev_sie
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
@@ -28,14 +28,14 @@ def add_encode(subparsers: argparse._SubParsersAction) -> None:
         help="encode texts with an SIE model, through the warehouse embedding cache",
         description="Encode texts with an SIE model. Without SIE_BASE_URL a local server is started and stopped.",
     )
-    parser.add_argument("--model", required=True, help="model id, e.g. sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--model", required=True, type=model_id, help="model id, e.g. sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--query", action="store_true", help="encode as queries (is_query=True)")
     parser.add_argument("texts", nargs="+", metavar="TEXT")
     parser.set_defaults(run=run_encode)
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    model = validate_model_id(args.model)
+    model = args.model
     log = logging.getLogger("taxo_pipeline")
     cache = EmbeddingCache(Warehouse(settings.current().warehouse))
     with ensure_sie(models=[model], logger=log) as url, InferenceClient(url, cache=cache, logger=log) as client:

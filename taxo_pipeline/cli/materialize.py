@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 
 # Not exported at the top level in 1.13: resolves the dynamic (model) partitions while walking the graph.
 from dagster._core.definitions.partitions.context import partition_loading_context
@@ -29,7 +28,7 @@ from taxo_pipeline.cli.runs import RunFailedError, command_instance, materialize
 from taxo_pipeline.defs.ingest.assets import SOURCE_METADATA, source_data_version, source_file
 from taxo_pipeline.defs.models.partitions import PARTITIONS, partition_models
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, apply_model_sync, model_sync
-from taxo_pipeline.evaluation.leaderboard import leaderboard
+from taxo_pipeline.evaluation.leaderboard import leaderboard, leaderboard_text
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.resource import SIEResource
@@ -86,9 +85,7 @@ def run_materialize(args: argparse.Namespace) -> int:
             launcher.launch(PlannedRun(None, tuple(changed), frozenset()))
         run_automation(defs, instance, launcher)
     log.info("runs launched: %d", launcher.launched)
-    board = leaderboard(Warehouse(settings.current().warehouse))
-    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=400, fmt_str_lengths=80, tbl_hide_dataframe_shape=True):
-        print(board)
+    print(leaderboard_text(leaderboard(Warehouse(settings.current().warehouse))))
     return 0
 
 

@@ -3,12 +3,14 @@ show in the UI's run history, with one SIE server for the whole run."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
 from taxo_pipeline import settings
+from taxo_pipeline.cli.common import RUN_EVENTS_LOGGER, dagster_console_level
 from taxo_pipeline.cli.run_owner import fail_runs_of_dead_commands, owner_tags
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import pipeline_resources
@@ -88,21 +90,36 @@ def materialize(
     for name, keys in (dynamic_partitions or {}).items():
         if missing := [k for k in keys if not instance.has_dynamic_partition(name, k)]:
             instance.add_dynamic_partitions(name, missing)
-    result = dg.materialize(
-        [*defs.assets, *defs.asset_checks],
-        selection=selection if isinstance(selection, dg.AssetSelection) else list(selection),
+    selection = selection if isinstance(selection, dg.AssetSelection) else dg.AssetSelection.assets(*selection)
+    name = run_name(selection.resolve(defs.resolve_asset_graph()))
+    # dg.materialize's own job is named __ephemeral_asset_job__ in the UI; this one says what it ran.
+    job = dg.Definitions(
+        assets=[*defs.assets, *defs.asset_checks],
+        jobs=[dg.define_asset_job(name, selection=selection)],
+        resources=pipeline_resources(storage, sie_url=sie_url),
+    ).resolve_job_def(name)
+    result = job.execute_in_process(
+        run_config={"ops": ops_config or {}, "loggers": {"console": {"config": {"log_level": dagster_console_level()}}}},
         instance=instance,
         partition_key=partition_key,
-        resources=pipeline_resources(storage, sie_url=sie_url),
-        run_config={"ops": ops_config or {}},
         tags={**owner_tags(), **(tags or {})},
         raise_on_error=False,
     )
+    events = logging.getLogger(RUN_EVENTS_LOGGER)
+    for record in instance.all_logs(result.run_id):
+        events.debug("run %s %s: %s", result.run_id[:8], record.step_key or "-", record.user_message)
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         detail = _root_message(failure.step_failure_data.error) if failure else "see the run in the Dagster UI"
         raise RunFailedError(f"run {result.run_id} failed at {failure.step_key if failure else '?'}: {detail}")
     return result
+
+
+def run_name(keys) -> str:
+    """A job name (letters, digits, _) saying what a command's run materializes: its first assets."""
+    names = sorted(key.to_python_identifier() for key in keys)
+    more = f"__and_{len(names) - 2}_more" if len(names) > 2 else ""
+    return "cli__" + "__".join(names[:2]) + more
 
 
 def _root_message(error) -> str:
