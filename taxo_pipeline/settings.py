@@ -73,6 +73,8 @@ class Settings:
     executor: str  # TAXO_EXECUTOR: multiprocess (one process per step) or in_process
     lock_timeout_s: float  # TAXO_LOCK_TIMEOUT_S: how long a file lock is waited for
     catalogue: Path | None  # TAXO_CATALOGUE: the product catalogue the shard sensor classifies
+    sensor_interval_s: int  # TAXO_SENSOR_INTERVAL_S: the model and catalogue sensors' tick (60 s)
+    automation_interval_s: int  # TAXO_AUTOMATION_INTERVAL_S: the automation sensor's tick (30 s)
     shard_size: int  # TAXO_SHARD_SIZE: products per catalogue shard
     classify_chunk: int  # TAXO_CLASSIFY_CHUNK: products per classification batch
 
@@ -105,6 +107,8 @@ class Settings:
             executor=env.choice("TAXO_EXECUTOR", EXECUTORS),
             lock_timeout_s=env.seconds("TAXO_LOCK_TIMEOUT_S", 300.0),
             catalogue=env.path("TAXO_CATALOGUE", None, resolve=False),
+            sensor_interval_s=env.whole("TAXO_SENSOR_INTERVAL_S", 60),
+            automation_interval_s=env.whole("TAXO_AUTOMATION_INTERVAL_S", 30),
             shard_size=env.whole("TAXO_SHARD_SIZE", 10_000),
             classify_chunk=env.whole("TAXO_CLASSIFY_CHUNK", 2_048),
         )

@@ -52,7 +52,7 @@ def test_taxo_depth_is_3_by_default_full_or_a_number_of_levels(monkeypatch, valu
 def test_a_bad_taxo_depth_names_the_variable_and_the_allowed_values(monkeypatch, value):
     monkeypatch.setenv("TAXO_DEPTH", value)
     with pytest.raises(InputError) as raised:
-        settings.current().depth
+        settings.current()
     assert str(raised.value) == (
         f"bad setting(s): TAXO_DEPTH={value!r} is not a taxonomy depth: expected 3 (the default), full, "
         "or a positive whole number of levels"

@@ -146,6 +146,8 @@ def test_a_model_enabled_while_dev_runs_is_served_and_its_partitions_run(
     for name, value in {"TAXO_MODELS": catalogue, "DAGSTER_HOME": home, "TAXO_INDEX_DIR": workspace / "chroma"}.items():
         monkeypatch.setenv(name, str(value))
     monkeypatch.setenv("TAXO_EXECUTOR", "in_process")  # a process per run, not per step: a fraction of the CPU
+    monkeypatch.setenv("TAXO_SENSOR_INTERVAL_S", "5")  # ticks of a few seconds instead of a minute
+    monkeypatch.setenv("TAXO_AUTOMATION_INTERVAL_S", "5")
     monkeypatch.delenv("SIE_BASE_URL", raising=False)
     monkeypatch.delenv("SIE_API_KEY", raising=False)
     materialize(dg.AssetSelection.groups(DATA_GROUP), sie_url=None)  # as a previous `dev` session left them

@@ -26,6 +26,7 @@ def test_the_defaults_with_an_empty_environment():
     assert (s.executor, s.lock_timeout_s, s.catalogue, s.shard_size, s.classify_chunk) == (
         "multiprocess", 300.0, None, 10_000, 2_048,
     )  # fmt: skip
+    assert (s.sensor_interval_s, s.automation_interval_s) == (60, 30)
 
 
 def test_every_variable_is_read(tmp_path):

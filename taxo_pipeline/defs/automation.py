@@ -4,6 +4,8 @@ that evaluates them, running by default. The weekly data refresh that sets it of
 
 import dagster as dg
 
+from taxo_pipeline import settings
+
 _AC = dg.AutomationCondition
 # eager() alone ignores code versions and fills only partitions that go missing after it was switched
 # on (a fresh instance would wait for someone to materialize the data). So code_version_changed()
@@ -20,7 +22,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "evaluation_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=settings.current().automation_interval_s,
     description="Runs what the automation requests: what is missing once its inputs are there, the partitions "
     "of a model whose fingerprint changed, everything downstream of refreshed data, every partition of an "
     "asset whose code_version changed.",

@@ -46,7 +46,7 @@ def catalogue_shard_requests(instance: dg.DagsterInstance, storage: StorageResou
 
 
 @dg.sensor(
-    target=[catalogue_classifications], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+    target=[catalogue_classifications], minimum_interval_seconds=settings.current().sensor_interval_s, default_status=dg.DefaultSensorStatus.RUNNING,
     description=f"Classifies the catalogue in {CATALOGUE_VAR}: registers its shards as `catalogue_shard` partitions "
     "and launches a run for each shard that is new or changed.",
 )  # fmt: skip

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from taxo_pipeline import settings
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES, model_fingerprints
 from taxo_pipeline.defs.models.partitions import PartitionChanges, enabled_by_partitions, model_partition_changes
 from taxo_pipeline.sie.catalogue import Catalogue, load_catalogue
@@ -71,7 +72,7 @@ def apply_model_sync(instance: dg.DagsterInstance, sync: ModelSync) -> None:
 
 
 @dg.sensor(
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=settings.current().sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Syncs the model partitions with models.yaml and records model fingerprints; the automation "
     "sensor then runs a new or changed model's partitions.",
