@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from taxo_pipeline.dataset.fetch import resolve_source
+from taxo_pipeline.dataset.tables import load_taxonomy_full_depth
 from taxo_pipeline.dataset.taxonomy import parse_categories
 from taxo_pipeline.defs.ingest import assets as dataset
 from taxo_pipeline.defs.ingest import checks
@@ -80,10 +81,10 @@ def test_the_full_depth_taxonomy_holds_every_category_for_the_full_depth_documen
     assert panama == [("Panama Hats", 4, HATS, "Apparel & Accessories")]
     shown = result.asset_materializations_for_node("taxonomy_full_depth")[0].metadata
     assert (shown["total_nodes"].value, shown["l4_nodes"].value, shown["l8_nodes"].value) == (14_606, 4_704, 71)
-    categories = dataset.load_taxonomy_full_depth(StorageResource())
+    categories = load_taxonomy_full_depth(StorageResource().data_path(""))
     assert categories == sorted(set(parse_categories(TAXONOMY))) and len(categories) == 14_606
     # the L1-L3 variants' documents never read it
-    assert dataset.load_taxonomy_full_depth(StorageResource(), "full-path") is None
+    assert load_taxonomy_full_depth(StorageResource().data_path(""), "full-path") is None
 
 
 def test_shard_with_images_and_potentials_keeps_them(workspace):

@@ -12,7 +12,7 @@ from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.spec import Classified, ClassifyRequest
 from taxo_pipeline.classification.run import CatalogueRun, Classify
-from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
@@ -20,12 +20,12 @@ from taxo_pipeline.sie.client import InferenceClient
 
 def catalogue_classifier(run: CatalogueRun, storage: StorageResource, client: InferenceClient) -> Classify:
     key, approach = run.key, approach_named(run.key.approach)
-    taxonomy = load_taxonomy_l3(storage)
+    taxonomy = load_taxonomy_l3(storage.data_path(""))
     family = {spec.id: spec.family for spec in load_catalogue()}.get(key.model, "text")
-    evidence = Evidence(client, storage.index_path(), taxonomy, load_taxonomy_full_depth(storage, key.variant))
+    evidence = Evidence(client, storage.index_path(), taxonomy, load_taxonomy_full_depth(storage.data_path(""), key.variant))
     request = ClassifyRequest(
         pl.DataFrame(), taxonomy, evidence, key.model, key.variant, family, key.reranker, run.top_k,
-        approach.batch_size, labelled=load_experiment(storage) if approach.needs_labels else None,
+        approach.batch_size, labelled=load_experiment(storage.data_path("")) if approach.needs_labels else None,
     )  # fmt: skip
 
     def classify(chunk: pl.DataFrame) -> Classified:

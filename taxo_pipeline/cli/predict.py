@@ -27,8 +27,8 @@ from taxo_pipeline.cli.arguments import (
 from taxo_pipeline.cli.evaluate import INDEX_ASSET, evaluation_runs
 from taxo_pipeline.cli.runs import materialize, source_run_config
 from taxo_pipeline.dataset.products import IMAGE
+from taxo_pipeline.dataset.tables import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
-from taxo_pipeline.defs.ingest.assets import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.defs.models.partitions import dynamic_partitions, partition_key
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
@@ -87,15 +87,15 @@ def run_predict(approach: Approach, args: argparse.Namespace) -> int:
     known = {spec.id: spec.family for spec in load_catalogue()}
     with ensure_sie(models=list(models.ids), logger=log) as url:
         _prepare(approach, args, store, url)
-        taxonomy = load_taxonomy_l3(store)
+        taxonomy = load_taxonomy_l3(store.data_path(""))
         cache = EmbeddingCache(store.warehouse())
         variant = models.variant or approach.documents
         with InferenceClient(url, cache=cache, logger=log) as client:
-            evidence = Evidence(client, store.index_path(), taxonomy, load_taxonomy_full_depth(store, variant))
+            evidence = Evidence(client, store.index_path(), taxonomy, load_taxonomy_full_depth(store.data_path(""), variant))
             request = ClassifyRequest(
                 _product(args), taxonomy, evidence, models.model, variant, known.get(models.model, "text"),
                 models.reranker, args.top_k, approach.batch_size,
-                labelled=load_experiment(store) if approach.needs_labels else None,
+                labelled=load_experiment(store.data_path("")) if approach.needs_labels else None,
             )  # fmt: skip
             started = time.perf_counter()
             classified = approach.classify(request)

@@ -20,12 +20,10 @@ from taxo_pipeline.approaches.spec import (
     ClassifyRequest,
 )
 from taxo_pipeline.classification.evaluated import save_calibration
+from taxo_pipeline.dataset.tables import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.index.category_embeddings import category_embeddings
 from taxo_pipeline.defs.ingest.assets import (
-    load_experiment,
-    load_taxonomy_full_depth,
-    load_taxonomy_l3,
     products_experiment_l3,
     taxonomy_full_depth,
     taxonomy_l3,
@@ -123,14 +121,14 @@ def classify_partition(
         clear_results(storage.warehouse(), key)
         context.log.info(f"skipped: {reason}")
         return dg.Output({"skipped": reason}, metadata={"skipped": reason, "products": 0})
-    products = load_experiment(storage, with_images=family == "image")
+    products = load_experiment(storage.data_path(""), with_images=family == "image")
     full = config.limit is None
     products = products if full else products.head(config.limit)
     if products.height == 0:
         raise InputError(f"{key}: no products to evaluate in products_experiment_l3: nothing was written")
-    taxonomy = load_taxonomy_l3(storage)
+    taxonomy = load_taxonomy_l3(storage.data_path(""))
     with sie.client(logger=context.log) as client:
-        evidence = Evidence(client, storage.index_path(), taxonomy, load_taxonomy_full_depth(storage, variant))
+        evidence = Evidence(client, storage.index_path(), taxonomy, load_taxonomy_full_depth(storage.data_path(""), variant))
         request = ClassifyRequest(
             products, taxonomy, evidence, models.model, variant, family, models.reranker, config.top_k,
             config.batch_size or approach.batch_size, labelled=products if approach.needs_labels else None,
@@ -160,7 +158,7 @@ def score_partition(approach: Approach, storage: StorageResource, result: dict) 
     if "skipped" in result:
         return dg.MaterializeResult(metadata={"skipped": result["skipped"], "count": 0})
     key, warehouse = ResultKey(**result), storage.warehouse()
-    scored = score_and_store(warehouse, approach, key, load_taxonomy_l3(storage).l1_labels())
+    scored = score_and_store(warehouse, approach, key, load_taxonomy_l3(storage.data_path("")).l1_labels())
     refresh_views(warehouse, load_catalogue())
     if scored is None:
         return dg.MaterializeResult(metadata={"count": 0, "skipped": "no predictions to score"})

@@ -11,12 +11,11 @@ from pydantic import Field
 
 from taxo_pipeline.approaches.evidence import CATEGORY_STAGE
 from taxo_pipeline.approaches.spec import MODEL_VARIANT
+from taxo_pipeline.dataset.tables import load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.dataset.taxonomy import depth_label
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.ingest.assets import (
     depth_code_version,
-    load_taxonomy_full_depth,
-    load_taxonomy_l3,
     taxonomy_full_depth,
     taxonomy_l3,
 )
@@ -58,9 +57,9 @@ def category_embeddings(
     TAXO_DEPTH), or every node of the full taxonomy's full path (full-depth)."""
     models = partition_models(MODEL_VARIANT, context.partition_key)
     model, variant = models.model, models.variant
-    taxonomy = load_taxonomy_l3(storage)
+    taxonomy = load_taxonomy_l3(storage.data_path(""))
     depth = depth_label(taxonomy.depth)
-    categories = variant_documents(taxonomy, variant, load_taxonomy_full_depth(storage, variant))
+    categories = variant_documents(taxonomy, variant, load_taxonomy_full_depth(storage.data_path(""), variant))
     with sie.client(logger=context.log) as client:
         encoded = client.encode_detailed(
             model, categories.documents, is_query=False, batch_size=config.batch_size, refresh=config.rebuild

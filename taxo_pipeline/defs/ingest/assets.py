@@ -20,6 +20,7 @@ from taxo_pipeline import settings
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.fetch import cache_name_for, resolve_source
 from taxo_pipeline.dataset.products import IMAGE, read_products
+from taxo_pipeline.dataset.tables import load_taxonomy_l3
 from taxo_pipeline.dataset.taxonomy import (
     MAX_LEVEL,
     TaxonomyL3,
@@ -34,7 +35,6 @@ from taxo_pipeline.defs.metadata import table_metadata
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.files import file_sha256, write_parquet_atomic
 from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.retrieval.full_depth import FULL_DEPTH
 
 GROUP = "dataset"
 # Definition metadata naming the source ("products" or "taxonomy") a raw asset reads, so the main job
@@ -208,25 +208,6 @@ def taxonomy_full_depth(
     )
 
 
-def load_taxonomy_l3(storage: StorageResource) -> TaxonomyL3:
-    """The taxonomy at the configured depth (TAXO_DEPTH)."""
-    depth = settings.current().depth
-    return TaxonomyL3(pl.read_parquet(storage.data_path(settings.taxonomy_file(depth)))["path"].to_list(), depth)
-
-
-def load_taxonomy_full_depth(storage: StorageResource, variant: str = FULL_DEPTH) -> list[str] | None:
-    """Every category of the full taxonomy (taxonomy_full_depth), sorted, where the `variant`'s category
-    documents are made of it (full-depth); None for the others, which do not read the table."""
-    if variant != FULL_DEPTH:
-        return None
-    return pl.read_parquet(storage.data_path(settings.TAXONOMY_FULL_DEPTH_FILE))["path"].to_list()
-
-
-def load_experiment(storage: StorageResource, with_images: bool = False) -> pl.DataFrame:
-    frame = pl.read_parquet(storage.data_path(settings.current().experiment_file()))
-    return frame if with_images or IMAGE not in frame.columns else frame.drop(IMAGE)
-
-
 @dg.asset(
     group_name=GROUP, code_version=depth_code_version("1"), deps=[clean_products_full_depth, taxonomy_l3],
     kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION,
@@ -234,7 +215,7 @@ def load_experiment(storage: StorageResource, with_images: bool = False) -> pl.D
 def products_experiment_l3(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The evaluation table: ground truth and potentials trimmed to TAXO_DEPTH levels (3 by default)."""
     clean = pl.read_parquet(storage.data_path(settings.CLEAN_FULL_DEPTH_FILE))
-    taxonomy = load_taxonomy_l3(storage)
+    taxonomy = load_taxonomy_l3(storage.data_path(""))
     experiment = trim_products(clean, taxonomy)
     path = _write(storage, "products_experiment_l3", settings.experiment_file(taxonomy.depth), experiment)
     by_l1 = experiment.group_by(pl.col("ground_truth_category").str.split(" > ").list.first().alias("l1")).len()
