@@ -80,3 +80,16 @@ def test_a_bad_model_id_says_what_an_id_looks_like(capsys):
         "argument --model: invalid model id 'all-MiniLM-L6-v2': expected 'org/name' made of letters, digits, '.', '_' "
         "and '-' (each part starting with a letter or digit) (e.g. sentence-transformers/all-MiniLM-L6-v2)"
     )
+
+
+def test_every_missing_source_is_named_at_once(tmp_path, monkeypatch, capsys):
+    from taxo_pipeline.cli.main import main
+
+    for name, value in {"TAXO_DATA_DIR": "data", "TAXO_WAREHOUSE": "w.duckdb", "DAGSTER_HOME": "home",
+                        "TAXO_PRODUCTS": "missing/products.jsonl", "TAXO_TAXONOMY": "missing/categories.txt"}.items():  # fmt: skip
+        monkeypatch.setenv(name, str(tmp_path / value))
+    assert main(["materialize"]) == 1
+    err = capsys.readouterr().err
+    assert f"products file {tmp_path / 'missing/products.jsonl'} does not exist (set TAXO_PRODUCTS" in err
+    assert f"taxonomy file {tmp_path / 'missing/categories.txt'} does not exist (set TAXO_TAXONOMY" in err
+    assert not (tmp_path / "w.duckdb").exists()  # nothing started, nothing written

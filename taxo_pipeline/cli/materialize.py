@@ -28,6 +28,7 @@ from taxo_pipeline.cli.runs import RunFailedError, command_instance, materialize
 from taxo_pipeline.defs.ingest.assets import SOURCE_METADATA, source_data_version, source_file
 from taxo_pipeline.defs.models.partitions import PARTITIONS, partition_models
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, apply_model_sync, model_sync
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.leaderboard import leaderboard, leaderboard_text
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
@@ -113,13 +114,19 @@ def changed_sources(instance: dg.DagsterInstance, graph, overrides: Mapping[str,
     The automation then reruns what reads them. A missing warehouse makes every one count as changed,
     so everything is computed again into a new one."""
     storage, warehouse_exists = StorageResource(), settings.current().warehouse.exists()
-    changed = []
+    changed, problems = [], []
     for key, what in source_assets(graph).items():
         event = instance.get_latest_materialization_event(key)
         last = event.asset_materialization if event else None
-        _, path = source_file(storage, what, overrides.get(what))
+        try:
+            _, path = source_file(storage, what, overrides.get(what))
+        except InputError as exc:  # offline, both sources fail: say so at once, not one per attempt
+            problems.append(str(exc))
+            continue
         if not (warehouse_exists and last and _read(last, path)):
             changed.append(key)
+    if problems:
+        raise InputError("\n".join(problems))
     return changed
 
 
