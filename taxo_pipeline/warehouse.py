@@ -1,16 +1,26 @@
-"""The DuckDB warehouse: short-lived connections and all-or-nothing writes.
+"""The DuckDB warehouse: files only the pipeline opens, and a published read-only copy for everyone else.
 
-DuckDB allows one read-write process per file, so connections queue on a file lock beside the
-warehouse (shared for readers), retry while a process outside taxo-pipeline holds DuckDB's own
-lock, and every write (a whole table or one partition) is one transaction: a failure leaves the
-previous rows in place.
+DuckDB lets one process write a file, and a reader in another process (a notebook, a BI tool, the
+DuckDB CLI) makes every writer fail. So the pipeline reads and writes its own file beside the
+warehouse, `.<name>.writer.duckdb` (warehouse/.taxo.writer.duckdb by default), and after each
+committed write the warehouse itself (TAXO_WAREHOUSE) is published again: the writer file is copied
+to a temp file beside it, synced, and renamed over it. A reader keeps the file it opened, a whole
+snapshot, until it reconnects; no reader opens the file a writer writes, so neither waits on the other.
+The embedding cache, most of the bytes and of no use to a reader, has a file of its own,
+`.<name>.cache.duckdb`, never published.
+
+Inside the pipeline, connections to a file queue on a file lock beside it (shared for readers), and
+every write (a whole table or one partition) is one transaction: a failure leaves the previous rows in
+place and publishes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,11 +28,16 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from taxo_pipeline.files import write_atomic
 from taxo_pipeline.locks import file_lock
 
 log = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 300.0
+CACHE_TABLE = "embedding_cache"
+# Files are created in this storage format, so DuckDB 1.4 and later (the `duckdb` CLI from PyPI, BI tools
+# bundling an older DuckDB) can read the published copy; a file keeps the format it was created with.
+STORAGE_VERSION = "v1.4.0"
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -30,17 +45,29 @@ def _is_lock_error(exc: Exception) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text
 
 
-class Warehouse:
-    def __init__(self, path: str | Path):
+def _beside(published: Path, role: str) -> Path:
+    """taxo.duckdb -> .taxo.<role>.duckdb"""
+    return published.with_name(f".{published.stem}.{role}{published.suffix}")
+
+
+class Store:
+    """One DuckDB file that only taxo-pipeline opens: connections queue on a lock file beside it, and a
+    transaction commits all or nothing."""
+
+    def __init__(self, path: Path):
         self.path = Path(path)
+        self.lock = self.path.with_name(self.path.name + ".lock")
+
+    def exists(self) -> bool:
+        return self.path.exists()
 
     @contextmanager
     def connect(self, read_only: bool = False, lock_wait_s: float = LOCK_WAIT_S) -> Iterator[duckdb.DuckDBPyConnection]:
-        if read_only and not self.path.exists():
-            raise FileNotFoundError(f"warehouse {self.path} does not exist yet: materialize the pipeline first")
+        if read_only and not self.exists():
+            raise FileNotFoundError(f"{self.path} does not exist yet: materialize the pipeline first")
         # Step processes that open a fresh file together fail ("not a valid DuckDB database file"), and
         # polling DuckDB's lock starves some of them: queue on our own lock instead.
-        with file_lock(self.path.with_name(self.path.name + ".lock"), shared=read_only):
+        with file_lock(self.lock, shared=read_only):
             con = self._open(read_only, lock_wait_s)
             try:
                 yield con
@@ -52,25 +79,149 @@ class Warehouse:
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return duckdb.connect(
+                    str(self.path), read_only=read_only, config={"storage_compatibility_version": STORAGE_VERSION}
+                )
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     raise
-                log.debug("warehouse %s is locked by another process, retrying in %.2fs", self.path, delay)
+                log.debug("%s is locked by another process, retrying in %.2fs", self.path, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection inside BEGIN/COMMIT; any exception rolls everything back."""
+        with self.connect() as con, _all_or_nothing(con):
+            yield con
+
+    def table_exists(self, table: str) -> bool:
+        if not self.exists():
+            return False
+        with self.connect(read_only=True) as con:
+            return _has_table(con, table)
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(
+        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]
+    )
+
+
+@contextmanager
+def _all_or_nothing(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN/COMMIT around the block, ROLLBACK on any exception."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+class Warehouse:
+    """`path` is the published warehouse (TAXO_WAREHOUSE) that readers outside the pipeline open; the
+    pipeline's own connections go to `writer` beside it, and the embedding cache's to `cache`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.writer = Store(_beside(self.path, "writer"))
+        self.cache = Store(_beside(self.path, "cache"))
+        self._publish_lock = self.path.with_name(f".{self.path.name}.publish.lock")
+        # Present from a commit until a publish includes it: a publisher that finds it gone has nothing to do.
+        self._unpublished = self.writer.path.with_name(self.writer.path.name + ".unpublished")
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self.path})"
+
+    def exists(self) -> bool:
+        return self.path.exists() or self._unpublished.exists()
+
+    @contextmanager
+    def connect(self, read_only: bool = False, lock_wait_s: float = LOCK_WAIT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the writer file; writes through it are published only by `transaction`."""
+        if read_only and not self.exists():
+            raise FileNotFoundError(f"warehouse {self.path} does not exist yet: materialize the pipeline first")
+        self._adopt_or_reset()
+        with self.writer.connect(read_only, lock_wait_s) as con:
+            yield con
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All or nothing, then published: a rolled-back transaction publishes nothing."""
         with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with _all_or_nothing(con):
                 yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+            con.execute("CHECKPOINT")  # into the file, which alone is copied (no write-ahead log)
+            self._unpublished.touch()  # under the writer lock: a publisher sees the commit and the mark, or neither
+        self.publish()
+
+    def table_exists(self, table: str) -> bool:
+        if not self.exists():
+            return False
+        with self.connect(read_only=True) as con:
+            return _has_table(con, table)
+
+    def embedding_store(self) -> Store:
+        """The embedding cache's file, once an earlier version's warehouse (which held the cache) is taken over."""
+        self._adopt_or_reset()
+        return self.cache
+
+    def publish(self) -> bool:
+        """Publish the writer file's committed state if a commit is not yet published; returns whether
+        this call wrote the copy. Writers that commit while one publishes wait here, then find their
+        commits in the next copy or already published: one copy serves them all."""
+        with file_lock(self._publish_lock):
+            if not self._unpublished.exists():
+                return False
+            # Shared: pipeline readers go on, writers wait, so the copy is one committed state.
+            with file_lock(self.writer.lock, shared=True):
+                started = time.monotonic()
+                write_atomic(self.path, self._copy_writer)
+                self._unpublished.unlink()
+        log.info("published %s (%.1f MB) in %.2f s", self.path, self.path.stat().st_size / 1e6,
+                 time.monotonic() - started)  # fmt: skip
+        return True
+
+    def _copy_writer(self, target: Path) -> None:
+        wal = self.writer.path.with_name(self.writer.path.name + ".wal")
+        if wal.exists() and wal.stat().st_size:  # commits a killed writer did not checkpoint: read them too
+            copy_database(self.writer.path, target)
+            return
+        shutil.copyfile(self.writer.path, target)
+        with open(target, "rb+") as handle:
+            os.fsync(handle.fileno())
+
+    def _adopt_or_reset(self) -> None:
+        """Once per warehouse: take over a warehouse written by an earlier version (TAXO_WAREHOUSE was the
+        read-write file: its tables become the writer's, its embedding cache the cache's, and it is
+        published again), or start afresh when the published warehouse was deleted (as deleting
+        TAXO_WAREHOUSE always did; the embedding cache stays). Never call it holding the writer lock:
+        it publishes, and publishers take the publish lock before the writer lock."""
+        if self.writer.exists() == self.exists():
+            return
+        with file_lock(self.writer.lock):
+            if not self.writer.exists():
+                self._unpublished.unlink(missing_ok=True)  # its writer file was deleted by hand
+            if not self.writer.exists() and self.path.exists():
+                self._adopt()
+            elif self.writer.exists() and not self.exists():
+                log.warning("%s was deleted: starting a new warehouse (removing %s)", self.path, self.writer.path)
+                for stale in (self.writer.path, self.writer.path.with_name(self.writer.path.name + ".wal")):
+                    stale.unlink(missing_ok=True)
+        self.publish()
+
+    def _adopt(self) -> None:
+        log.warning("upgrading %s: the pipeline now writes %s and publishes %s as a read-only copy",
+                    self.path, self.writer.path, self.path)  # fmt: skip
+        if not self.cache.exists():
+            write_atomic(self.cache.path, lambda tmp: copy_database(self.path, tmp, lambda t: t == CACHE_TABLE))
+        write_atomic(self.writer.path, lambda tmp: copy_database(self.path, tmp, lambda t: t != CACHE_TABLE))
+        self._unpublished.touch()
+        # The earlier versions' lock, and a log a killed writer left: DuckDB would replay it on the new copy.
+        for stale in (".lock", ".wal"):
+            self.path.with_name(self.path.name + stale).unlink(missing_ok=True)
 
     def replace_table(self, table: str, rows: pa.Table) -> None:
         with self.transaction() as con:
@@ -82,15 +233,36 @@ class Warehouse:
         with self.transaction() as con:
             replace_rows(con, table, keys, rows)
 
-    def table_exists(self, table: str) -> bool:
-        if not self.path.exists():
-            return False
-        with self.connect(read_only=True) as con:
-            return bool(
-                con.execute(
-                    "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-                ).fetchone()[0]
-            )
+
+def copy_database(source: Path, target: Path, keep: Callable[[str], bool] = lambda name: True) -> None:
+    """Write `source`'s committed tables and views whose name `keep` accepts to a new DuckDB file
+    `target`, synced. `source` is opened read-only: a write-ahead log a killed writer left is read,
+    not applied to it."""
+    Path(target).unlink(missing_ok=True)  # write_atomic's placeholder: DuckDB creates the file itself
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {_quote(source)} AS source (READ_ONLY)")
+        con.execute(f"ATTACH {_quote(target)} AS target (STORAGE_VERSION '{STORAGE_VERSION}')")
+        con.execute("COPY FROM DATABASE source TO target (SCHEMA)")
+        for kind, schema, name in con.execute(
+            "SELECT 'TABLE', schema_name, table_name FROM duckdb_tables() WHERE database_name = 'source' "
+            "UNION ALL SELECT 'VIEW', schema_name, view_name FROM duckdb_views() "
+            "WHERE database_name = 'source' AND NOT internal"
+        ).fetchall():
+            qualified = f'"{schema}"."{name}"'
+            if not keep(name):
+                con.execute(f"DROP {kind} target.{qualified}")
+            elif kind == "TABLE":
+                con.execute(f"INSERT INTO target.{qualified} SELECT * FROM source.{qualified}")
+        con.execute("DETACH target")
+    finally:
+        con.close()
+    with open(target, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def vector_column(vectors: np.ndarray) -> pa.ListArray:

@@ -186,7 +186,7 @@ def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, 
 
 
 def _cached_vectors(environment) -> int:
-    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+    with Warehouse(environment["TAXO_WAREHOUSE"]).cache.connect(read_only=True) as con:
         return con.execute("SELECT count(*) FROM embedding_cache").fetchone()[0]
 
 

@@ -32,7 +32,7 @@ class Choice:
 
 
 def _require_evaluation(warehouse: Warehouse) -> None:
-    if not warehouse.path.exists() or not all(warehouse.table_exists(t) for t in ("metrics", "datasets", "predictions")):
+    if not warehouse.exists() or not all(warehouse.table_exists(t) for t in ("metrics", "datasets", "predictions")):
         raise InputError(f"no evaluation in the warehouse {warehouse.path} yet: {RUN_MAIN_JOB}")
 
 

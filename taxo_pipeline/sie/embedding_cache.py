@@ -6,7 +6,8 @@ figures survive runs served from the cache. The fingerprint (catalogue entry and
 `catalogue.fingerprint`) makes a model whose weights or config changed miss the cache, and its older
 vectors are deleted when the new ones are stored. A model that is not in the catalogue (one only a
 remote server knows) has the empty fingerprint: its vectors are keyed by the model id alone.
-Each lookup and write is one short connection, since DuckDB lets one process write at a time.
+Each lookup and write is one short connection, since DuckDB lets one process write at a time. The table
+has a file of its own beside the warehouse (`Warehouse.cache`), which is never published.
 """
 
 from __future__ import annotations
@@ -66,13 +67,16 @@ class EmbeddingCache:
 
     def lookup(self, model: str, is_query: bool, hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, LatencyRecord]]:
         """The cached vectors among `hashes` with the request that produced each, in one query."""
-        if not hashes or not self.warehouse.path.exists():
+        if not hashes:
             return {}
-        if self.read_only and not self.warehouse.table_exists(TABLE):
+        store = self.warehouse.embedding_store()
+        if not store.exists():
+            return {}
+        if self.read_only and not store.table_exists(TABLE):
             return {}
         keys = pa.table({"input_sha256": pa.array(sorted(set(hashes)), pa.string())})
         # a writer looks up in a transaction: ensure_table may migrate
-        connection = self.warehouse.connect(read_only=True) if self.read_only else self.warehouse.transaction()
+        connection = store.connect(read_only=True) if self.read_only else store.transaction()
         with connection as con:
             if not self.read_only:
                 ensure_table(con)
@@ -126,7 +130,7 @@ class EmbeddingCache:
                 "latency_ms": pa.array([r.latency_ms for r in requests], pa.float64()),
             }
         )
-        with self.warehouse.transaction() as con:
+        with self.warehouse.embedding_store().transaction() as con:
             ensure_table(con)
             (pruned,) = con.execute(
                 f"DELETE FROM {TABLE} WHERE model = ? AND fingerprint <> ?", [model, current]

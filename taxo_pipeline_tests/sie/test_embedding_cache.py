@@ -22,6 +22,11 @@ def cached_client(url: str) -> InferenceClient:
     return InferenceClient(url, batch_size=2, cache=EmbeddingCache(Warehouse(settings.current().warehouse)))
 
 
+def cache_connection():
+    """The cache's own file beside the warehouse (the published warehouse has no embedding_cache)."""
+    return Warehouse(settings.current().warehouse).cache.connect(read_only=True)
+
+
 def test_second_encode_makes_no_request_even_after_a_restart(sie_server):
     first = cached_client(sie_server)
     vectors = first.encode_detailed(MINILM, TEXTS, is_query=True)
@@ -48,7 +53,7 @@ def test_second_encode_makes_no_request_even_after_a_restart(sie_server):
     restarted.encode(MINILM, ["Straw hat"], is_query=False)
     assert restarted.request_count == 2
 
-    with duckdb.connect(str(settings.current().warehouse), read_only=True) as con:
+    with cache_connection() as con:
         rows = con.execute(
             "SELECT is_query, count(*), min(dim), max(len(vector)) FROM embedding_cache WHERE model = ? GROUP BY ALL ORDER BY 1",
             [MINILM],
@@ -61,7 +66,7 @@ def test_second_encode_makes_no_request_even_after_a_restart(sie_server):
 
     refreshed = cached_client(sie_server).encode_detailed(MINILM, ["Dome tent"], is_query=True, refresh=True)
     assert not refreshed.from_cache.any()
-    with duckdb.connect(str(settings.current().warehouse), read_only=True) as con:
+    with cache_connection() as con:
         (request_id,) = con.execute(
             "SELECT request_id FROM embedding_cache WHERE model = ? AND is_query AND input_sha256 = ?",
             [MINILM, input_sha256("Dome tent")],
@@ -82,7 +87,7 @@ def test_images_are_cached_by_their_bytes(sie_server):
 
 
 def cache_rows(model: str) -> list[tuple[str, int]]:
-    with duckdb.connect(str(settings.current().warehouse), read_only=True) as con:
+    with cache_connection() as con:
         return con.execute(
             "SELECT fingerprint, count(*) FROM embedding_cache WHERE model = ? GROUP BY ALL ORDER BY 1", [model]
         ).fetchall()
