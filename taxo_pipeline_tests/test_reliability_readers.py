@@ -266,7 +266,7 @@ def test_a_reader_process_holding_the_warehouse_never_fails_a_pipeline_rerun(sie
         assert materialize(SELECTION).success
         stop = tmp_path / "stop"
         readers = start_readers(tmp_path / "warehouse.duckdb", stop, PIPELINE_SQL,
-                                "lambda rows: None if rows == [(1300, 8, 1)] else rows")  # fmt: skip
+                                "lambda rows: None if rows in ([(1300, 8, 1)], [(1300, 0, 0)]) else rows")  # fmt: skip
         try:
             started = time.monotonic()
             reruns = [materialize(["text_retrieval_predictions", "text_retrieval_metrics"]) for _ in range(2)]
@@ -277,4 +277,7 @@ def test_a_reader_process_holding_the_warehouse_never_fails_a_pipeline_rerun(sie
     for summary in summaries.values():
         assert summary["failures"] == [] and summary["wrong"] == []
         assert summary["queries"] >= 10, (summary["queries"], rerun_s)
-        assert summary["answers"] == [[[1300, 8, 1]]]  # every answer, old or new, a whole result
+        # Every answer a whole result: all 1,300 predictions, with the 8 metrics rows and the leaderboard's, or
+        # (between the predictions step and the metrics step of a rerun) new predictions not yet scored.
+        assert summary["answers"][0] == [[1300, 8, 1]] and summary["answers"][-1] == [[1300, 8, 1]]
+        assert all(answer in ([[1300, 8, 1]], [[1300, 0, 0]]) for answer in summary["answers"])
