@@ -89,3 +89,25 @@ def taxonomy_file(depth: Depth) -> str:
 def experiment_file(depth: Depth) -> str:
     """The evaluation table's Parquet file: shopify-products-experiment-l3.parquet at depth 3, -full ..."""
     return _at_depth(EXPERIMENT_L3_FILE, depth)
+
+
+def sie_device() -> str:
+    """The device local SIE servers run models on (TAXO_SIE_DEVICE, default cpu)."""
+    return os.environ.get("TAXO_SIE_DEVICE") or "cpu"
+
+
+def sie_state_file() -> Path:
+    """Where `taxo-pipeline dev` (and `serve`) publish their local SIE server, and where every command
+    looks for it before starting its own (TAXO_SIE_STATE, default <TAXO_DATA_DIR>/sie-server.json)."""
+    return _path_from_env("TAXO_SIE_STATE", data_dir() / "sie-server.json")
+
+
+def use_warm_sie() -> bool:
+    """Whether commands use the SIE server `dev`/`serve` publish (TAXO_SIE_WARM: 1, the default, or 0 to
+    always start their own)."""
+    value = os.environ.get("TAXO_SIE_WARM", "").strip().lower()
+    if value in ("", "1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise InputError(f"TAXO_SIE_WARM={value!r}: expected 1 (use the server `taxo-pipeline dev` runs) or 0")

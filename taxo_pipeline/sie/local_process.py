@@ -94,7 +94,7 @@ class LocalSIEServer:
         if not specs:
             raise InputError("the local SIE server needs at least one model")
         self.specs = list(specs)
-        self.device = device or os.environ.get("TAXO_SIE_DEVICE", "cpu")
+        self.device = device or settings.sie_device()
         self.start_timeout_s = start_timeout_s or float(
             os.environ.get("TAXO_SIE_START_TIMEOUT_S", DEFAULT_START_TIMEOUT_S)
         )
