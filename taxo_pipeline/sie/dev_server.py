@@ -93,10 +93,10 @@ class CatalogueFollower:
         return self.server.base_url
 
     def stop(self) -> None:
-        self.publisher.withdraw()  # first: no command picks up a server that is stopping
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join()  # before withdrawing: the follower would publish again
+        self.publisher.withdraw()  # before the server stops: no command picks up a server that is stopping
         if self.server:
             self.server.stop()
         shutil.rmtree(self.root, ignore_errors=True)

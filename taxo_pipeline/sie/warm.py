@@ -26,7 +26,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,7 +139,7 @@ def _read(path: Path) -> tuple[WarmServer | None, str | None]:
         return None, f"ignoring the SIE server state file {path}: it is not a state this version writes ({exc})"
 
 
-def _remove_if(path: Path, condition: Any) -> bool:
+def _remove_if(path: Path, condition: Callable[[WarmServer], bool]) -> bool:
     """Remove the state file if `condition(state now in it)` still holds, under the writers' lock."""
     with file_lock(_lock_path(path)):
         state, _ = _read(path)

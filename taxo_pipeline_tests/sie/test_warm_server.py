@@ -81,6 +81,8 @@ def test_a_command_uses_the_dev_server_starts_none_and_the_state_goes_with_it(ca
         assert "starting a local SIE server" not in run.stderr
         assert run.stdout.splitlines()[0].split(None, 2)[:3] == ["sie", "dim=16", f"{printed_head(expected)}  {TEXT}"]
         assert server_pids(state["port"]) == [state["server_pid"]]  # still the only server, still running
+        # every local server writes its log there: the dev server's is the only one
+        assert [log.name for log in (settings.data_dir() / "logs").iterdir()] == [f"sie-server-{state['port']}.log"]
     assert not state_file.exists()
     assert server_pids(state["port"]) == []
 
@@ -136,7 +138,8 @@ def test_a_stale_state_file_is_ignored_removed_and_the_command_starts_its_own_se
         f"ignoring the stale SIE server state file {state_file}: its owner taxo-pipeline dev (pid {pid}) is gone; "
         "removed it; starting a local SIE server"
     ) in run.stderr
-    assert re.search(r"starting a local SIE server for tiny/clip on http://127\.0\.0\.1:\d+", run.stderr)
+    port = re.search(r"starting a local SIE server for tiny/clip on http://127\.0\.0\.1:(\d+)", run.stderr).group(1)
+    assert [log.name for log in (settings.data_dir() / "logs").iterdir()] == [f"sie-server-{port}.log"]
     assert run.stdout.splitlines()[0].split()[:2] == ["sie", "dim=16"]
     assert not state_file.exists()
 
