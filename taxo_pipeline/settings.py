@@ -49,6 +49,9 @@ class SIESettings:
     timeout_s: float = 300.0  # TAXO_SIE_TIMEOUT_S: one request
     connect_timeout_s: float = 10.0  # TAXO_SIE_CONNECT_TIMEOUT_S
     provision_timeout_s: float = 600.0  # TAXO_SIE_PROVISION_TIMEOUT_S: a cluster scaling up for a model
+    # TAXO_SIE_STATE: where `dev` and `serve` publish their server for every command (<data_dir>/sie-server.json)
+    state_file: Path | None = None
+    warm: bool = True  # TAXO_SIE_WARM: commands use that warm server (1) or always start their own (0)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,8 @@ class Settings:
                 timeout_s=env.seconds("TAXO_SIE_TIMEOUT_S", SIESettings.timeout_s),
                 connect_timeout_s=env.seconds("TAXO_SIE_CONNECT_TIMEOUT_S", SIESettings.connect_timeout_s),
                 provision_timeout_s=env.seconds("TAXO_SIE_PROVISION_TIMEOUT_S", SIESettings.provision_timeout_s),
+                state_file=env.path("TAXO_SIE_STATE", data_dir / "sie-server.json"),
+                warm=env.flag("TAXO_SIE_WARM", "1 (use the server `taxo-pipeline dev` runs) or 0"),
             ),
             executor=env.choice("TAXO_EXECUTOR", EXECUTORS),
             lock_timeout_s=env.seconds("TAXO_LOCK_TIMEOUT_S", 300.0),
@@ -170,6 +175,15 @@ class _Reader:
             self.problems.append(f"{var}={value!r}: expected a number of seconds greater than 0")
             return default
         return seconds
+
+    def flag(self, var: str, expected: str) -> bool:
+        value = self.text(var).lower()
+        if value in ("", "1", "true", "yes"):
+            return True
+        if value in ("0", "false", "no"):
+            return False
+        self.problems.append(f"{var}={value!r}: expected {expected}")
+        return True
 
     def choice(self, var: str, choices: tuple[str, ...]) -> str:
         value = self.text(var) or choices[0]

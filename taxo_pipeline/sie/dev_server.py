@@ -13,6 +13,8 @@ and a follower thread keeps its --models-dir in step with the catalogue every PO
   300 s), which unloads any model idle that long; a disabled model gets no more runs, so it goes then.
 - A server process that dies is reported with its exit code and log tail, and started again on the
   same port.
+- The server is published in the data folder's state file (`warm`), with the fingerprints of the models
+  it serves, so every command uses it instead of starting its own; the file goes when the follower stops.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from taxo_pipeline.sie.local_process import LocalSIEServer
 from taxo_pipeline.sie.model_yaml import server_config, sync_models_dir
 from taxo_pipeline.sie.redaction import redact
 from taxo_pipeline.sie.server import remote_url, served_specs
+from taxo_pipeline.sie.warm import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +44,14 @@ DEV_ENV_DEFAULTS = {"SIE_IDLE_EVICT_S": "300"}
 
 
 @contextmanager
-def dev_sie(logger: Any = None, poll_s: float = POLL_S) -> Iterator[str]:
-    """Yield SIE_BASE_URL when set, else the URL of a local server that follows the catalogue."""
+def dev_sie(logger: Any = None, poll_s: float = POLL_S, owner: str = "taxo-pipeline dev") -> Iterator[str]:
+    """Yield SIE_BASE_URL when set, else the URL of a local server that follows the catalogue, published
+    for every command as `owner`'s warm server."""
     if url := remote_url():
         (logger or log).info(f"using the SIE server at {redact(url)}")
         yield url
         return
-    follower = CatalogueFollower(logger=logger, poll_s=poll_s)
+    follower = CatalogueFollower(logger=logger, poll_s=poll_s, owner=owner)
     try:
         yield follower.start()
     finally:
@@ -57,11 +61,15 @@ def dev_sie(logger: Any = None, poll_s: float = POLL_S) -> Iterator[str]:
 class CatalogueFollower:
     """A local server plus the thread that keeps its models those enabled in the catalogue file."""
 
-    def __init__(self, catalogue: Path | None = None, *, logger: Any = None, poll_s: float = POLL_S):
+    def __init__(
+        self, catalogue: Path | None = None, *, logger: Any = None, poll_s: float = POLL_S,
+        owner: str = "taxo-pipeline dev",
+    ):  # fmt: skip
         self.catalogue_path = catalogue or catalogue_path()
         self.log = logger or log
         self.poll_s = poll_s
         self.device = settings.current().sie.device
+        self.publisher = Publisher(owner, logger=self.log)
         parent = settings.current().data_dir / "sie-dev"
         parent.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="server-", dir=parent))
@@ -80,13 +88,15 @@ class CatalogueFollower:
             env_defaults=DEV_ENV_DEFAULTS, offline_if_local=False,
         )  # fmt: skip
         self.server.start()
+        self.publish(catalogue)
         self._thread.start()
         return self.server.base_url
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join()  # before withdrawing: the follower would publish again
+        self.publisher.withdraw()  # before the server stops: no command picks up a server that is stopping
         if self.server:
             self.server.stop()
         shutil.rmtree(self.root, ignore_errors=True)
@@ -103,16 +113,24 @@ class CatalogueFollower:
         return changes
 
     def step(self) -> None:
-        """One round: follow the catalogue, and start the server again if it died (or failed to restart)."""
+        """One round: follow the catalogue, start the server again if it died (or failed to restart), and
+        publish what it serves now (or, while another owner's server is published, try again)."""
         catalogue = load_catalogue(self.catalogue_path)
-        self.sync(catalogue)
-        if self.server.pid is None or self.server.exited():
+        changed = any(self.sync(catalogue).values())
+        restarted = self.server.pid is None or self.server.exited()
+        if restarted:
             specs = served_specs(catalogue)
             if self.server.pid is not None:
                 self.log.error(f"{self.server.exit_report()}\nstarting it again on the same port")
                 self.server.stop()
             self.server.specs = specs
             self.server.start()
+        if changed or restarted or not self.publisher.published:
+            self.publish(catalogue)
+
+    def publish(self, catalogue: Catalogue) -> None:
+        served = {spec.id: fingerprint(spec) for spec in catalogue.enabled()}
+        self.publisher.publish(self.server.base_url, self.server.pid, catalogue.path, self.device, served)
 
     def _follow(self) -> None:
         while not self._stop.wait(self.poll_s):

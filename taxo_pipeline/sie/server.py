@@ -1,7 +1,9 @@
-"""Which SIE server a command uses: `base_url`, else SIE_BASE_URL, else a local one started for it.
+"""Which SIE server a command uses: `base_url`, else SIE_BASE_URL, else the warm server `taxo-pipeline
+dev` or `serve` publish, else a local one started for it.
 
 `ensure_sie()` is the one entry point; the local process itself lives in `local_process`, its model
-files in `model_yaml`, and the server `taxo-pipeline dev` shares in `dev_server`.
+files in `model_yaml`, the server `taxo-pipeline dev` shares in `dev_server`, and how it is published
+and found in `warm`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from taxo_pipeline.errors import InputError
 from taxo_pipeline.sie.catalogue import Catalogue, ModelSpec, load_catalogue
 from taxo_pipeline.sie.local_process import LocalSIEServer
 from taxo_pipeline.sie.redaction import redact
+from taxo_pipeline.sie.warm import find_warm_server
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +36,22 @@ def ensure_sie(
     base_url: str | None = None,
     logger: Any = None,
 ) -> Iterator[str]:
-    """Yield the URL of an SIE server: `base_url`, else SIE_BASE_URL, else a local one started here.
+    """Yield the URL of an SIE server: `base_url`, else SIE_BASE_URL, else the warm server of `taxo-pipeline
+    dev`/`serve` when it serves these models, else a local one started here.
 
-    The local server serves `models` (ids, which must be enabled in the catalogue) or every
-    enabled model, and is stopped when the block exits, however it exits.
+    The server serves `models` (ids, which must be enabled in the catalogue) or every enabled model.
+    A local server started here is stopped when the block exits, however it exits.
     """
     if url := remote_url(base_url):
         (logger or log).info(f"using the SIE server at {redact(url)}")
         yield url
         return
-    with LocalSIEServer(served_specs(catalogue or load_catalogue(), models), logger=logger) as server:
+    specs, device = served_specs(catalogue or load_catalogue(), models), settings.current().sie.device
+    if warm := find_warm_server(specs, device, logger):
+        (logger or log).info(f"using {warm.describe()}")
+        yield warm.url
+        return
+    with LocalSIEServer(specs, device=device, logger=logger) as server:
         yield server.base_url
 
 
