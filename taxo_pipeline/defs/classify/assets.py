@@ -15,6 +15,8 @@ from taxo_pipeline.classification.run import (
     run_shard,
     size_setting,
 )
+from taxo_pipeline.classification.review import VIEW as REVIEW_VIEW
+from taxo_pipeline.classification.review import refresh_review_queue
 from taxo_pipeline.classification.shards import VIEW, refresh_view
 from taxo_pipeline.defs.classify.partitions import catalogue_shards
 from taxo_pipeline.defs.ingest.assets import products_experiment_l3, taxonomy_full_depth, taxonomy_l3
@@ -32,19 +34,25 @@ class ClassifyConfig(dg.Config):
     top_k: int = Field(default=5, gt=0, description="Candidates per product.")
     shard_size: int | None = Field(default=None, gt=0, description="Products per shard (unset: TAXO_SHARD_SIZE, else 10000).")
     chunk_size: int | None = Field(default=None, gt=0, description="Products classified at once (unset: TAXO_CLASSIFY_CHUNK, else 2048).")  # fmt: skip
+    target_precision: float | None = Field(
+        default=None, gt=0, le=1,
+        description="Mark needs_review on the products below the confidence threshold that reaches this precision "
+        "on the held-out labelled products (unset: no review flag).",
+    )  # fmt: skip
 
     def choices(self) -> Choices:
         return Choices(
             self.approach, self.model, self.variant, self.top_k,
             self.shard_size or size_setting("TAXO_SHARD_SIZE", 10_000),
-            self.chunk_size or size_setting("TAXO_CLASSIFY_CHUNK", 2_048),
+            self.chunk_size or size_setting("TAXO_CLASSIFY_CHUNK", 2_048), target_precision=self.target_precision,
         )  # fmt: skip
 
 
 def run_config(run: CatalogueRun) -> dict:
     """The asset's run config for `run`'s shards, every choice explicit so each run shows what it ran."""
     config = {"products": str(run.products), "approach": run.key.approach, "model": run.key.model,
-              "variant": run.key.variant, "top_k": run.top_k, "shard_size": run.shard_size, "chunk_size": run.chunk_size}  # fmt: skip
+              "variant": run.key.variant, "top_k": run.top_k, "shard_size": run.shard_size, "chunk_size": run.chunk_size,
+              "target_precision": run.target_precision}  # fmt: skip
     return {"ops": {"catalogue_classifications": {"config": config}}}
 
 
@@ -64,6 +72,8 @@ def catalogue_classifications(
         outcome = run_shard(shard, run, catalogue_classifier(run, storage, client))
     if not storage.warehouse().table_exists(VIEW):  # the view reads every shard file: created once
         refresh_view(storage.warehouse(), storage.data_path(""))
+    if not storage.warehouse().table_exists(REVIEW_VIEW):
+        refresh_review_queue(storage.warehouse())
     context.log.info(f"shard {context.partition_key}: {'classified' if outcome.classified else 'kept'} -> {outcome.path}")
     return dg.MaterializeResult(
         metadata={
@@ -71,6 +81,7 @@ def catalogue_classifications(
             "classified": outcome.classified,
             "skipped_products": outcome.skipped,
             **({"mean_confidence": outcome.mean_confidence} if outcome.mean_confidence is not None else {}),
+            **({"review_threshold": run.review_threshold} if run.review_threshold is not None else {}),
             "approach": run.key.approach,
             "model": run.key.model,
             "variant": run.key.variant,
