@@ -88,7 +88,8 @@ def ranked_by_approach(data: quality.Data, evidence: quality.LocalEvidence) -> d
         else:
             found[name] = run(module, documents)
     print("classifying: label transfer as the evaluation does", file=sys.stderr, flush=True)
-    found[PIPELINE] = run(label_transfer, label_transfer.APPROACH.documents, labelled=data.products, cross_validate=True)
+    documents = label_transfer.APPROACH.documents
+    found[PIPELINE] = run(label_transfer, documents, labelled=data.products, cross_validate=True)
     return found
 
 
@@ -102,7 +103,8 @@ def pipeline_coverage(data: quality.Data, ranked: list) -> pl.DataFrame:
     rows = [next(r for r in table if r["coverage"] >= share - 1e-9) for share in np.arange(1, 11) / 10]
     print(f"\n{PIPELINE}: method {calibration.method}, k-fold ECE {calibration.ece:.3f}, max decile gap "
           f"{max_gap(calibration.reliability):.3f}; review thresholds: "
-          + ", ".join(f"P {t}: {threshold_for_precision(held_out, correct[:, 2], t)}" for t in (0.8, 0.9, 0.95)))  # fmt: skip
+          + ", ".join(f"P {t}: {threshold_for_precision(held_out, correct[:, 2], t)}"
+                      for t in (0.8, 0.9, 0.95)))  # fmt: skip
     return pl.DataFrame(rows).unique("threshold", keep="first", maintain_order=True).with_columns(pl.all().round(3))
 
 
@@ -141,7 +143,8 @@ def figures(data: quality.Data, ranked: list, target: float) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--products", type=Path, default=quality.SHARED / "shopify-product-catalogue-sample" / "sample.jsonl")
+    sample = quality.SHARED / "shopify-product-catalogue-sample" / "sample.jsonl"
+    parser.add_argument("--products", type=Path, default=sample)
     parser.add_argument("--taxonomy", type=Path, default=quality.SHARED / "shopify-taxonomy" / "categories.txt")
     parser.add_argument("--cache", type=Path, default=quality.ROOT / ".cache" / "quality" / "all-MiniLM-L6-v2.npz")
     parser.add_argument("--target", type=float, default=0.9, help="target precision of the review threshold")

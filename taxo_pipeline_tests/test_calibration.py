@@ -148,8 +148,9 @@ def test_levels_of_a_prediction_are_right_by_prefix():
 
 def test_precision_at_coverage_by_hand():
     table = coverage_table(CONFIDENCE, CORRECT)
-    assert [(r["threshold"], r["products"], r["coverage"]) for r in table] == [(0.9, 1, 0.2), (0.8, 3, 0.6),
-                                                                               (0.5, 4, 0.8), (0.4, 5, 1.0)]  # fmt: skip
+    assert [(r["threshold"], r["products"], r["coverage"]) for r in table] == [
+        (0.9, 1, 0.2), (0.8, 3, 0.6), (0.5, 4, 0.8), (0.4, 5, 1.0)
+    ]  # fmt: skip
     assert [r["precision_l2"] for r in table] == pytest.approx([1, 2 / 3, 3 / 4, 4 / 5])
     assert [r["precision_exact"] for r in table] == pytest.approx([1, 1 / 3, 2 / 4, 3 / 5])
     assert [r["precision_l1"] for r in table] == [1, 1, 1, 1]
@@ -200,7 +201,8 @@ def test_the_coverage_view_and_review_threshold_read_the_held_out_rows(tmp_path)
     with duckdb.connect(str(warehouse.path), read_only=True) as con:
         rows = con.execute("SELECT threshold, products, coverage, precision_l1, precision_l2, precision_exact "
                            "FROM precision_at_coverage WHERE approach = 'title-description'").fetchall()  # fmt: skip
-        other_rows = con.execute("SELECT count(*) FROM precision_at_coverage WHERE approach = 'text-retrieval'").fetchone()
+        other_rows = con.execute(
+            "SELECT count(*) FROM precision_at_coverage WHERE approach = 'text-retrieval'").fetchone()
     expected = [tuple(r.values()) for r in coverage_table(CONFIDENCE, CORRECT)]
     assert [tuple(pytest.approx(v) for v in row) for row in rows] == expected
     assert other_rows == (2,)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import duckdb
-import numpy as np
 import polars as pl
 import pytest
 
@@ -148,8 +147,9 @@ def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, 
     assert all(0 < r["confidence"] < 1 for r in by_id.values())
     # the confidence is the calibration the metrics asset stored for this key, applied to the top-k
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
-        products, bins, dataset = con.execute("SELECT products, reliability, dataset FROM calibrations "
-                                              "WHERE approach = 'title-description' AND variant = 'full-depth'").fetchone()  # fmt: skip
+        products, bins, dataset = con.execute(
+            "SELECT products, reliability, dataset FROM calibrations "
+            "WHERE approach = 'title-description' AND variant = 'full-depth'").fetchone()  # fmt: skip
     assert products == 260 and sum(b["products"] for b in json.loads(bins)) == 260
     key = ResultKey("title-description", MINILM, "full-depth", None, dataset)
     calibration = load_calibration(Warehouse(environment["TAXO_WAREHOUSE"]), key)

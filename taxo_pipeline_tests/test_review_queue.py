@@ -67,11 +67,14 @@ def test_classify_products_flags_the_products_below_the_review_threshold(evaluat
     rows = pl.read_parquet(root / "data" / RUN_DIR.format("pets") / "shard-00000.parquet")
     assert rows["needs_review"].to_list() == [c < threshold for c in rows["confidence"].to_list()]
     share = np.mean([c >= threshold for c in rows["confidence"].to_list()])
-    line = re.search(r"at confidence >= ([\d.]+): (\d+)% of products, expected precision ([\d.]+) \(target 0.50\)", printed)
-    assert line and float(line.group(1)) == pytest.approx(threshold, abs=0.005) and int(line.group(2)) == round(100 * share)
+    line = re.search(r"at confidence >= ([\d.]+): (\d+)% of products, expected precision ([\d.]+) \(target 0.50\)",
+                     printed)  # fmt: skip
+    assert line and float(line.group(1)) == pytest.approx(threshold, abs=0.005)
+    assert int(line.group(2)) == round(100 * share)
     assert float(line.group(3)) >= 0.5
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
-        queue = con.execute("SELECT product_id, confidence, levels, category FROM review_queue WHERE catalogue = 'pets'").fetchall()
+        queue = con.execute(
+            "SELECT product_id, confidence, levels, category FROM review_queue WHERE catalogue = 'pets'").fetchall()
     flagged = rows.filter(pl.col("needs_review"))
     assert sorted(q[0] for q in queue) == sorted(flagged["product_id"].to_list())
     assert [q[1] for q in queue] == sorted(q[1] for q in queue)  # least confident first

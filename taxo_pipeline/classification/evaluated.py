@@ -135,8 +135,9 @@ def load_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
             columns = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
                                                   "WHERE table_name = ?", [CALIBRATIONS]).fetchall()}  # fmt: skip
             if "calibration" in columns:
-                row = con.execute(f"SELECT calibration FROM {CALIBRATIONS} WHERE {condition} AND calibration IS NOT NULL",
-                                  params).fetchone()  # fmt: skip
+                row = con.execute(
+                    f"SELECT calibration FROM {CALIBRATIONS} WHERE {condition} AND calibration IS NOT NULL", params
+                ).fetchone()
     if row is None:
         raise InputError(f"no confidence calibration of {key} in {warehouse.path}: {RUN_MAIN_JOB}")
     return Calibration.from_dict(json.loads(row[0]))

@@ -89,7 +89,8 @@ def calibration_metadata(calibration: Calibration, coverage: list[dict]) -> dict
     )  # fmt: skip
     series = [(f"{level} precision", [r["coverage"] for r in coverage], [r[f"precision_{level}"] for r in coverage])
               for level in LEVELS]  # fmt: skip
-    png = line_chart("precision at coverage (held-out)", "coverage: share of products at or above the threshold", series)
+    png = line_chart("precision at coverage (held-out)", "coverage: share of products at or above the threshold",
+                     series)  # fmt: skip
     return {
         "top1_accuracy": dg.MetadataValue.float(calibration.accuracy),
         "calibration_method": dg.MetadataValue.text(calibration.method),

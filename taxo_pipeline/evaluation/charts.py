@@ -1,5 +1,6 @@
 """Horizontal bar charts of F1 per approach and line charts (precision at coverage) as PNG bytes, drawn
-with pillow alone, and the markdown that embeds one inline (the Dagster UI renders data-URI images in markdown metadata)."""
+with pillow alone, and the markdown that embeds one inline (the Dagster UI renders data-URI images in
+markdown metadata)."""
 
 import base64
 import io

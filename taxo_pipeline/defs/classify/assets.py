@@ -51,8 +51,8 @@ class ClassifyConfig(dg.Config):
 def run_config(run: CatalogueRun) -> dict:
     """The asset's run config for `run`'s shards, every choice explicit so each run shows what it ran."""
     config = {"products": str(run.products), "approach": run.key.approach, "model": run.key.model,
-              "variant": run.key.variant, "top_k": run.top_k, "shard_size": run.shard_size, "chunk_size": run.chunk_size,
-              "target_precision": run.target_precision}  # fmt: skip
+              "variant": run.key.variant, "top_k": run.top_k, "shard_size": run.shard_size, "chunk_size": run.chunk_size}  # fmt: skip
+    config["target_precision"] = run.target_precision
     return {"ops": {"catalogue_classifications": {"config": config}}}
 
 
