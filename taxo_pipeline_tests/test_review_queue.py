@@ -6,6 +6,7 @@ review threshold and lists them in `review_queue`."""
 import json
 import re
 
+import dagster as dg
 import duckdb
 import numpy as np
 import polars as pl
@@ -84,3 +85,20 @@ def test_classify_products_flags_the_products_below_the_review_threshold(evaluat
     assert re.search(r"(expected|reaches) precision 0.90", capsys.readouterr().out)
     again = pl.read_parquet(root / "data" / RUN_DIR.format("pets") / "shard-00000.parquet")
     assert again["needs_review"].null_count() == again.height
+
+
+def test_a_dagster_shard_run_takes_the_target_precision_from_its_config(evaluated, monkeypatch, tmp_path):
+    root, environment = evaluated
+    for name, value in {**environment, "DAGSTER_HOME": str(tmp_path / "dagster")}.items():
+        monkeypatch.setenv(name, value)
+    warehouse = Warehouse(environment["TAXO_WAREHOUSE"])
+    threshold = review_threshold(warehouse, _key(warehouse), 0.5)
+    products = catalogue(tmp_path / "ui.csv", 6)
+    assert classify_products(["--products", str(products), "--target-precision", "0.5", "--dagster"]) == 0
+    with dg.DagsterInstance.get() as instance:
+        (run,) = [r.dagster_run for r in instance.get_run_records()]
+        (record,) = instance.fetch_materializations(dg.AssetKey("catalogue_classifications"), limit=1).records
+    assert run.run_config["ops"]["catalogue_classifications"]["config"]["target_precision"] == 0.5
+    assert record.asset_materialization.metadata["review_threshold"].value == pytest.approx(threshold)
+    rows = pl.read_parquet(root / "data" / RUN_DIR.format("ui") / "shard-00000.parquet")
+    assert rows["needs_review"].to_list() == [c < threshold for c in rows["confidence"].to_list()]
