@@ -1,5 +1,5 @@
 """The F1-per-approach bar chart: a PNG whose bars are as long as their values, and the markdown
-that embeds it inline."""
+that embeds it inline; the precision-at-coverage line chart."""
 
 import io
 
@@ -10,11 +10,15 @@ from taxo_pipeline.evaluation.charts import (
     GROUP,
     HEADER,
     LENIENT,
+    LINE_COLOURS,
+    PAD,
     PLOT,
+    SIDE,
     STRICT,
     WIDTH,
     Bar,
     bar_chart,
+    line_chart,
     markdown_image,
 )
 from taxo_pipeline_tests.factories import png_in_markdown
@@ -61,3 +65,14 @@ def test_markdown_embeds_the_same_png():
     markdown = markdown_image(png, "hF1 per approach")
     assert markdown.startswith("![hF1 per approach](data:image/png;base64,")
     assert png_in_markdown(markdown) == png
+
+
+def test_a_line_chart_draws_each_line_where_its_values_are():
+    # a horizontal line at 0.5 from coverage 0 to 1, and a point-free second series
+    png = line_chart("precision at coverage", "coverage", [("exact", [0.0, 1.0], [0.5, 0.5]), ("l1", [0.3], [0.9])])
+    image = Image.open(io.BytesIO(png))
+    pixels = image.load()
+    left, top = PAD + 36, HEADER
+    row = [x for x in range(image.width) if pixels[x, top + SIDE // 2] == LINE_COLOURS[0]]
+    assert min(row) == left and max(row) == left + SIDE  # the whole axis, at half its height
+    assert not any(pixels[x, top + SIDE // 2 - 20] == LINE_COLOURS[0] for x in range(image.width))

@@ -3,7 +3,6 @@
 title-description on the sample; a SIGKILLed run resumes from the shards it wrote."""
 
 import json
-import math
 import os
 import re
 import shutil
@@ -11,11 +10,10 @@ import subprocess
 import sys
 
 import duckdb
-import numpy as np
 import polars as pl
 import pytest
 
-from taxo_pipeline.classification.calibration import fit_calibration
+from taxo_pipeline.classification.calibration import features
 from taxo_pipeline.classification.catalogue import read_shards
 from taxo_pipeline.classification.evaluated import load_calibration, save_calibration
 from taxo_pipeline.cli.classify import classify_products
@@ -63,20 +61,7 @@ def _write(path, text):
     return path
 
 
-# --- calibration ----------------------------------------------------------------------------------------------
-
-
-def test_platt_scaling_recovers_the_accuracy_of_each_score_level():
-    # 40 products at top-1 score 0.2 of which a quarter are right, 40 at 0.8 of which three quarters are
-    top1 = np.repeat([0.2, 0.8], 40)
-    correct = np.concatenate([np.arange(40) % 4 == 0, np.arange(40) % 4 != 0])
-    calibration = fit_calibration([f"p{i}" for i in range(80)], top1, np.zeros(80), correct)
-    assert calibration.confidence(np.array([0.2, 0.8]), np.zeros(2)) == pytest.approx([0.25, 0.75], abs=0.01)
-    assert calibration.accuracy == 0.5 and calibration.products == 80
-    assert sum(b["products"] for b in calibration.reliability) == 80
-    # a set that is always right stays finite and confident
-    always = fit_calibration([f"p{i}" for i in range(20)], np.linspace(0, 1, 20), np.zeros(20), np.ones(20, bool))
-    assert 0.9 < always.confidence(np.array([0.5]), np.zeros(1))[0] < 1.0
+# --- calibration (the methods by hand: test_calibration.py) ----------------------------------------------------
 
 
 def test_calibrations_are_stored_per_key_with_and_without_a_reranker(tmp_path):
@@ -160,16 +145,16 @@ def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, 
     assert by_id["tent"]["category"].startswith(f"{by_id['tent']['l2']} > ")  # a title alone is enough to classify
     assert by_id["hat"]["l2"] == "Apparel & Accessories > Clothing Accessories"
     assert all(0 < r["confidence"] < 1 for r in by_id.values())
-    # the confidence is the calibration the metrics asset stored for this key, applied to top-1 and margin
+    # the confidence is the calibration the metrics asset stored for this key, applied to the top-k
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
-        w1, w2, bias, products, bins = con.execute(
-            "SELECT weight_top1, weight_margin, bias, products, reliability FROM calibrations "
+        products, bins, dataset = con.execute(
+            "SELECT products, reliability, dataset FROM calibrations "
             "WHERE approach = 'title-description' AND variant = 'full-depth'").fetchone()  # fmt: skip
     assert products == 260 and sum(b["products"] for b in json.loads(bins)) == 260
-    for row in by_id.values():
-        (first, second, _) = json.loads(row["top_k"])
-        z = w1 * first["score"] + w2 * (first["score"] - second["score"]) + bias
-        assert row["confidence"] == pytest.approx(1 / (1 + math.exp(-z)))
+    key = ResultKey("title-description", MINILM, "full-depth", None, dataset)
+    calibration = load_calibration(Warehouse(environment["TAXO_WAREHOUSE"]), key)
+    ranked = [[(c["category"], c["score"]) for c in json.loads(r["top_k"])] for r in by_id.values()]
+    assert [r["confidence"] for r in by_id.values()] == pytest.approx(list(calibration.confidence(features(ranked))))
     assert [len(json.loads(r["top_k"])) for r in by_id.values()] == [3, 3, 3]
     # run again: the shard is kept, and the same rows go to JSON Lines and Parquet
     for name in ("out.jsonl", "out.parquet"):

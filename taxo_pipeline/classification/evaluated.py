@@ -1,7 +1,8 @@
 """What the evaluation tells a catalogue run: which approach, model and variant to use (the
 leaderboard's best on the current full dataset among enabled models, unless named), and the
 confidence calibration fitted on the approach's stored predictions when it was scored (table
-`calibrations`, one row per result key)."""
+`calibrations`, one row per result key; table `heldout_confidences`, one row per key and labelled product,
+which the view `precision_at_coverage` reads)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,27 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 import pyarrow as pa
 
 from taxo_pipeline import settings
-from taxo_pipeline.classification.calibration import Calibration, features, fit_calibration
+from taxo_pipeline.classification.calibration import (
+    ECE_BINS,
+    Calibration,
+    deciles,
+    ece,
+    features,
+    fit_calibration,
+    max_gap,
+)
+from taxo_pipeline.classification.coverage import HELD_OUT, VIEW_SQL, correct_by_level, held_out_rows
+from taxo_pipeline.classification.coverage import VIEW as COVERAGE_VIEW
 from taxo_pipeline.dataset.taxonomy import depth_label
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey, where
+from taxo_pipeline.evaluation.protocol import DEV, TEST, split_mask, split_of
 from taxo_pipeline.evaluation.store import dataset_depth
 from taxo_pipeline.evaluation.views import CURRENT_DATASET
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse import Warehouse, replace_rows
 
 RUN_MAIN_JOB = "run `taxo-pipeline materialize` first"
 CALIBRATIONS = "calibrations"
@@ -67,47 +78,66 @@ def choose(
     return Choice(key, row[5])
 
 
-def calibrate(warehouse: Warehouse, key: ResultKey) -> Calibration:
-    """Platt scaling on the key's stored top-1/top-2 scores against the evaluation's ground truth."""
+@dataclass(frozen=True)
+class Calibrated:
+    calibration: Calibration
+    held_out: pa.Table  # coverage.held_out_rows: each labelled product's cross-fitted confidence
+
+
+def calibrate(warehouse: Warehouse, key: ResultKey) -> Calibrated:
+    """The key's confidence calibration from its stored top-k against the evaluation's ground truth: the
+    method chosen on the protocol's dev part, fitted on every labelled product, with held-out confidences."""
     with warehouse.connect(read_only=True) as con:
         rows = con.execute(
-            """SELECT p.product_id, list(p.score ORDER BY p.rank) AS scores,
-                      max(p.category) FILTER (p.rank = 1) = max(e.ground_truth_category) AS correct
+            """SELECT p.product_id, list((p.category, p.score) ORDER BY p.rank), max(e.ground_truth_category)
                FROM predictions p JOIN products_experiment_l3 e USING (product_id)
                WHERE p.approach = ? AND p.model = ? AND p.variant = ? AND p.reranker IS NOT DISTINCT FROM ?
-                 AND p.dataset = ? AND p.rank <= 2
+                 AND p.dataset = ?
                GROUP BY p.product_id ORDER BY p.product_id""",
             [key.approach, key.model, key.variant, key.reranker, key.dataset],
         ).fetchall()
     if not rows:
         raise InputError(f"no stored predictions of {key} on the evaluation set to calibrate on: {RUN_MAIN_JOB}")
-    top1, margin = features([[("", s) for s in scores] for _, scores, _ in rows])
-    return fit_calibration([r[0] for r in rows], top1, margin, np.array([bool(r[2]) for r in rows]))
+    ids, ranked = [r[0] for r in rows], [[tuple(c) for c in r[1]] for r in rows]
+    correct = correct_by_level([r[0][0] for r in ranked], [r[2] for r in rows])
+    calibration, confidence = fit_calibration(ids, features(ranked), correct[:, 2], split_mask(ids, DEV))
+    return Calibrated(calibration, held_out_rows(key, ids, confidence, correct))
 
 
 def save_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
-    """Fit the key's calibration and replace its row in `calibrations` (one transaction)."""
-    calibration = calibrate(warehouse, key)
+    """Fit the key's calibration and replace its rows in `calibrations` and the held-out confidences
+    (one transaction)."""
+    fitted = calibrate(warehouse, key)
+    calibration = fitted.calibration
+    test = [split_of(p) == TEST for p in fitted.held_out["product_id"].to_pylist()]
+    confidence, correct = fitted.held_out["confidence"].to_numpy(), fitted.held_out["correct_exact"].to_numpy()
+    test_bins = deciles(confidence[test], correct[test]) if any(test) else ()
     row = {**{c: pa.array([v], pa.string()) for c, v in key.columns.items()},  # typed: reranker is often None
-           "products": [calibration.products], "accuracy": [calibration.accuracy],
-           "weight_top1": [calibration.weights[0]], "weight_margin": [calibration.weights[1]],
-           "bias": [calibration.bias], "reliability": [json.dumps(calibration.reliability)],
+           "method": [calibration.method], "products": [calibration.products], "accuracy": [calibration.accuracy],
+           "ece": [calibration.ece], "ece_bins": [ECE_BINS], "max_decile_gap": [max_gap(calibration.reliability)],
+           "ece_test": pa.array([ece(test_bins) if test_bins else None], pa.float64()),
+           "reliability": [json.dumps(calibration.reliability)], "calibration": [json.dumps(calibration.to_dict())],
            "fitted_at": [datetime.now(UTC)]}  # fmt: skip
-    warehouse.replace_partition(CALIBRATIONS, key.columns, pa.table(row))
+    with warehouse.transaction() as con:
+        replace_rows(con, CALIBRATIONS, key.columns, pa.table(row))
+        replace_rows(con, HELD_OUT, key.columns, fitted.held_out)
+        con.execute(f"CREATE OR REPLACE VIEW {COVERAGE_VIEW} AS {VIEW_SQL}")
     return calibration
 
 
 def load_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
-    """The calibration stored when the key was scored."""
+    """The calibration stored when the key was scored (a warehouse scored before the methods competed has
+    no `calibration` column, or NULL in it: it is scored again)."""
     condition, params = where(key)
     row = None
     if warehouse.table_exists(CALIBRATIONS):
         with warehouse.connect(read_only=True) as con:
-            row = con.execute(
-                f"SELECT weight_top1, weight_margin, bias, products, accuracy, reliability FROM {CALIBRATIONS} "
-                f"WHERE {condition}",
-                params,
-            ).fetchone()
+            columns = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
+                                                  "WHERE table_name = ?", [CALIBRATIONS]).fetchall()}  # fmt: skip
+            if "calibration" in columns:
+                row = con.execute(
+                    f"SELECT calibration FROM {CALIBRATIONS} WHERE {condition} AND calibration IS NOT NULL", params
+                ).fetchone()
     if row is None:
         raise InputError(f"no confidence calibration of {key} in {warehouse.path}: {RUN_MAIN_JOB}")
-    return Calibration((row[0], row[1]), row[2], row[3], row[4], tuple(json.loads(row[5])))
+    return Calibration.from_dict(json.loads(row[0]))

@@ -18,9 +18,11 @@ import polars as pl
 
 from taxo_pipeline import settings
 from taxo_pipeline.approaches.spec import Classified
-from taxo_pipeline.classification.calibration import Calibration, features
+from taxo_pipeline.classification.calibration import ECE_BINS, Calibration, features
 from taxo_pipeline.classification.catalogue import Shard, read_shards
+from taxo_pipeline.classification.coverage import review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration
+from taxo_pipeline.classification.review import with_review
 from taxo_pipeline.classification.shards import (
     ShardRows,
     is_done,
@@ -56,6 +58,8 @@ class CatalogueRun:
     chunk_size: int = 2_048
     part: int = 0  # this run classifies the shards whose index % parts == part
     parts: int = 1
+    target_precision: float | None = None  # set: products below review_threshold get needs_review
+    review_threshold: float | None = None  # None with a target: no threshold reaches it, all need review
 
     @property
     def directory(self) -> Path:
@@ -65,6 +69,8 @@ class CatalogueRun:
     def fingerprint(self) -> str:
         """Settings that change a shard's rows besides the rows themselves."""
         parts = {"key": self.key.columns, "top_k": self.top_k, "calibration": self.calibration.to_dict()}
+        if self.target_precision is not None:
+            parts["review"] = [self.target_precision, self.review_threshold]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -92,6 +98,7 @@ class Choices:
     chunk_size: int = 2_048
     part: int = 0
     parts: int = 1
+    target_precision: float | None = None
 
 
 def catalogue_name(path: Path) -> str:
@@ -105,10 +112,11 @@ def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: C
     choice = choose(warehouse, enabled, choices.approach, choices.model, choices.variant)
     log.info("classifying with %s (strict hF1 %.3f on the evaluation set)", choice.key, choice.strict_f1)
     calibration = load_calibration(warehouse, choice.key)
-    products = Path(products)
+    products, target = Path(products), choices.target_precision
+    threshold = review_threshold(warehouse, choice.key, target) if target is not None else None
     return CatalogueRun(
         products, catalogue_name(products), file_sha256(products)[:16], choice.key, calibration, data_dir,
-        choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts,
+        choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts, target, threshold,
     )  # fmt: skip
 
 
@@ -133,8 +141,7 @@ def classify_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> Shard
             ids.append(product_id)
             ranked.append(list(by_id.get(product_id, []))[: run.top_k])
             skipped.append(None if product_id in by_id else result.skipped.get(product_id, "not classified"))
-    top1, margin = features(ranked)
-    return ShardRows(ids, ranked, run.calibration.confidence(top1, margin), skipped)
+    return ShardRows(ids, ranked, run.calibration.confidence(features(ranked)), skipped)
 
 
 @dataclass(frozen=True)
@@ -163,8 +170,8 @@ def run_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> ShardOutco
     if keep_if_done(shard, run):
         return ShardOutcome(shard.index, path, size, classified=False)
     rows = classify_shard(shard, run, classify)
-    write_shard(path, shard_table(run.key, run.catalogue, run.catalogue_fingerprint, shard.index, rows), shard.fingerprint,
-                run.fingerprint)  # fmt: skip
+    table = shard_table(run.key, run.catalogue, run.catalogue_fingerprint, shard.index, rows)
+    write_shard(path, with_review(table, run.review_threshold, run.target_precision), shard.fingerprint, run.fingerprint)
     answered = np.array([bool(r) for r in rows.ranked])
     mean = float(rows.confidence[answered].mean()) if answered.any() else None
     log.info("shard %d: %d products classified -> %s", shard.index, size, path)
@@ -226,8 +233,9 @@ def _remove_beyond(run: CatalogueRun, shards: int) -> None:
 
 
 def confidence_summary(calibration: Calibration) -> str:
-    lines = [f"calibration: {calibration.products} labelled products, top-1 accuracy {calibration.accuracy:.3f}",
-             "held-out reliability: bin, products, predicted, observed"]  # fmt: skip
-    lines += [f"  {b['low']:.1f}-{b['high']:.1f}\t{b['products']}\t{b['predicted']:.3f}\t{b['observed']:.3f}"
+    lines = [f"calibration: {calibration.method} (chosen on the dev part), {calibration.products} labelled products, "
+             f"exact top-1 accuracy {calibration.accuracy:.3f}; held-out ECE {calibration.ece:.3f} ({ECE_BINS} bins)",
+             "held-out reliability: confidence range, products, predicted, observed"]  # fmt: skip
+    lines += [f"  {b['low']:.2f}-{b['high']:.2f}\t{b['products']}\t{b['predicted']:.3f}\t{b['observed']:.3f}"
               for b in calibration.reliability]  # fmt: skip
     return "\n".join(lines)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from taxo_pipeline import settings
 from taxo_pipeline.classification.classifier import catalogue_classifier
+from taxo_pipeline.classification.coverage import TARGETS, held_out
+from taxo_pipeline.classification.review import refresh_review_queue, run_summary
 from taxo_pipeline.classification.run import (
     CatalogueRun,
     Choices,
@@ -61,7 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dagster", action="store_true",
                         help="register the shards as `catalogue_shard` partitions and run each new or changed shard "
                              "as a Dagster run of catalogue_classifications in the instance (DAGSTER_HOME)")  # fmt: skip
+    parser.add_argument("--target-precision", type=_precision, metavar="P",
+                        help="mark needs_review on the products below the confidence threshold that reaches "
+                             "precision P on the held-out labelled products (0 < P <= 1); view `review_queue`")  # fmt: skip
     return parser
+
+
+def _precision(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a precision in (0, 1], e.g. 0.9, got {text!r}")
+    return value
 
 
 def run_classify(args: argparse.Namespace) -> int:
@@ -69,7 +84,8 @@ def run_classify(args: argparse.Namespace) -> int:
     warehouse, data_dir = store.warehouse(), store.data_path("")
     if args.output and args.output.suffix.lower() not in (".parquet", ".csv", ".jsonl"):
         raise InputError(f"--output {args.output}: unsupported extension {args.output.suffix!r} (use .parquet, .csv or .jsonl)")
-    choices = Choices(args.approach, args.model, args.variant, args.top_k, args.shard_size, args.chunk_size, *args.part)
+    choices = Choices(args.approach, args.model, args.variant, args.top_k, args.shard_size, args.chunk_size, *args.part,
+                      target_precision=args.target_precision)  # fmt: skip
     run = prepare_run(warehouse, data_dir, args.products, choices)
     print(confidence_summary(run.calibration), file=sys.stderr)
     started, models = time.perf_counter(), [m for m in (run.key.model, run.key.reranker) if m]
@@ -82,6 +98,9 @@ def run_classify(args: argparse.Namespace) -> int:
     _report(run, progress, time.perf_counter() - started, args.output)
     if shard_files(run.directory):  # the view's glob must match a file (a --part run may have had no shard)
         refresh_view(warehouse, data_dir)
+        refresh_review_queue(warehouse)
+    targets = TARGETS if run.target_precision is None else (run.target_precision,)
+    print(*run_summary(*held_out(warehouse, run.key), shard_files(run.directory), targets), sep="\n")
     return 0
 
 

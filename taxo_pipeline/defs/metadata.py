@@ -5,8 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
-from taxo_pipeline.classification.calibration import Calibration
-from taxo_pipeline.evaluation.charts import Bar, bar_chart, markdown_image
+from taxo_pipeline.classification.calibration import ECE_BINS, Calibration, max_gap
+from taxo_pipeline.classification.coverage import LEVELS
+from taxo_pipeline.evaluation.charts import Bar, bar_chart, line_chart, markdown_image
 from taxo_pipeline.evaluation.store import headline_f1
 from taxo_pipeline.warehouse import Warehouse
 
@@ -79,13 +80,24 @@ def _approach_label(approach: str, reranker: str | None, variant: str, scope: st
     return f"{approach} + {reranker} ({variant})" if reranker else f"{approach} ({variant})"
 
 
-def calibration_metadata(calibration: Calibration) -> dict[str, dg.MetadataValue]:
-    """Held-out reliability of the confidence classify-products will give: where to set a threshold."""
+def calibration_metadata(calibration: Calibration, coverage: list[dict]) -> dict[str, dg.MetadataValue]:
+    """Held-out reliability of the confidence classify-products will give, and what each threshold
+    accepts (precision at coverage, from the held-out confidences): where to set a threshold."""
     bins = pl.DataFrame(list(calibration.reliability)).select(
-        pl.format("{}-{}", pl.col("low").round(1), pl.col("high").round(1)).alias("confidence"),
+        pl.format("{}-{}", pl.col("low").round(3), pl.col("high").round(3)).alias("confidence"),
         "products", pl.col("predicted").round(3), pl.col("observed").round(3),
     )  # fmt: skip
+    series = [(f"{level} precision", [r["coverage"] for r in coverage], [r[f"precision_{level}"] for r in coverage])
+              for level in LEVELS]  # fmt: skip
+    png = line_chart("precision at coverage (held-out)", "coverage: share of products at or above the threshold",
+                     series)  # fmt: skip
     return {
         "top1_accuracy": dg.MetadataValue.float(calibration.accuracy),
-        "calibration_reliability": dg.MetadataValue.md(markdown_table(bins)),
+        "calibration_method": dg.MetadataValue.text(calibration.method),
+        "calibration_ece": dg.MetadataValue.float(calibration.ece),
+        "calibration_max_decile_gap": dg.MetadataValue.float(max_gap(calibration.reliability)),
+        "calibration_methods_dev_brier": dg.MetadataValue.json(calibration.methods),
+        "calibration_reliability": dg.MetadataValue.md(
+            f"Held-out deciles ({ECE_BINS} bins, k-fold cross-fitted)\n\n" + markdown_table(bins)),
+        "precision_at_coverage": dg.MetadataValue.md(markdown_image(png, "precision at coverage")),
     }

@@ -1,5 +1,6 @@
-"""Horizontal bar charts of F1 per approach as PNG bytes, drawn with pillow alone, and the markdown
-that embeds one inline (the Dagster UI renders data-URI images in markdown metadata)."""
+"""Horizontal bar charts of F1 per approach and line charts (precision at coverage) as PNG bytes, drawn
+with pillow alone, and the markdown that embeds one inline (the Dagster UI renders data-URI images in
+markdown metadata)."""
 
 import base64
 import io
@@ -60,3 +61,34 @@ def _fit(draw: ImageDraw.ImageDraw, label: str, font: ImageFont.FreeTypeFont) ->
 
 def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+LINE_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44))
+SIDE = 320  # the square plot of a line chart, in pixels
+
+
+def line_chart(title: str, x_label: str, series: Sequence[tuple[str, Sequence[float], Sequence[float]]]) -> bytes:
+    """Lines on 0..1 x 0..1 axes (e.g. precision against coverage): (name, xs, ys) per line, in its colour."""
+    font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
+    left, top = PAD + 36, HEADER
+    image = Image.new("RGB", (left + SIDE + 2 * PAD, top + SIDE + FOOTER + 16), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((PAD, PAD), title, fill=INK, font=font)
+    for i, (name, _, _) in enumerate(series):
+        x = left + i * 110
+        draw.rectangle([x, PAD + 24, x + 11, PAD + 35], fill=LINE_COLOURS[i % len(LINE_COLOURS)])
+        draw.text((x + 16, PAD + 30), name, fill=INK, font=small, anchor="lm")
+    for tick in TICKS:
+        x, y = left + round(tick * SIDE), top + SIDE - round(tick * SIDE)
+        draw.line([(x, top), (x, top + SIDE)], fill=GRID)
+        draw.line([(left, y), (left + SIDE, y)], fill=GRID)
+        draw.text((x, top + SIDE + 4), f"{tick:g}", fill=INK, font=small, anchor="mt")
+        draw.text((left - 4, y), f"{tick:g}", fill=INK, font=small, anchor="rm")
+    draw.text((left + SIDE // 2, top + SIDE + 20), x_label, fill=INK, font=small, anchor="mt")
+    for i, (_, xs, ys) in enumerate(series):
+        points = [(left + round(x * SIDE), top + SIDE - round(y * SIDE)) for x, y in zip(xs, ys)]
+        if len(points) > 1:
+            draw.line(points, fill=LINE_COLOURS[i % len(LINE_COLOURS)], width=2)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

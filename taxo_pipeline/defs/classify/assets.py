@@ -7,6 +7,8 @@ from pydantic import Field
 
 from taxo_pipeline import settings
 from taxo_pipeline.classification.classifier import catalogue_classifier
+from taxo_pipeline.classification.review import VIEW as REVIEW_VIEW
+from taxo_pipeline.classification.review import refresh_review_queue
 from taxo_pipeline.classification.run import (
     CatalogueRun,
     Choices,
@@ -32,12 +34,17 @@ class ClassifyConfig(dg.Config):
     top_k: int = Field(default=5, gt=0, description="Candidates per product.")
     shard_size: int | None = Field(default=None, gt=0, description="Products per shard (unset: TAXO_SHARD_SIZE, else 10000).")
     chunk_size: int | None = Field(default=None, gt=0, description="Products classified at once (unset: TAXO_CLASSIFY_CHUNK, else 2048).")  # fmt: skip
+    target_precision: float | None = Field(
+        default=None, gt=0, le=1,
+        description="Mark needs_review on the products below the confidence threshold that reaches this precision "
+        "on the held-out labelled products (unset: no review flag).",
+    )  # fmt: skip
 
     def choices(self) -> Choices:
         return Choices(
             self.approach, self.model, self.variant, self.top_k,
             self.shard_size or settings.current().shard_size,
-            self.chunk_size or settings.current().classify_chunk,
+            self.chunk_size or settings.current().classify_chunk, target_precision=self.target_precision,
         )  # fmt: skip
 
 
@@ -45,6 +52,7 @@ def run_config(run: CatalogueRun) -> dict:
     """The asset's run config for `run`'s shards, every choice explicit so each run shows what it ran."""
     config = {"products": str(run.products), "approach": run.key.approach, "model": run.key.model,
               "variant": run.key.variant, "top_k": run.top_k, "shard_size": run.shard_size, "chunk_size": run.chunk_size}  # fmt: skip
+    config["target_precision"] = run.target_precision
     return {"ops": {"catalogue_classifications": {"config": config}}}
 
 
@@ -64,6 +72,8 @@ def catalogue_classifications(
         outcome = run_shard(shard, run, catalogue_classifier(run, storage, client))
     if not storage.warehouse().table_exists(VIEW):  # the view reads every shard file: created once
         refresh_view(storage.warehouse(), storage.data_path(""))
+    if not storage.warehouse().table_exists(REVIEW_VIEW):
+        refresh_review_queue(storage.warehouse())
     context.log.info(f"shard {context.partition_key}: {'classified' if outcome.classified else 'kept'} -> {outcome.path}")
     return dg.MaterializeResult(
         metadata={
@@ -71,6 +81,7 @@ def catalogue_classifications(
             "classified": outcome.classified,
             "skipped_products": outcome.skipped,
             **({"mean_confidence": outcome.mean_confidence} if outcome.mean_confidence is not None else {}),
+            **({"review_threshold": run.review_threshold} if run.review_threshold is not None else {}),
             "approach": run.key.approach,
             "model": run.key.model,
             "variant": run.key.variant,

@@ -19,6 +19,7 @@ from taxo_pipeline.approaches.spec import (
     Approach,
     ClassifyRequest,
 )
+from taxo_pipeline.classification.coverage import coverage_table, held_out
 from taxo_pipeline.classification.evaluated import save_calibration
 from taxo_pipeline.dataset.tables import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.defs.automation import AUTOMATION
@@ -50,7 +51,7 @@ from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.resource import SIEResource
 
 CODE_VERSION = "3"
-METRICS_CODE_VERSION = "4"  # 4: also stores the confidence calibration of path approaches
+METRICS_CODE_VERSION = "5"  # 4: also stores the confidence calibration of path approaches; 5: chosen on dev, held out
 
 
 class PredictionsConfig(dg.Config):
@@ -164,10 +165,11 @@ def score_partition(approach: Approach, storage: StorageResource, result: dict) 
         return dg.MaterializeResult(metadata={"count": 0, "skipped": "no predictions to score"})
     # Path approaches are what classify-products runs: their confidence is calibrated on these rows.
     calibration = save_calibration(warehouse, key) if approach.headline != L1 else None
+    coverage = coverage_table(*held_out(warehouse, key)) if calibration else []
     return dg.MaterializeResult(
         metadata={
             **metrics_metadata(scored.result, scored.count, scored.latency),
-            **(calibration_metadata(calibration) if calibration else {}),
+            **(calibration_metadata(calibration, coverage) if calibration else {}),
             "evaluation": approach.evaluation,
             **hf1_chart_metadata(warehouse, key.model, key.dataset),
         }

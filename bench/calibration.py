@@ -1,0 +1,170 @@
+"""Confidence on unseen products: for every path approach, the calibration method chosen and fitted on the
+protocol's development part, measured on the test part (issue 20).
+
+    uv run python bench/calibration.py [--products P] [--taxonomy T] [--cache DIR] [--target 0.9]
+
+Each approach runs through its own `classify` as in bench/quality.py (same in-process encoder and
+cache): zero-shot approaches on every product; label transfer with the dev products as its labelled
+pool (cross-validated inside dev for the dev rows), so no test label is read. Then, per approach:
+- the method (taxo_pipeline/classification/calibration.py METHODS) with the lowest 5-fold cross-fitted
+  Brier score on the dev rows, fitted on the dev rows and applied to the test rows;
+- on the test rows: ECE over 10 equal-count bins, the largest gap between a decile's mean predicted
+  confidence and its observed exact-L3 accuracy, and the `noise` column: the mean ECE a perfectly
+  calibrated confidence would show on the same rows (outcomes drawn from the confidences themselves,
+  500 draws), i.e. what sampling alone gives at this test size;
+- the review threshold for --target chosen on the dev rows' cross-fitted confidences (the smallest
+  whose dev precision reaches it), and the test rows' precision and coverage at it;
+- `k-fold ECE`: every product's cross-fitted confidence, the figure the pipeline stores.
+Last, precision at coverage as the pipeline stores it for label transfer (the leaderboard's best): its
+evaluation predictions (5-fold cross-validated over every labelled product), the method chosen on dev,
+each product's cross-fitted confidence; one row per tenth of coverage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import quality
+
+from taxo_pipeline.approaches import (
+    hierarchical_cascade,
+    label_transfer,
+    score_fusion,
+    text_retrieval,
+    title_description,
+)
+from taxo_pipeline.approaches.spec import ClassifyRequest
+from taxo_pipeline.classification.calibration import (
+    METHODS,
+    choose_method,
+    cross_fitted,
+    deciles,
+    ece,
+    features,
+    fit,
+    fit_calibration,
+    max_gap,
+    predict,
+)
+from taxo_pipeline.classification.coverage import correct_by_level, coverage_table, threshold_for_precision
+from taxo_pipeline.evaluation.protocol import DEV_FRACTION
+
+PIPELINE = "label-transfer [full-depth], as evaluated"
+RUNS = (  # (approach module, documents)
+    (text_retrieval, "full-path"),
+    (title_description, "full-path"),
+    (title_description, "leaf"),
+    (title_description, "full-depth"),
+    (score_fusion, score_fusion.APPROACH.documents),
+    (hierarchical_cascade, hierarchical_cascade.APPROACH.documents),
+    (label_transfer, label_transfer.APPROACH.documents),
+)
+
+
+def ranked_by_approach(data: quality.Data, evidence: quality.LocalEvidence) -> dict[str, list]:
+    """Per approach and documents, every product's top-5 (in the products' order)."""
+    dev, test = data.products.filter(pl.Series(data.dev)), data.products.filter(pl.Series(~data.dev))
+
+    def run(module, variant: str, products: pl.DataFrame = data.products, **labelled) -> list:
+        request = ClassifyRequest(products=products, taxonomy=data.taxonomy, evidence=evidence, model=quality.MODEL,
+                                  variant=variant, model_family="text", top_k=5, **labelled)  # fmt: skip
+        result = module.classify(request)
+        by_id = dict(zip(result.product_ids, result.ranked, strict=True))
+        return [by_id.get(p, []) for p in products["product_id"].to_list()]
+
+    found = {}
+    for module, documents in RUNS:
+        name = f"{module.APPROACH.name} [{documents}]"
+        print(f"classifying: {name}", file=sys.stderr, flush=True)
+        if module.APPROACH.needs_labels:
+            on_dev = run(module, documents, dev, labelled=dev, cross_validate=True)
+            found[name] = quality._merge(data, on_dev, run(module, documents, test, labelled=dev))
+        else:
+            found[name] = run(module, documents)
+    print("classifying: label transfer as the evaluation does", file=sys.stderr, flush=True)
+    documents = label_transfer.APPROACH.documents
+    found[PIPELINE] = run(label_transfer, documents, labelled=data.products, cross_validate=True)
+    return found
+
+
+def pipeline_coverage(data: quality.Data, ranked: list) -> pl.DataFrame:
+    """The precision_at_coverage rows the pipeline stores, one per tenth of coverage (the threshold
+    accepting at least that share)."""
+    ids = data.products["product_id"].to_list()
+    correct = correct_by_level([r[0][0] if r else None for r in ranked], data.truths)
+    calibration, held_out = fit_calibration(ids, features(ranked), correct[:, 2], data.dev)
+    table = coverage_table(held_out, correct)
+    rows = [next(r for r in table if r["coverage"] >= share - 1e-9) for share in np.arange(1, 11) / 10]
+    print(f"\n{PIPELINE}: method {calibration.method}, k-fold ECE {calibration.ece:.3f}, max decile gap "
+          f"{max_gap(calibration.reliability):.3f}; review thresholds: "
+          + ", ".join(f"P {t}: {threshold_for_precision(held_out, correct[:, 2], t)}"
+                      for t in (0.8, 0.9, 0.95)))  # fmt: skip
+    return pl.DataFrame(rows).unique("threshold", keep="first", maintain_order=True).with_columns(pl.all().round(3))
+
+
+def noise_floor(confidence: np.ndarray, draws: int = 500) -> float:
+    """The mean ECE of outcomes drawn from the confidences themselves: a perfectly calibrated score's."""
+    rng = np.random.default_rng(0)
+    return float(np.mean([ece(deciles(confidence, rng.random(len(confidence)) < confidence)) for _ in range(draws)]))
+
+
+def figures(data: quality.Data, ranked: list, target: float) -> dict:
+    ids = data.products["product_id"].to_list()
+    correct = correct_by_level([r[0][0] if r else None for r in ranked], data.truths)[:, 2].astype(np.float64)
+    f, dev, test = features(ranked), np.flatnonzero(data.dev), np.flatnonzero(~data.dev)
+    method, briers = choose_method(ids, f, correct, data.dev)
+    on_test = {m: predict(m, fit(m, f.take(dev), correct[dev]), f.take(test)) for m in METHODS}
+    confidence = on_test[method]
+    bins = deciles(confidence, correct[test])
+    dev_held_out = cross_fitted(method, [ids[i] for i in dev], f.take(dev), correct[dev])
+    threshold = threshold_for_precision(dev_held_out, correct[dev].astype(bool), target)
+    accepted = confidence >= threshold if threshold is not None else np.zeros(len(test), dtype=bool)
+    return {
+        "method (dev)": method,
+        "test acc": round(float(correct[test].mean()), 3),
+        "test ECE": round(ece(bins), 3),
+        "noise": round(noise_floor(confidence), 3),
+        "max decile gap": round(max_gap(bins), 3),
+        f"threshold {target}": None if threshold is None else round(threshold, 3),
+        "test precision": round(float(correct[test][accepted].mean()), 3) if accepted.any() else None,
+        "test coverage": round(float(accepted.mean()), 3),
+        "k-fold ECE": round(ece(deciles(cross_fitted(method, ids, f, correct), correct)), 3),
+        **{f"test ECE {m}": round(ece(deciles(on_test[m], correct[test])), 3) for m in METHODS},
+        "dev Brier": briers,
+        "deciles": bins,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sample = quality.SHARED / "shopify-product-catalogue-sample" / "sample.jsonl"
+    parser.add_argument("--products", type=Path, default=sample)
+    parser.add_argument("--taxonomy", type=Path, default=quality.SHARED / "shopify-taxonomy" / "categories.txt")
+    parser.add_argument("--cache", type=Path, default=quality.ROOT / ".cache" / "quality" / "all-MiniLM-L6-v2.npz")
+    parser.add_argument("--target", type=float, default=0.9, help="target precision of the review threshold")
+    args = parser.parse_args(argv)
+    data = quality.load(args.products, args.taxonomy)
+    with tempfile.TemporaryDirectory() as index_dir:
+        ranked = ranked_by_approach(data, quality.LocalEvidence(quality.Encoder(args.cache), data, Path(index_dir)))
+    rows = {name: figures(data, r, args.target) for name, r in ranked.items() if name != PIPELINE}
+    table = pl.DataFrame([{"approach": n, **{k: v for k, v in r.items() if k not in ("dev Brier", "deciles")}}
+                          for n, r in rows.items()])  # fmt: skip
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True,
+                   tbl_hide_dataframe_shape=True, fmt_str_lengths=60, tbl_width_chars=300):  # fmt: skip
+        print(f"{quality.MODEL}; {data.products.height} products: dev {int(data.dev.sum())}, test "
+              f"{int((~data.dev).sum())} (dev fraction {DEV_FRACTION}); ECE over 10 equal-count bins\n")  # fmt: skip
+        print(table)
+        for name, r in rows.items():
+            print(f"\n{name}: dev Brier (cross-fitted) {r['dev Brier']}; test deciles, predicted -> observed:")
+            print(pl.DataFrame(list(r["deciles"])).with_columns(pl.all().exclude("products").round(3)))
+        print(pipeline_coverage(data, ranked[PIPELINE]))
+
+
+if __name__ == "__main__":
+    main()

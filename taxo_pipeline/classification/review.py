@@ -1,0 +1,93 @@
+"""The review queue of a catalogue run: with a target precision P, a product needs review when its
+confidence is below the review threshold (taxo_pipeline/classification/coverage.py: the smallest
+threshold whose held-out exact precision reaches P), when no threshold reaches P, or when it got no
+prediction. The warehouse view `review_queue` lists them, most useful first: lowest confidence, then the
+largest predicted categories (a correction there fixes the most look-alike products), each with how many
+levels its prediction reaches and why it stops above the taxonomy's depth.
+
+A prediction stops early when the classifier scores a node itself above every node below it: the soft
+cascade's path score is also the score of stopping at a node (retrieval/cascade.py), flat retrieval
+ranks L1 and L2 documents with the L3 ones, and label transfer adds votes to the same node scores. The
+stored top-k shows the best node below the stop, when there is one among the candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from taxo_pipeline.classification.coverage import coverage_lines
+from taxo_pipeline.warehouse import Warehouse
+
+NEEDS_REVIEW = "needs_review"
+VIEW = "review_queue"
+CLASSIFICATIONS, TAXONOMY = "classifications", "taxonomy_l3"
+
+VIEW_SQL = f"""
+    WITH parents AS (  -- taxonomy nodes that have a node below them
+        SELECT DISTINCT array_to_string(list_slice(string_split(path, ' > '), 1, -2), ' > ') AS parent
+        FROM {TAXONOMY} WHERE contains(path, ' > ')
+    ), queued AS (
+        SELECT c.*, coalesce(len(string_split(c.category, ' > ')), 0) AS levels, p.parent IS NOT NULL AS has_deeper,
+               count(c.category) OVER (PARTITION BY c.catalogue, c.approach, c.model, c.reranker, c.variant, c.category)
+                   AS category_products,
+               list_filter(c.top_k, lambda t: starts_with(t.category, c.category || ' > '))[1] AS deeper
+        FROM {CLASSIFICATIONS} c LEFT JOIN parents p ON p.parent = c.category
+        WHERE c.{NEEDS_REVIEW}
+    )
+    SELECT catalogue, approach, model, reranker, variant, product_id, category, confidence, levels,
+           CASE WHEN category IS NULL THEN 'no prediction: ' || coalesce(skipped, 'not classified')
+                WHEN has_deeper AND deeper IS NULL THEN
+                    'stopped at L' || levels || ': no L' || (levels + 1) || ' category below it scored above it '
+                    || printf('(%.3f); none is among its top ', score) || len(top_k) || ' candidates'
+                WHEN has_deeper THEN
+                    'stopped at L' || levels || ': no L' || (levels + 1) || ' category below it scored above it '
+                    || printf('(%.3f); the best, %s, scored %.3f', score, deeper.category, deeper.score)
+           END AS stop_reason,
+           category_products, top_k, shard, classified_at
+    FROM queued
+    ORDER BY confidence ASC NULLS FIRST, category_products DESC, catalogue, product_id
+"""
+
+
+def needs_review(confidence: np.ndarray, threshold: float | None, target_precision: float | None) -> np.ndarray | None:
+    """Per product: below the review threshold (no threshold reaching the target: every product; no
+    prediction, confidence nan: always); None without a target precision."""
+    if target_precision is None:
+        return None
+    confidence = np.asarray(confidence, dtype=np.float64)
+    if threshold is None:
+        return np.ones(len(confidence), dtype=bool)
+    return ~(np.nan_to_num(confidence, nan=-np.inf) >= threshold)
+
+
+def with_review(table: pa.Table, threshold: float | None, target_precision: float | None) -> pa.Table:
+    """A shard table with its `needs_review` column (NULL without a target precision)."""
+    flags = needs_review(table["confidence"].to_numpy(zero_copy_only=False), threshold, target_precision)
+    column = pa.array(flags if flags is not None else [None] * table.num_rows, pa.bool_())
+    return table.append_column(NEEDS_REVIEW, column)
+
+
+def refresh_review_queue(warehouse: Warehouse) -> None:
+    """(Re)create `review_queue` once the classifications view and the taxonomy exist."""
+    if warehouse.table_exists(CLASSIFICATIONS) and warehouse.table_exists(TAXONOMY):
+        with warehouse.transaction() as con:
+            con.execute(f"CREATE OR REPLACE VIEW {VIEW} AS {VIEW_SQL}")
+
+
+def catalogue_confidences(files: Sequence[Path]) -> np.ndarray:
+    """Every product's confidence in a run's shard files (nan: no prediction)."""
+    columns = [pq.read_table(f, columns=["confidence"])["confidence"].to_numpy(zero_copy_only=False) for f in files]
+    return np.concatenate(columns).astype(np.float64) if columns else np.empty(0)
+
+
+def run_summary(
+    confidence: np.ndarray, correct: np.ndarray, files: Sequence[Path], targets: Sequence[float]
+) -> list[str]:
+    """The lines classify-products ends with: per target precision, the threshold, the share of this
+    catalogue's products at or above it, and the held-out precision there."""
+    return coverage_lines(confidence, correct, catalogue_confidences(files), targets)

@@ -1,0 +1,104 @@
+"""Through the real pipeline (title-description, all-MiniLM-L6-v2 on the real SIE server, the sample on two
+branches of the taxonomy): the metrics asset fills `calibrations`, `heldout_confidences` and the
+`precision_at_coverage` view, and `classify-products --target-precision` flags the products below the
+review threshold and lists them in `review_queue`."""
+
+import json
+import re
+
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from taxo_pipeline.classification.calibration import METHODS, deciles, ece
+from taxo_pipeline.classification.coverage import coverage_table, held_out, review_threshold
+from taxo_pipeline.cli.classify import classify_products
+from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline_tests.classify_testkit import RUN_DIR, catalogue, evaluated_workspace
+from taxo_pipeline_tests.sie.sie_testkit import MINILM
+
+
+@pytest.fixture(scope="module")
+def evaluated(sie_server, test_catalogue, tmp_path_factory):
+    root = tmp_path_factory.mktemp("review")
+    return root, evaluated_workspace(root, sie_server, test_catalogue)
+
+
+def _key(warehouse: Warehouse) -> ResultKey:
+    with warehouse.connect(read_only=True) as con:
+        (dataset,) = con.execute("SELECT dataset FROM calibrations WHERE approach = 'title-description'").fetchone()
+    return ResultKey("title-description", MINILM, "full-depth", None, dataset)
+
+
+def test_the_metrics_asset_stores_the_calibration_and_precision_at_coverage(evaluated):
+    _, environment = evaluated
+    warehouse = Warehouse(environment["TAXO_WAREHOUSE"])
+    key = _key(warehouse)
+    with warehouse.connect(read_only=True) as con:
+        method, products, accuracy, stored_ece, bins = con.execute(
+            "SELECT method, products, accuracy, ece, reliability FROM calibrations WHERE approach = 'title-description'"
+        ).fetchone()
+        truths = dict(con.execute("SELECT product_id, ground_truth_category FROM products_experiment_l3").fetchall())
+        top1 = dict(con.execute("SELECT product_id, category FROM predictions WHERE rank = 1").fetchall())
+        view = con.execute("SELECT threshold, products, coverage, precision_l1, precision_l2, precision_exact "
+                           "FROM precision_at_coverage WHERE approach = 'title-description'").fetchall()  # fmt: skip
+    assert method in METHODS and products == len(truths) > 0
+    assert accuracy == pytest.approx(np.mean([top1[p] == t for p, t in truths.items()]))  # exact at L3
+    confidence, correct = held_out(warehouse, key)
+    assert len(confidence) == products and correct[:, 2].mean() == pytest.approx(accuracy)
+    assert stored_ece == pytest.approx(ece(deciles(confidence, correct[:, 2]))) and len(json.loads(bins)) == 10
+    expected = [tuple(r.values()) for r in coverage_table(confidence, correct)]
+    assert [tuple(pytest.approx(v) for v in row) for row in view] == expected
+    assert view[-1][1:3] == (products, 1.0) and view[-1][5] == pytest.approx(accuracy)  # the lowest: everyone
+
+
+def test_classify_products_flags_the_products_below_the_review_threshold(evaluated, monkeypatch, tmp_path, capsys):
+    root, environment = evaluated
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    warehouse = Warehouse(environment["TAXO_WAREHOUSE"])
+    threshold = review_threshold(warehouse, _key(warehouse), 0.5)
+    assert threshold is not None
+    products = catalogue(tmp_path / "pets.csv", 30)
+    assert classify_products(["--products", str(products), "--target-precision", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    rows = pl.read_parquet(root / "data" / RUN_DIR.format("pets") / "shard-00000.parquet")
+    assert rows["needs_review"].to_list() == [c < threshold for c in rows["confidence"].to_list()]
+    share = np.mean([c >= threshold for c in rows["confidence"].to_list()])
+    line = re.search(r"at confidence >= ([\d.]+): (\d+)% of products, expected precision ([\d.]+) \(target 0.50\)",
+                     printed)  # fmt: skip
+    assert line and float(line.group(1)) == pytest.approx(threshold, abs=0.005)
+    assert int(line.group(2)) == round(100 * share)
+    assert float(line.group(3)) >= 0.5
+    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+        queue = con.execute(
+            "SELECT product_id, confidence, levels, category FROM review_queue WHERE catalogue = 'pets'").fetchall()
+    flagged = rows.filter(pl.col("needs_review"))
+    assert sorted(q[0] for q in queue) == sorted(flagged["product_id"].to_list())
+    assert [q[1] for q in queue] == sorted(q[1] for q in queue)  # least confident first
+    assert all(q[2] == len(q[3].split(" > ")) for q in queue)
+    # without a target the run prints the thresholds of a few precisions and flags nothing
+    assert classify_products(["--products", str(products)]) == 0
+    assert re.search(r"(expected|reaches) precision 0.90", capsys.readouterr().out)
+    again = pl.read_parquet(root / "data" / RUN_DIR.format("pets") / "shard-00000.parquet")
+    assert again["needs_review"].null_count() == again.height
+
+
+def test_a_dagster_shard_run_takes_the_target_precision_from_its_config(evaluated, monkeypatch, tmp_path):
+    root, environment = evaluated
+    for name, value in {**environment, "DAGSTER_HOME": str(tmp_path / "dagster")}.items():
+        monkeypatch.setenv(name, value)
+    warehouse = Warehouse(environment["TAXO_WAREHOUSE"])
+    threshold = review_threshold(warehouse, _key(warehouse), 0.5)
+    products = catalogue(tmp_path / "ui.csv", 6)
+    assert classify_products(["--products", str(products), "--target-precision", "0.5", "--dagster"]) == 0
+    with dg.DagsterInstance.get() as instance:
+        (run,) = [r.dagster_run for r in instance.get_run_records()]
+        (record,) = instance.fetch_materializations(dg.AssetKey("catalogue_classifications"), limit=1).records
+    assert run.run_config["ops"]["catalogue_classifications"]["config"]["target_precision"] == 0.5
+    assert record.asset_materialization.metadata["review_threshold"].value == pytest.approx(threshold)
+    rows = pl.read_parquet(root / "data" / RUN_DIR.format("ui") / "shard-00000.parquet")
+    assert rows["needs_review"].to_list() == [c < threshold for c in rows["confidence"].to_list()]
