@@ -89,3 +89,29 @@ def taxonomy_file(depth: Depth) -> str:
 def experiment_file(depth: Depth) -> str:
     """The evaluation table's Parquet file: shopify-products-experiment-l3.parquet at depth 3, -full ..."""
     return _at_depth(EXPERIMENT_L3_FILE, depth)
+
+
+def _positive_number(var: str, default: float, kind: type = int) -> float:
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        noun = "whole number" if kind is int else "number"
+        raise InputError(f"{var}={text!r}: expected a positive {noun} (default {default})")
+    return value
+
+
+def serve_max_batch() -> int:
+    """The most products one `POST /classify` of `taxo-pipeline serve` may carry; more get 413
+    (TAXO_SERVE_MAX_BATCH, default 256)."""
+    return int(_positive_number("TAXO_SERVE_MAX_BATCH", 256))
+
+
+def serve_reload_s() -> float:
+    """How often `taxo-pipeline serve` checks the warehouse for a re-evaluated result to load, in seconds
+    (TAXO_SERVE_RELOAD_S, default 5)."""
+    return float(_positive_number("TAXO_SERVE_RELOAD_S", 5.0, float))

@@ -46,6 +46,7 @@ class Evidence:
         self._max_chars = max_text_chars()
         self._documents = cache(lambda variant: variant_documents(taxonomy, variant, categories))
         self._category_vectors: dict[tuple[str, str], np.ndarray] = {}
+        self._index_vectors: dict[tuple[str, str], tuple[list[str], np.ndarray, Path]] = {}
 
     @property
     def sie_requests(self) -> int:
@@ -88,16 +89,23 @@ class Evidence:
     def nearest_categories(self, model: str, variant: str, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """Per query, the k best L1-L3 nodes with their cosine similarity, by the same rule as
         category_scores, searched in the model's category index of the variant (as the reference)."""
-        index = self.category_index(model, variant)
-        ids, scores = index.scores(queries)
+        ids, vectors, directory = self.index_vectors(model, variant)
         try:
-            nodes = best_per_node(scores, ids, self.taxonomy)
+            nodes = best_per_node(cosine_scores(queries, vectors), ids, self.taxonomy)
         except ValueError as exc:
             raise LookupError(
-                f"the category index for {model} {variant} in {index.directory} does not match the taxonomy ({exc}): "
+                f"the category index for {model} {variant} in {directory} does not match the taxonomy ({exc}): "
                 "materialize category_embeddings for this partition again"
             ) from exc
         return top_k(nodes, self.taxonomy.paths, k)
+
+    def index_vectors(self, model: str, variant: str) -> tuple[list[str], np.ndarray, Path]:
+        """The ids and vectors stored in the model's category index of the variant, read once per Evidence
+        (a chunked run or the classification service then never opens Chroma again), and its directory."""
+        if (model, variant) not in self._index_vectors:
+            index = self.category_index(model, variant)
+            self._index_vectors[model, variant] = (*index.stored(), index.directory)
+        return self._index_vectors[model, variant]
 
     def category_index(self, model: str, variant: str) -> CategoryIndex:
         index = CategoryIndex(self.index_dir, model_slug(model), variant, self.taxonomy.depth)
