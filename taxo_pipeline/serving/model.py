@@ -191,7 +191,7 @@ class Loader:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(timeout=10)  # a load in progress is not waited for: the thread is a daemon
         if self.current:
             self.current.close()
 
