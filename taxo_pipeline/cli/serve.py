@@ -62,11 +62,11 @@ def run_serve(args: argparse.Namespace) -> int:
     from taxo_pipeline.serving.app import create_app
 
     names = Names(args.approach, args.model, args.variant, args.top_k, args.target_precision)
+    max_batch, every_s = settings.serve_max_batch(), settings.serve_reload_s()
     if names.approach:
         approach_named(names.approach)  # an unknown name fails here, listing the known ones
     store = StorageResource()
     found = fingerprint(store, names)  # no evaluation to serve fails before any server starts
-    max_batch, every_s = settings.serve_max_batch(), settings.serve_reload_s()
     log.info(f"serving {found.key} (strict hF1 {found.strict_f1:.3f}) on http://{args.host}:{args.port} (docs at /docs)")
     _stop_on_sigterm()
     with dev_sie(logger=log) as url:
