@@ -78,6 +78,8 @@ class Settings:
     catalogue: Path | None  # TAXO_CATALOGUE: the product catalogue the shard sensor classifies
     sensor_interval_s: int  # TAXO_SENSOR_INTERVAL_S: the model and catalogue sensors' tick (60 s)
     automation_interval_s: int  # TAXO_AUTOMATION_INTERVAL_S: the automation sensor's tick (30 s)
+    serve_max_batch: int  # TAXO_SERVE_MAX_BATCH: most products in one POST /classify (256); more get 413
+    serve_reload_s: float  # TAXO_SERVE_RELOAD_S: how often `serve` looks for a re-evaluated result (5 s)
     shard_size: int  # TAXO_SHARD_SIZE: products per catalogue shard
     classify_chunk: int  # TAXO_CLASSIFY_CHUNK: products per classification batch
 
@@ -114,6 +116,8 @@ class Settings:
             catalogue=env.path("TAXO_CATALOGUE", None, resolve=False),
             sensor_interval_s=env.whole("TAXO_SENSOR_INTERVAL_S", 60),
             automation_interval_s=env.whole("TAXO_AUTOMATION_INTERVAL_S", 30),
+            serve_max_batch=env.whole("TAXO_SERVE_MAX_BATCH", 256),
+            serve_reload_s=env.seconds("TAXO_SERVE_RELOAD_S", 5.0),
             shard_size=env.whole("TAXO_SHARD_SIZE", 10_000),
             classify_chunk=env.whole("TAXO_CLASSIFY_CHUNK", 2_048),
         )

@@ -7,7 +7,7 @@ from taxo_pipeline.settings import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "taxo_pipeline"
 # Plain Python that knows nothing of Dagster's definitions or the command line.
-DOMAIN = ("approaches", "classification", "dataset", "evaluation", "retrieval", "sie", "service")
+DOMAIN = ("approaches", "classification", "dataset", "evaluation", "retrieval", "serving", "sie")
 
 
 def _imports(path) -> set[str]:

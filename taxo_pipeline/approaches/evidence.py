@@ -6,7 +6,7 @@ documents (retrieval/variants.py)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -17,8 +17,8 @@ from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 from taxo_pipeline.dataset.texts import truncate_for_model
 from taxo_pipeline.retrieval.categories import CategoryDocuments
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
-from taxo_pipeline.retrieval.exact_search import cosine_scores, top_k
-from taxo_pipeline.retrieval.full_depth import best_per_node
+from taxo_pipeline.retrieval.exact_search import normalise, top_k, unit_scores
+from taxo_pipeline.retrieval.full_depth import NodeMap
 from taxo_pipeline.retrieval.variants import variant_documents
 from taxo_pipeline.sie.catalogue import model_slug
 from taxo_pipeline.sie.client import InferenceClient
@@ -47,6 +47,8 @@ class Evidence:
         self._max_chars = settings.current().max_text_chars
         self._documents = cache(lambda variant: variant_documents(taxonomy, variant, categories))
         self._category_vectors: dict[tuple[str, str], np.ndarray] = {}
+        self._searchables: dict[tuple, tuple[np.ndarray, NodeMap]] = {}
+        self._index_directories: dict[tuple[str, str], Path] = {}
 
     @property
     def sie_requests(self) -> int:
@@ -82,23 +84,38 @@ class Evidence:
     def category_scores(self, model: str, variant: str, queries: np.ndarray) -> np.ndarray:
         """Products x taxonomy.paths: the cosine similarity of each query to each node's best document
         of the variant (full-depth: the best of the node's subtree; otherwise the node's own)."""
-        documents = self.category_documents(variant)
-        scores = cosine_scores(queries, self.category_vectors(model, variant))
-        return best_per_node(scores, documents.ids, self.taxonomy)
+        load = lambda: (self.category_vectors(model, variant), self.category_documents(variant).ids)  # noqa: E731
+        unit, nodes = self._searchable(("documents", model, variant), load)
+        return nodes.best(unit_scores(queries, unit))
 
     def nearest_categories(self, model: str, variant: str, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """Per query, the k best L1-L3 nodes with their cosine similarity, by the same rule as
         category_scores, searched in the model's category index of the variant (as the reference)."""
-        index = self.category_index(model, variant)
-        ids, scores = index.scores(queries)
         try:
-            nodes = best_per_node(scores, ids, self.taxonomy)
+            unit, nodes = self._searchable(("index", model, variant), lambda: self._index_stored(model, variant))
+            scores = nodes.best(unit_scores(queries, unit))
         except ValueError as exc:
             raise LookupError(
-                f"the category index for {model} {variant} in {index.directory} does not match the taxonomy ({exc}): "
-                "materialize category_embeddings for this partition again"
+                f"the category index for {model} {variant} in {self._index_directories[model, variant]} does not "
+                f"match the taxonomy ({exc}): materialize category_embeddings for this partition again"
             ) from exc
-        return top_k(nodes, self.taxonomy.paths, k)
+        return top_k(scores, self.taxonomy.paths, k)
+
+    def _searchable(self, key: tuple, load: Callable[[], tuple[np.ndarray, Sequence[str]]]) -> tuple[np.ndarray, NodeMap]:
+        """Unit-length document vectors and their NodeMap, worked out once per Evidence: a chunked run, or
+        the classification service's requests, then spend only the product with the queries."""
+        if key not in self._searchables:
+            vectors, ids = load()
+            self._searchables[key] = (normalise(vectors), NodeMap(ids, self.taxonomy))
+        return self._searchables[key]
+
+    def _index_stored(self, model: str, variant: str) -> tuple[np.ndarray, list[str]]:
+        """The vectors and ids stored in the model's category index of the variant (read once: Chroma is
+        opened by the first search only)."""
+        index = self.category_index(model, variant)
+        self._index_directories[model, variant] = index.directory
+        ids, vectors = index.stored()
+        return vectors, ids
 
     def category_index(self, model: str, variant: str) -> CategoryIndex:
         index = CategoryIndex(self.index_dir, model_slug(model), variant, self.taxonomy.depth)

@@ -50,7 +50,10 @@ def _weights_table(folds: np.ndarray, weights: dict[int, float]) -> pl.DataFrame
     )
 
 
-_POOL: dict[tuple, tuple] = {}  # the last pool's, so a catalogue classified in chunks computes it once
+# The last two pools', so a catalogue classified in chunks computes its pool once, and the classification
+# service's requests on the current result keep theirs while a re-evaluated result warms up beside it.
+_POOL: dict[tuple, tuple] = {}
+POOLS_KEPT = 2
 
 
 def _pool(request: ClassifyRequest, labelled: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -64,7 +67,8 @@ def _pool(request: ClassifyRequest, labelled: pl.DataFrame) -> tuple[np.ndarray,
         labels = _label_indices(request, labelled)
         folds = assign_folds(labelled["product_id"].to_list())
         weights = transfer_labels(pool_scores, pool_vectors, labels, folds, request.taxonomy.paths).weights
-        _POOL.clear()
+        while len(_POOL) >= POOLS_KEPT:
+            _POOL.pop(next(iter(_POOL)))
         _POOL[key] = (pool_vectors, labels, folds, weights)
     return _POOL[key]
 

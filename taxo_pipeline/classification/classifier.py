@@ -1,6 +1,7 @@
 """The approach of a catalogue run wired to the models: a function that classifies one chunk of products
 through an SIE client, with the taxonomy, the full taxonomy for full-depth documents, and the labelled
-evaluation products for approaches that learn from labels. The command and the Dagster asset share it."""
+evaluation products for approaches that learn from labels. The command, the Dagster asset and the
+classification service share it."""
 
 from __future__ import annotations
 
@@ -10,23 +11,33 @@ import polars as pl
 
 from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.registry import approach as approach_named
-from taxo_pipeline.approaches.spec import Classified, ClassifyRequest
+from taxo_pipeline.approaches.spec import Approach, Classified, ClassifyRequest
 from taxo_pipeline.classification.run import CatalogueRun, Classify
 from taxo_pipeline.dataset.tables import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
+from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
 
 
-def catalogue_classifier(run: CatalogueRun, storage: StorageResource, client: InferenceClient) -> Classify:
-    key, approach = run.key, approach_named(run.key.approach)
+def classify_request(
+    key: ResultKey, storage: StorageResource, client: InferenceClient, top_k: int
+) -> tuple[Approach, ClassifyRequest]:
+    """The key's approach and a request for it with no products yet: the taxonomy, the evidence (models,
+    category documents and index) and the labelled pool when the approach learns from labels."""
+    approach = approach_named(key.approach)
     taxonomy = load_taxonomy_l3(storage.data_path(""))
     family = {spec.id: spec.family for spec in load_catalogue()}.get(key.model, "text")
     evidence = Evidence(client, storage.index_path(), taxonomy, load_taxonomy_full_depth(storage.data_path(""), key.variant))
     request = ClassifyRequest(
-        pl.DataFrame(), taxonomy, evidence, key.model, key.variant, family, key.reranker, run.top_k,
+        pl.DataFrame(), taxonomy, evidence, key.model, key.variant, family, key.reranker, top_k,
         approach.batch_size, labelled=load_experiment(storage.data_path("")) if approach.needs_labels else None,
     )  # fmt: skip
+    return approach, request
+
+
+def catalogue_classifier(run: CatalogueRun, storage: StorageResource, client: InferenceClient) -> Classify:
+    approach, request = classify_request(run.key, storage, client, run.top_k)
 
     def classify(chunk: pl.DataFrame) -> Classified:
         return approach.classify(replace(request, products=chunk))

@@ -129,19 +129,26 @@ class Progress:
     classified_products: int = 0
 
 
+def classify_chunk(
+    chunk: pl.DataFrame, classify: Classify, top_k: int
+) -> tuple[list[list[tuple[str, float]]], list[str | None]]:
+    """Per product of the chunk, in its order: its best `top_k` candidates, and why it got none (else None)."""
+    result = classify(chunk)
+    by_id = dict(zip(result.product_ids, result.ranked, strict=True))
+    ids = chunk["product_id"].to_list()
+    ranked = [list(by_id.get(product_id, []))[:top_k] for product_id in ids]
+    skipped = [None if i in by_id else result.skipped.get(i, "not classified") for i in ids]
+    return ranked, skipped
+
+
 def classify_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> ShardRows:
-    ids: list[str] = []
     ranked: list[list[tuple[str, float]]] = []
     skipped: list[str | None] = []
     for start in range(0, shard.products.height, run.chunk_size):
-        chunk = shard.products.slice(start, run.chunk_size)
-        result = classify(chunk)
-        by_id = dict(zip(result.product_ids, result.ranked, strict=True))
-        for product_id in chunk["product_id"].to_list():
-            ids.append(product_id)
-            ranked.append(list(by_id.get(product_id, []))[: run.top_k])
-            skipped.append(None if product_id in by_id else result.skipped.get(product_id, "not classified"))
-    return ShardRows(ids, ranked, run.calibration.confidence(features(ranked)), skipped)
+        chunk_ranked, chunk_skipped = classify_chunk(shard.products.slice(start, run.chunk_size), classify, run.top_k)
+        ranked += chunk_ranked
+        skipped += chunk_skipped
+    return ShardRows(shard.products["product_id"].to_list(), ranked, run.calibration.confidence(features(ranked)), skipped)
 
 
 @dataclass(frozen=True)

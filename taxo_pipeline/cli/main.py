@@ -15,6 +15,7 @@ from taxo_pipeline.cli.evaluate import add_eval
 from taxo_pipeline.cli.materialize import add_materialize
 from taxo_pipeline.cli.predict import add_predict
 from taxo_pipeline.cli.runs import dagster_home
+from taxo_pipeline.cli.serve import add_serve
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.dev_server import dev_sie
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
@@ -72,7 +73,9 @@ def run_dev(args: argparse.Namespace) -> int:
         return subprocess.call(dagster_dev_command(args.dagster_args), env=env, cwd=settings.PROJECT_ROOT)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_encode, add_materialize, add_eval, add_predict, add_dev]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_encode, add_materialize, add_eval, add_predict, add_dev, add_serve
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

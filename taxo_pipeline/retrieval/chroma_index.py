@@ -95,17 +95,20 @@ class CategoryIndex:
                 )
             return True
 
+    def stored(self) -> tuple[list[str], np.ndarray]:
+        """The stored ids in path order and their vectors (float32), for exact search in memory."""
+        with file_lock(self._lock, shared=True):
+            stored = self._client.get_collection(self.name).get(include=["embeddings"])
+        order = sorted(range(len(stored["ids"])), key=stored["ids"].__getitem__)
+        return [stored["ids"][i] for i in order], np.asarray(stored["embeddings"], dtype=np.float32)[order]
+
     def scores(self, vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
         """The stored ids in path order, and the cosine similarity of every vector (rows) to each of them.
 
         Exact cosine search over the stored vectors rather than Chroma's HNSW: the graph depends on the
         threads that built it, so two builds of identical vectors (MiniLM, real L3 taxonomy) disagreed on
         7 to 10 of 644 top-1 answers, and a taxonomy of a few thousand categories is one matrix product."""
-        with file_lock(self._lock, shared=True):
-            stored = self._client.get_collection(self.name).get(include=["embeddings"])
-        order = sorted(range(len(stored["ids"])), key=stored["ids"].__getitem__)
-        ids = [stored["ids"][i] for i in order]
-        stored_vectors = np.asarray(stored["embeddings"], dtype=np.float32)[order]
+        ids, stored_vectors = self.stored()
         return ids, exact_search.cosine_scores(np.asarray(vectors, dtype=np.float32), stored_vectors)
 
     def query(self, vectors: np.ndarray, top_k: int) -> list[list[Match]]:

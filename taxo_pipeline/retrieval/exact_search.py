@@ -17,10 +17,16 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 
 def cosine_scores(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
     """Cosine similarity of every query (rows) to every document (columns)."""
-    queries, documents = np.atleast_2d(queries), np.atleast_2d(documents)
-    if queries.shape[1] != documents.shape[1]:
-        raise ValueError(f"queries have dimension {queries.shape[1]} but documents {documents.shape[1]}")
-    return normalise(queries) @ normalise(documents).T
+    return unit_scores(queries, normalise(np.atleast_2d(documents)))
+
+
+def unit_scores(queries: np.ndarray, unit_documents: np.ndarray) -> np.ndarray:
+    """cosine_scores against documents already normalise()d, which callers keep across calls: normalising
+    a 14,606-document matrix costs more than the product with one query."""
+    queries = np.atleast_2d(queries)
+    if queries.shape[1] != unit_documents.shape[1]:
+        raise ValueError(f"queries have dimension {queries.shape[1]} but documents {unit_documents.shape[1]}")
+    return normalise(queries) @ unit_documents.T
 
 
 def top_k(scores: np.ndarray, ids: Sequence[str], k: int) -> list[list[tuple[str, float]]]:

@@ -46,15 +46,33 @@ def node_columns(document_ids: Sequence[str], taxonomy: TaxonomyL3) -> np.ndarra
         raise ValueError(f"document {exc.args[0]!r} trims to no node of the {taxonomy.name}") from exc
 
 
+class NodeMap:
+    """Which documents each taxonomy node takes its best score from, worked out once for a document list:
+    the documents in node order and where each node's run starts, so a score matrix becomes node scores
+    in one vectorised pass (the classification service maps every request with the same NodeMap)."""
+
+    def __init__(self, document_ids: Sequence[str], taxonomy: TaxonomyL3):
+        columns = node_columns(document_ids, taxonomy)
+        self.documents, self.nodes = len(document_ids), len(taxonomy.paths)
+        self.order = np.argsort(columns, kind="stable")
+        self.starts = np.searchsorted(columns[self.order], np.arange(self.nodes))
+        self.empty = [taxonomy.paths[i] for i in np.setdiff1d(np.arange(self.nodes), columns)]
+
+    def best(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.ndim != 2 or scores.shape[1] != self.documents:
+            raise ValueError(f"scores of shape {scores.shape} do not match {self.documents} documents")
+        if not scores.shape[0]:
+            return np.full((0, self.nodes), -np.inf)
+        if self.empty:
+            raise ValueError(f"{len(self.empty)} taxonomy nodes have no document (first: {self.empty[0]!r})")
+        return np.maximum.reduceat(scores[:, self.order], self.starts, axis=1)
+
+
 def best_per_node(scores: np.ndarray, document_ids: Sequence[str], taxonomy: TaxonomyL3) -> np.ndarray:
     """Products x documents scores -> products x taxonomy.paths: per node, the best score among the
     documents of its full-depth subtree that trim to it (its own path included)."""
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[1] != len(document_ids):
         raise ValueError(f"scores of shape {scores.shape} do not match {len(document_ids)} documents")
-    columns = node_columns(document_ids, taxonomy)
-    best = np.full((scores.shape[0], len(taxonomy.paths)), -np.inf)
-    np.maximum.at(best.T, columns, scores.T)
-    if (empty := np.flatnonzero(np.isneginf(best).all(axis=0))).size and scores.shape[0]:
-        raise ValueError(f"{empty.size} taxonomy nodes have no document (first: {taxonomy.paths[empty[0]]!r})")
-    return best
+    return NodeMap(document_ids, taxonomy).best(scores)

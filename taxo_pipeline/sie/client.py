@@ -195,10 +195,9 @@ class InferenceClient:
         # Shortest first, so each request holds inputs of similar length: the server pads a request
         # to its longest input, and on CPU padding is wasted compute.
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
-        first = len(self.latencies)
-        in_order = self._batched("encode", model, [inputs[i] for i in order], send, batch_size)
+        made: list[LatencyRecord] = []  # this call's own requests, whatever other threads send meanwhile
+        in_order = self._batched("encode", model, [inputs[i] for i in order], send, batch_size, records=made)
         size = batch_size or self.batch_size
-        made = self.latencies[first:]
         vectors, carried = [None] * len(inputs), [None] * len(inputs)
         for position, index in enumerate(order):
             vectors[index], carried[index] = in_order[position], made[position // size]
@@ -283,6 +282,7 @@ class InferenceClient:
         send: Callable[[list], list[T]],
         batch_size: int | None,
         weight: Callable[[Any], int] = lambda _: 1,
+        records: list[LatencyRecord] | None = None,
     ) -> list[T]:
         size = batch_size or self.batch_size
         batches = [items[i : i + size] for i in range(0, len(items), size)]
@@ -294,7 +294,10 @@ class InferenceClient:
             t0 = time.perf_counter()
             results.extend(self._call(operation, model, lambda batch=batch: send(batch)))
             count = sum(weight(item) for item in batch)
-            self.latencies.append(LatencyRecord(operation, model, count, (time.perf_counter() - t0) * 1000))
+            record = LatencyRecord(operation, model, count, (time.perf_counter() - t0) * 1000)
+            self.latencies.append(record)
+            if records is not None:
+                records.append(record)
             done += count
             if number % self.progress_every == 0 or (number == len(batches) and len(batches) > 1):
                 elapsed = time.monotonic() - started

@@ -1,0 +1,77 @@
+"""`taxo-pipeline serve`: the HTTP classification service (FastAPI on uvicorn) for the leaderboard's best
+result, or the approach/model/variant named. It checks the warehouse every TAXO_SERVE_RELOAD_S seconds
+and loads a re-evaluated result without a restart; SIGTERM or Ctrl-C stop it and its SIE server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from functools import partial
+
+from taxo_pipeline import settings
+from taxo_pipeline.approaches.registry import approach as approach_named
+from taxo_pipeline.cli.arguments import positive_int
+from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.serving.model import Loader, Names, fingerprint, load_served
+from taxo_pipeline.sie.catalogue import validate_model_id
+from taxo_pipeline.sie.dev_server import dev_sie
+
+log = logging.getLogger("taxo_pipeline")
+
+
+def _precision(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a precision between 0 and 1 (exclusive), e.g. 0.9, got {text!r}")
+    return value
+
+
+def add_serve(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="HTTP classification service for the best evaluated result (POST /classify)",
+        description=__doc__.split("\n\n")[0],
+    )  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
+    parser.add_argument("--approach", help="approach name (default: the leaderboard's best)")
+    parser.add_argument("--model", type=validate_model_id, help="model id (default: the best evaluated for the approach)")
+    parser.add_argument("--variant", help="category documents: full-path, leaf, full-depth, both (default: the best)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per product (default 5)")
+    parser.add_argument("--target-precision", type=_precision,
+                        help="mark products whose calibrated confidence is below it `needs_review`")  # fmt: skip
+    parser.set_defaults(run=run_serve)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C: uvicorn finishes its requests, then re-raises the signal it caught to
+    this handler, and the SIE server's context stops it. The default handler would kill the process there."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from taxo_pipeline.serving.app import create_app
+
+    names = Names(args.approach, args.model, args.variant, args.top_k, args.target_precision)
+    max_batch, every_s = settings.current().serve_max_batch, settings.current().serve_reload_s
+    if names.approach:
+        approach_named(names.approach)  # an unknown name fails here, listing the known ones
+    store = StorageResource()
+    found = fingerprint(store, names)  # no evaluation to serve fails before any server starts
+    log.info(f"serving {found.key} (strict hF1 {found.strict_f1:.3f}) on http://{args.host}:{args.port} (docs at /docs)")
+    _stop_on_sigterm()
+    with dev_sie(logger=log) as url:
+        loader = Loader(partial(load_served, store, names, url), partial(fingerprint, store, names), every_s)
+        config = uvicorn.Config(create_app(loader, max_batch), host=args.host, port=args.port, access_log=False,
+                                log_config=None, timeout_graceful_shutdown=30)  # fmt: skip
+        uvicorn.Server(config).run()
+    return 0

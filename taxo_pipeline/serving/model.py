@@ -1,0 +1,223 @@
+"""What the classification service serves: one evaluated result (the leaderboard's best, or the approach,
+model and variant named) loaded once (taxonomy, category vectors or index, labelled pool, calibration),
+then classifying products with no warehouse, Chroma or embedding-cache access per request.
+
+`Loader` keeps the current result and swaps in a new one, loaded beside it, when the warehouse says the
+result was re-evaluated (its metrics or calibration rows were rewritten) or the leaderboard's best changed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import polars as pl
+
+from taxo_pipeline import settings
+from taxo_pipeline.approaches.spec import Approach, ClassifyRequest
+from taxo_pipeline.classification.calibration import Calibration, features
+from taxo_pipeline.classification.classifier import classify_request
+from taxo_pipeline.classification.coverage import review_threshold
+from taxo_pipeline.classification.evaluated import CALIBRATIONS, choose, load_calibration
+from taxo_pipeline.classification.run import classify_chunk
+from taxo_pipeline.dataset.taxonomy import split_path
+from taxo_pipeline.evaluation.keys import ResultKey, where
+from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline.sie.embedding_cache import EmbeddingCache
+
+log = logging.getLogger(__name__)
+# The SIE client's per-batch progress lines would log every batch request.
+quiet = logging.getLogger("taxo_pipeline.serving.sie")
+quiet.setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class Names:
+    """The approach, model and variant the user named (None: the leaderboard's best), and the answer size."""
+
+    approach: str | None = None
+    model: str | None = None
+    variant: str | None = None
+    top_k: int = 5
+    target_precision: float | None = None
+
+
+@dataclass(frozen=True)
+class Product:
+    title: str = ""
+    description: str = ""
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Classification:
+    id: str | None
+    top_k: list[tuple[str, float]]  # best first; empty when the approach skipped the product
+    confidence: float | None  # calibrated probability that the top-1 is right
+    needs_review: bool
+    truncated: tuple[str, ...]  # the fields cut to TAXO_MAX_TEXT_CHARS
+    skipped: str | None = None  # why the product got no category
+
+    @property
+    def category(self) -> str | None:
+        return self.top_k[0][0] if self.top_k else None
+
+    def levels(self) -> dict[str, str]:
+        """The top category's path per level, as the `classifications` view's l1, l2, l3 columns."""
+        parts = split_path(self.category) if self.category else []
+        return {f"l{level}": " > ".join(parts[:level]) for level in range(1, len(parts) + 1)}
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies the stored result the service serves: a re-evaluation rewrites its rows' times."""
+
+    key: ResultKey
+    strict_f1: float
+    computed_at: datetime | None  # its metrics rows
+    fitted_at: datetime | None  # its calibration row
+
+
+def fingerprint(store: StorageResource, names: Names) -> Fingerprint:
+    """The result the warehouse picks now (raises InputError, naming the fix, when there is none)."""
+    warehouse = store.warehouse()
+    enabled = [spec.id for spec in load_catalogue().enabled()]
+    choice = choose(warehouse, enabled, names.approach, names.model, names.variant)
+    condition, params = where(choice.key)
+    with warehouse.connect(read_only=True) as con:
+        computed = con.execute(f"SELECT max(computed_at) FROM metrics WHERE {condition}", params).fetchone()[0]
+        fitted = None
+        if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [CALIBRATIONS]).fetchone()[0]:
+            fitted = con.execute(f"SELECT max(fitted_at) FROM {CALIBRATIONS} WHERE {condition}", params).fetchone()[0]
+    return Fingerprint(choice.key, choice.strict_f1, computed, fitted)
+
+
+@dataclass
+class Served:
+    """One loaded result, ready to classify (thread-safe: requests share it from a thread pool)."""
+
+    fingerprint: Fingerprint
+    calibration: Calibration
+    approach: Approach
+    request: ClassifyRequest
+    names: Names
+    review_below: float | None = None  # a product under this confidence needs review (None: no target)
+    max_chars: int = field(default_factory=lambda: settings.current().max_text_chars)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def key(self) -> ResultKey:
+        return self.fingerprint.key
+
+    @property
+    def review_threshold(self) -> float | None:
+        """The threshold as a number for the answer; None without a target, or when none reaches it (all reviewed)."""
+        return self.review_below if self.review_below not in (None, float("inf")) else None
+
+    def classify(self, products: Sequence[Product]) -> list[Classification]:
+        cut = [self._cut(p) for p in products]
+        chunk = pl.DataFrame(
+            {"product_id": [str(i) for i in range(len(products))], "product_title": [c[0] for c in cut],
+             "product_description": [c[1] for c in cut]},
+            schema={"product_id": pl.String, "product_title": pl.String, "product_description": pl.String},
+        )  # fmt: skip
+        classify = lambda frame: self.approach.classify(replace(self.request, products=frame))  # noqa: E731
+        ranked, skipped = classify_chunk(chunk, classify, self.names.top_k)
+        confidence = self.calibration.confidence(features(ranked))
+        threshold = self.review_below
+        return [
+            Classification(product.id, candidates, float(conf) if candidates else None,
+                           not candidates or (threshold is not None and conf < threshold), c[2], why)
+            for product, candidates, conf, c, why in zip(products, ranked, confidence, cut, skipped, strict=True)
+        ]  # fmt: skip
+
+    def _cut(self, product: Product) -> tuple[str, str, tuple[str, ...]]:
+        fields = {"title": product.title, "description": product.description}
+        cut = tuple(name for name, text in fields.items() if len(text) > self.max_chars)
+        return product.title[: self.max_chars], product.description[: self.max_chars], cut
+
+    def forget_requests(self) -> None:
+        """Drop the per-request latency records the evidence and client keep, so a long-running service
+        does not grow (appends from other threads meanwhile are safe: list operations hold the GIL)."""
+        self.request.evidence.requests.clear()
+        self.request.evidence.client.latencies.clear()
+
+    def close(self) -> None:
+        self.request.evidence.client.close()
+
+
+WARM_UP = Product("Warm-up product", "Loads the category vectors, the labelled pool and the model.")
+
+
+def load_served(store: StorageResource, names: Names, sie_url: str) -> Served:
+    """Load the result the warehouse picks now. Category vectors and the labelled pool's come from the
+    warehouse's embedding cache through a loading client; requests then go through a client without
+    the cache (no DuckDB connection per request) that keeps its connection to SIE open."""
+    found = fingerprint(store, names)
+    calibration = load_calibration(store.warehouse(), found.key)
+    loader = InferenceClient(sie_url, cache=EmbeddingCache(store.warehouse(), read_only=True), logger=quiet)
+    approach, request = classify_request(found.key, store, loader, names.top_k)
+    target = names.target_precision
+    # The held-out threshold that reaches the target (classify-products' rule); none reaches it: review all.
+    below = None if target is None else review_threshold(store.warehouse(), found.key, target)
+    served = Served(found, calibration, approach, request, names, float("inf") if target and below is None else below)
+    served.classify([WARM_UP])
+    request.evidence.client = InferenceClient(sie_url, logger=quiet)
+    loader.close()
+    served.classify([WARM_UP])  # the serving client's first request checks the server and opens the connection
+    served.forget_requests()
+    return served
+
+
+class Loader:
+    """Holds the current Served and reloads in the background: at start, and whenever the fingerprint
+    (checked every `every_s` seconds) changes; a failed load keeps the previous result serving."""
+
+    def __init__(self, load: Callable[[], Served], check: Callable[[], Fingerprint], every_s: float):
+        self._load, self._check, self.every_s = load, check, every_s
+        self.current: Served | None = None
+        self.problem: str | None = "loading the evaluated result"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="taxo-serve-loader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)  # a load in progress is not waited for: the thread is a daemon
+        if self.current:
+            self.current.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # a warehouse being written or a model failing to load: report, retry
+                if str(exc) != self.problem:
+                    log.warning(f"not reloading the classification result: {exc}")
+                self.problem = str(exc)
+            self._stop.wait(self.every_s)
+
+    def step(self) -> None:
+        current = self.current
+        if current is not None and self._check() == current.fingerprint:
+            current.forget_requests()
+            return
+        log.info("loading %s", "the evaluated result" if current is None else f"a re-evaluated result (was {current.key})")
+        fresh = self._load()
+        self.current = fresh  # one assignment: each request reads the old or the new one, whole
+        self.problem = None
+        log.info(f"serving {fresh.key} (strict hF1 {fresh.fingerprint.strict_f1:.3f}, calibrated on "
+                 f"{fresh.calibration.products} products)")  # fmt: skip
+        if current is not None:
+            # Requests still on the old result finish within its client's timeout; a closed client only
+            # refuses new requests, and none reach it now.
+            closer = threading.Timer(60.0, current.close)
+            closer.daemon = True
+            closer.start()
