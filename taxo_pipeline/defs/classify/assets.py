@@ -1,6 +1,7 @@
 """`catalogue_classifications`: one partition = one shard of the catalogue = one run. A thin wrapper of
 run_shard (the same per-shard function `classify-products` runs): a shard whose file already holds its
-rows under the same settings is kept, any other is classified and its Parquet file written atomically."""
+rows under the same settings is kept, any other is classified and its Parquet file written atomically.
+The catalogue is validated whole first, and the run that completes it publishes it to the view."""
 
 import dagster as dg
 from pydantic import Field
@@ -12,6 +13,7 @@ from taxo_pipeline.classification.run import (
     catalogue_setting,
     find_shard,
     prepare_run,
+    publish_run,
     run_shard,
     size_setting,
 )
@@ -59,10 +61,12 @@ def catalogue_classifications(
     context: dg.AssetExecutionContext, config: ClassifyConfig, storage: StorageResource, sie: SIEResource
 ) -> dg.MaterializeResult:
     run = prepare_run(storage.warehouse(), storage.data_path(""), catalogue_setting(config.products), config.choices())
-    shard = find_shard(run, int(context.partition_key))
+    shard, check = find_shard(run, int(context.partition_key))
     with sie.client(logger=context.log, store_vectors=False) as client:
         outcome = run_shard(shard, run, catalogue_classifier(run, storage, client))
-    if not storage.warehouse().table_exists(VIEW):  # the view reads every shard file: created once
+    # the last shard of the catalogue to be written publishes them all; the view reads every
+    # published snapshot, so it is created once
+    if publish_run(run, check.fingerprints) and not storage.warehouse().table_exists(VIEW):
         refresh_view(storage.warehouse(), storage.data_path(""))
     context.log.info(f"shard {context.partition_key}: {'classified' if outcome.classified else 'kept'} -> {outcome.path}")
     return dg.MaterializeResult(
