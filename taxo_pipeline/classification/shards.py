@@ -206,10 +206,10 @@ EXPORT_TYPES = (".parquet", ".csv", ".jsonl")
 
 def check_output(output: Path) -> None:
     """Refuse an --output that could not be written, before any work."""
-    if output.suffix.lower() not in EXPORT_TYPES:
-        raise InputError(f"--output {output}: unsupported extension {output.suffix!r} (use .parquet, .csv or .jsonl)")
     if output.is_dir():
         raise InputError(f"--output {output} is a directory: name a file in it, e.g. {output / 'classified.parquet'}")
+    if output.suffix.lower() not in EXPORT_TYPES:
+        raise InputError(f"--output {output}: unsupported extension {output.suffix!r} (use .parquet, .csv or .jsonl)")
     for parent in output.absolute().parents:
         if not parent.exists():
             continue
