@@ -17,8 +17,8 @@ import pytest
 
 from taxo_pipeline.classification.calibration import fit_calibration
 from taxo_pipeline.classification.catalogue import read_shards, validate_catalogue
-from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.classification.evaluated import load_calibration, save_calibration
+from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.dataset.products import read_products
 from taxo_pipeline.errors import InputError

@@ -8,12 +8,12 @@ import dagster as dg
 import duckdb
 import pytest
 
+from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.classify.sensors import catalogue_shards_sensor
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import pipeline_resources
-from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline_tests.classify_testkit import catalogue, evaluated_workspace, run_dir
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 

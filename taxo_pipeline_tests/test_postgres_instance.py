@@ -17,9 +17,9 @@ import pgserver
 import psycopg2
 import pytest
 
+from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.settings import PROJECT_ROOT
 from taxo_pipeline_tests.classify_testkit import catalogue, evaluated_workspace, kill_after_shards, run_dir
-from taxo_pipeline.classification.shards import catalogue_name
 
 EXAMPLE = PROJECT_ROOT / "deploy" / "dagster.yaml.example"
 

@@ -45,7 +45,7 @@ def choose(
     """The approach named, else the leaderboard's best (strict hierarchical F1 on the current full dataset,
     enabled models only); then its best model and variant matching the names given. A model or variant
     never changes the approach: one it was not evaluated with is an error saying which ones it was."""
-    if approach is not None and (spec := approach_named(approach)).headline != HIERARCHICAL:
+    if approach is not None and approach_named(approach).headline != HIERARCHICAL:
         paths = ", ".join(a.name for a in approaches() if a.headline == HIERARCHICAL)
         raise InputError(f"approach {approach} predicts only the top-level (L1) category and cannot classify a "
                          f"catalogue to a category path: choose one of {paths}")  # fmt: skip

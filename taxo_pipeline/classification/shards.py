@@ -143,7 +143,9 @@ def remove_beyond(directory: Path, shards: int) -> list[Path]:
     return stale
 
 
-def publish(directory: Path, fingerprints: Sequence[str], run_fingerprint: str, catalogue_fingerprint: str) -> Path | None:
+def publish(
+    directory: Path, fingerprints: Sequence[str], run_fingerprint: str, catalogue_fingerprint: str
+) -> Path | None:
     """Once every shard of the catalogue is written from its current rows and settings, make them the run
     directory's published snapshot (hard links, so later rewrites of a shard file never change it) and
     name it in current.json (an atomic rename); older snapshots go. The snapshot, or None while a shard
@@ -197,7 +199,8 @@ def refresh_view(warehouse: Warehouse, data_dir: Path) -> None:
                 SELECT * EXCLUDE (filename)
                 FROM read_parquet('{root}/*/*/{SNAPSHOT}*/shard-*.parquet', union_by_name = true, filename = true)
                 WHERE parse_dirpath(filename) IN (SELECT parse_dirpath(filename) || '/' || snapshot
-                                                  FROM read_json('{root}/*/*/{CURRENT}', filename = true))"""
+                                                  FROM read_json('{root}/*/*/{CURRENT}', filename = true,
+                                                                 columns = {{snapshot: 'VARCHAR'}}))"""
         )
 
 

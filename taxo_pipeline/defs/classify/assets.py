@@ -17,7 +17,7 @@ from taxo_pipeline.classification.run import (
     run_shard,
     size_setting,
 )
-from taxo_pipeline.classification.shards import VIEW, refresh_view
+from taxo_pipeline.classification.shards import refresh_view
 from taxo_pipeline.defs.classify.partitions import catalogue_shards
 from taxo_pipeline.defs.ingest.assets import products_experiment_l3, taxonomy_full_depth, taxonomy_l3
 from taxo_pipeline.resources import StorageResource
@@ -64,9 +64,8 @@ def catalogue_classifications(
     shard, check = find_shard(run, int(context.partition_key))
     with sie.client(logger=context.log, store_vectors=False) as client:
         outcome = run_shard(shard, run, catalogue_classifier(run, storage, client))
-    # the last shard of the catalogue to be written publishes them all; the view reads every
-    # published snapshot, so it is created once
-    if publish_run(run, check.fingerprints) and not storage.warehouse().table_exists(VIEW):
+    # the run that completes the catalogue publishes its shards (one brief warehouse write: the view)
+    if publish_run(run, check.fingerprints):
         refresh_view(storage.warehouse(), storage.data_path(""))
     context.log.info(f"shard {context.partition_key}: {'classified' if outcome.classified else 'kept'} -> {outcome.path}")
     return dg.MaterializeResult(
