@@ -83,12 +83,12 @@ def test_a_bad_row_far_into_a_catalogue_fails_before_anything_is_written(env, tm
     _jsonl(path, rows)
     capsys.readouterr()
     assert classify_products(["--products", str(path), "--shard-size", "500"]) == 1
+    assert _view(environment) == before
+    assert [(f, f.stat().st_mtime_ns) for f in sorted((root / "data" / run_dir(path)).rglob("*"))] == stamps
     assert capsys.readouterr().err.strip().endswith(
         f"products file {path}, line 4151 repeats product_id 'p0009' (first at line 10); ids must be unique: "
         "give each product its own id"
     )
-    assert _view(environment) == before
-    assert [(f, f.stat().st_mtime_ns) for f in sorted((root / "data" / run_dir(path)).rglob("*"))] == stamps
 
 
 def test_a_killed_rerun_leaves_the_view_as_it_was(env, tmp_path):
@@ -160,9 +160,10 @@ def test_the_local_server_starts_only_for_a_valid_catalogue_with_a_shard_to_clas
     logs = _server_logs(root)
     capsys.readouterr()
     assert classify_products(["--products", str(path)]) == 0
+    assert _server_logs(root) == logs  # no local SIE server was started
     assert "classified 0 products in shards none, kept shards [0]" in capsys.readouterr().out
     bad = path.with_name("bad.csv")
     bad.write_text(path.read_text() + "p0000,Dog bowl,Steel\n")
     assert classify_products(["--products", str(bad)]) == 1
+    assert _server_logs(root) == logs
     assert "bad.csv, row 6 repeats product_id 'p0000' (first at row 1)" in capsys.readouterr().err
-    assert _server_logs(root) == logs  # no local SIE server was started
