@@ -90,7 +90,7 @@ def test_four_concurrent_shard_runs_share_the_postgres_instance(instance_env, tm
     assert [p.returncode for p in parts] == [0, 0, 0, 0], [(out[-1000:], err[-1500:]) for out, err in outputs]
     assert sorted(re.search(r"classified 5 products in shards \[(\d)\]", out).group(1) for out, _ in outputs) == [
         "0", "1", "2", "3"]  # fmt: skip
-    assert _view(env, "four") == (20, 20)  # every product's row, once
+    assert _view(env, catalogue_name(path)) == (20, 20)  # every product's row, once
     with _instance(env, monkeypatch) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert instance.get_dynamic_partitions("catalogue_shard") == ["00000", "00001", "00002", "00003"]
