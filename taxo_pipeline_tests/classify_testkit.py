@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.sie.resource import pipeline_resources
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
@@ -19,7 +20,12 @@ from taxo_pipeline_tests.sie.sie_testkit import MINILM
 BRANCHES = ("Luggage & Bags", "Animals & Pet Supplies")
 EVALUATED = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
              "products_experiment_l3", "title_description_predictions", "title_description_metrics"]  # fmt: skip
-RUN_DIR = "classifications/{}/title-description--sentence-transformers__all-MiniLM-L6-v2--full-depth"
+RUN = "title-description--sentence-transformers__all-MiniLM-L6-v2--full-depth"
+
+
+def run_dir(catalogue_path: Path) -> str:
+    """The catalogue's run directory under the data dir."""
+    return f"classifications/{catalogue_name(catalogue_path)}/{RUN}"
 
 
 def small_taxonomy(path: Path) -> Path:

@@ -14,14 +14,15 @@ import polars as pl
 import pytest
 
 from taxo_pipeline.classification.calibration import features
-from taxo_pipeline.classification.catalogue import read_shards
+from taxo_pipeline.classification.catalogue import read_shards, validate_catalogue
 from taxo_pipeline.classification.evaluated import load_calibration, save_calibration
+from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.dataset.products import read_products
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.warehouse import Warehouse
-from taxo_pipeline_tests.classify_testkit import RUN_DIR, evaluated_workspace, kill_after_shards
+from taxo_pipeline_tests.classify_testkit import evaluated_workspace, kill_after_shards, run_dir
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
@@ -50,8 +51,8 @@ def test_a_row_with_no_text_or_a_repeated_id_is_named(tmp_path):
     with pytest.raises(InputError, match=r"empty.csv, row 2: product_title and product_description are both empty"):
         list(read_shards(empty, 10))
     repeated = _csv(tmp_path / "repeated.csv", [("a", "Hat", ""), ("b", "Cap", ""), ("a", "Scarf", "")])
-    with pytest.raises(InputError, match=r"repeated.csv, row 3 repeats product_id 'a'; ids must be unique"):
-        list(read_shards(repeated, 2))
+    with pytest.raises(InputError, match=r"repeated.csv, row 3 repeats product_id 'a' \(first at row 1\); ids must be"):
+        validate_catalogue(repeated, 2)
     with pytest.raises(InputError, match=r"lacks required column\(s\) product_description"):
         list(read_shards(_write(tmp_path / "few.csv", "product_title\nHat\n"), 2))
 
@@ -166,7 +167,7 @@ def test_a_tiny_catalogue_gets_the_obvious_categories_and_a_row_each(evaluated, 
     assert again["top_k"].list.get(0).struct.field("category").to_list() == rows["category"].to_list()
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
         view = con.execute("SELECT approach, model, variant, count(*), count(DISTINCT catalogue_fingerprint) "
-                           "FROM classifications WHERE catalogue = 'tiny' GROUP BY ALL").fetchall()  # fmt: skip
+                           "FROM classifications WHERE catalogue = ? GROUP BY ALL", [catalogue_name(catalogue)]).fetchall()  # fmt: skip
     assert view == [("title-description", MINILM, "full-depth", 3, 1)]
 
 
@@ -195,7 +196,7 @@ def test_a_killed_run_resumes_from_its_shards_and_a_changed_shard_reruns_alone(e
     root, environment = evaluated
     env = {**os.environ, **environment}
     catalogue = _catalogue(tmp_path / "big.csv", 600)
-    shards = root / "data" / RUN_DIR.format("big")
+    shards = root / "data" / run_dir(catalogue)
     written = kill_after_shards(_command(catalogue), env, shards, 3)
     assert 3 <= len(written) < 30, "the run ended before it could be killed mid-way"
     # the rest, in two concurrent parts against the same server
@@ -207,7 +208,8 @@ def test_a_killed_run_resumes_from_its_shards_and_a_changed_shard_reruns_alone(e
     assert sorted(i for k in kept if k != "none" for i in json.loads(k)) == written
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
         ((rows, products),) = con.execute(
-            "SELECT count(*), count(DISTINCT product_id) FROM classifications WHERE catalogue = 'big'").fetchall()
+            "SELECT count(*), count(DISTINCT product_id) FROM classifications WHERE catalogue = ?",
+            [catalogue_name(catalogue)]).fetchall()
     assert (rows, products) == (600, 600)
     # one row changed: its shard alone is classified again
     changed = _catalogue(tmp_path / "big.csv", 600, changed=45)
@@ -216,7 +218,7 @@ def test_a_killed_run_resumes_from_its_shards_and_a_changed_shard_reruns_alone(e
     assert "this run classified 20 products in shards [2]" in again.stdout
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
         stamped = con.execute("SELECT count(*), count(DISTINCT catalogue_fingerprint) FROM classifications "
-                              "WHERE catalogue = 'big'").fetchall()  # fmt: skip
+                              "WHERE catalogue = ?", [catalogue_name(catalogue)]).fetchall()  # fmt: skip
     assert stamped == [(600, 1)]  # the kept shards carry the changed catalogue's fingerprint too
 
 

@@ -8,12 +8,13 @@ import dagster as dg
 import duckdb
 import pytest
 
+from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.classify.sensors import catalogue_shards_sensor
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import pipeline_resources
-from taxo_pipeline_tests.classify_testkit import RUN_DIR, catalogue, evaluated_workspace
+from taxo_pipeline_tests.classify_testkit import catalogue, evaluated_workspace, run_dir
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
 ASSET = dg.AssetKey("catalogue_classifications")
@@ -54,8 +55,8 @@ def test_classify_products_dagster_runs_one_partition_per_new_shard(env, tmp_pat
     assert metadata["dagster/row_count"] == 2 and metadata["classified"] is True and metadata["skipped_products"] == 0
     assert (metadata["approach"], metadata["model"], metadata["variant"]) == ("title-description", MINILM, "full-depth")
     assert 0 < metadata["mean_confidence"] < 1
-    assert metadata["path"].endswith(RUN_DIR.format("dagster-cat") + "/shard-00002.parquet")
-    assert _rows(environment, "dagster-cat") == (10, 10)
+    assert metadata["path"].endswith(run_dir(path) + "/shard-00002.parquet")
+    assert _rows(environment, catalogue_name(path)) == (10, 10)
     # nothing changed: every shard is kept and no run starts
     assert classify_products(command) == 0
     assert "classified 0 products in shards none, kept shards [0, 1, 2]" in capsys.readouterr().out
@@ -79,7 +80,8 @@ def test_the_sensor_requests_runs_for_new_and_changed_shards_only(env, tmp_path,
     monkeypatch.setenv("TAXO_SHARD_SIZE", "4")
     with dg.instance_for_test() as instance:
         assert _tick(instance).skip_reason.skip_message.endswith("TAXO_CATALOGUE is not set: no catalogue to classify")
-        monkeypatch.setenv("TAXO_CATALOGUE", str(catalogue(tmp_path / "watched.csv", 12)))
+        watched = catalogue(tmp_path / "watched.csv", 12)
+        monkeypatch.setenv("TAXO_CATALOGUE", str(watched))
         first = _tick(instance)
         assert [r.partition_key for r in first.run_requests] == ["00000", "00001", "00002"]
         assert [(r.partitions_def_name, r.partition_keys) for r in first.dynamic_partitions_requests] == [
@@ -88,7 +90,7 @@ def test_the_sensor_requests_runs_for_new_and_changed_shards_only(env, tmp_path,
         instance.add_dynamic_partitions("catalogue_shard", ["00000", "00001", "00002"])
         for request in first.run_requests:
             _run(instance, request)
-        assert _rows(environment, "watched") == (12, 12)
+        assert _rows(environment, catalogue_name(watched)) == (12, 12)
         assert _tick(instance, first.cursor).skip_reason.skip_message.endswith("unchanged since the last tick")
         # one row of shard 1 changes and the catalogue loses its last shard
         catalogue(tmp_path / "watched.csv", 8, changed=5)
@@ -100,10 +102,10 @@ def test_the_sensor_requests_runs_for_new_and_changed_shards_only(env, tmp_path,
         materialized = {key: len(instance.fetch_materializations(
             dg.AssetRecordsFilter(ASSET, asset_partitions=[key]), limit=10).records) for key in ("00000", "00001")}  # fmt: skip
         assert materialized == {"00000": 1, "00001": 2}
-    assert _rows(environment, "watched") == (8, 8)
+    assert _rows(environment, catalogue_name(watched)) == (8, 8)
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
-        written = con.execute("SELECT shard, min(classified_at) FROM classifications WHERE catalogue = 'watched' "
-                              "GROUP BY shard ORDER BY shard").fetchall()  # fmt: skip
+        written = con.execute("SELECT shard, min(classified_at) FROM classifications WHERE catalogue = ? "
+                              "GROUP BY shard ORDER BY shard", [catalogue_name(watched)]).fetchall()  # fmt: skip
     assert [shard for shard, _ in written] == [0, 1] and written[1][1] > written[0][1]  # shard 1 written again
 
 
@@ -128,4 +130,4 @@ def test_a_shard_run_without_a_catalogue_or_beyond_it_names_what_is_wrong(env, t
         config = {"ops": {"catalogue_classifications": {"config": {"products": str(path)}}}}
         assert _failure(instance, "00001", config).endswith(
             f"products file {path} has 1 shards of 10000 products: shard 00001 is not one of them")
-    assert not list((root / "data" / RUN_DIR.format("short")).glob("shard-*"))
+    assert not list((root / "data" / run_dir(path)).glob("shard-*"))

@@ -17,8 +17,9 @@ import pgserver
 import psycopg2
 import pytest
 
+from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.settings import PROJECT_ROOT
-from taxo_pipeline_tests.classify_testkit import RUN_DIR, catalogue, evaluated_workspace, kill_after_shards
+from taxo_pipeline_tests.classify_testkit import catalogue, evaluated_workspace, kill_after_shards, run_dir
 
 EXAMPLE = PROJECT_ROOT / "deploy" / "dagster.yaml.example"
 
@@ -89,7 +90,7 @@ def test_four_concurrent_shard_runs_share_the_postgres_instance(instance_env, tm
     assert [p.returncode for p in parts] == [0, 0, 0, 0], [(out[-1000:], err[-1500:]) for out, err in outputs]
     assert sorted(re.search(r"classified 5 products in shards \[(\d)\]", out).group(1) for out, _ in outputs) == [
         "0", "1", "2", "3"]  # fmt: skip
-    assert _view(env, "four") == (20, 20)  # every product's row, once
+    assert _view(env, catalogue_name(path)) == (20, 20)  # every product's row, once
     with _instance(env, monkeypatch) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert instance.get_dynamic_partitions("catalogue_shard") == ["00000", "00001", "00002", "00003"]
@@ -101,14 +102,14 @@ def test_four_concurrent_shard_runs_share_the_postgres_instance(instance_env, tm
 def test_a_killed_shard_run_is_redone_with_the_unwritten_shards_only(instance_env, tmp_path, monkeypatch):
     root, env = instance_env
     path = catalogue(tmp_path / "killed.csv", 60)
-    shards = root / "data" / RUN_DIR.format("killed")
+    shards = root / "data" / run_dir(path)
     written = kill_after_shards(_command(path), env, shards, 2)
     assert 2 <= len(written) < 12, "the run ended before it could be killed mid-way"
     again = subprocess.run(_command(path), env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     redone = [i for i in range(12) if i not in written]
     assert f"this run classified {5 * len(redone)} products in shards {redone}, kept shards {written}" in again.stdout
-    assert _view(env, "killed") == (60, 60)
+    assert _view(env, catalogue_name(path)) == (60, 60)
     with _instance(env, monkeypatch) as instance:
         runs = [r.dagster_run for r in instance.get_run_records()]
     unfinished = [r for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]

@@ -1,11 +1,19 @@
 """Bad inputs get clear errors naming the file, line or model (issue 12): empty files, directories,
-malformed taxonomy lines and model ids that cannot name a file or a Chroma collection."""
+malformed taxonomy lines and model ids that cannot name a file or a Chroma collection; catalogues to
+classify with a bad row anywhere, ids that are not strings, and two files with one stem (issue 22)."""
 
 import itertools
+import json
+import re
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from taxo_pipeline.classification.catalogue import read_shards, validate_catalogue
+from taxo_pipeline.classification.run import catalogue_name
 from taxo_pipeline.dataset.fetch import resolve_source
 from taxo_pipeline.dataset.products import read_products
 from taxo_pipeline.dataset.taxonomy import parse_categories
@@ -133,3 +141,76 @@ def test_every_valid_model_id_names_a_real_chroma_collection(tmp_path, model_id)
     index = CategoryIndex(tmp_path, model_slug(validate_model_id(model_id)), "full-path")
     index.sync(CategoryDocuments(ids=["A"], documents=["a"], levels=[1]), np.ones((1, 4)))
     assert index.count() == 1
+
+
+# --- catalogues to classify (issue 22) -------------------------------------------------------------
+
+TEXTS = {"product_title": "Hat", "product_description": ""}
+JSONL_TEXTS = '"product_title": "Hat", "product_description": ""'
+HEADER = b"product_id,product_title,product_description\n"
+
+
+def _parquet(path, ids, kind):
+    pq.write_table(pa.table({"product_id": pa.array(ids, kind), "product_title": ["Hat"] * len(ids),
+                             "product_description": [""] * len(ids)}), path)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        # JSON Lines: every record is checked, not only the first
+        ("first-lacks-id.jsonl", f"{{{JSONL_TEXTS}}}\n{{\"product_id\": \"z\", {JSONL_TEXTS}}}\n",
+         "line 2 has id field(s) product_id but line 1 has none: give every record the same id fields"),
+        ("later-lacks-id.jsonl", f"{{\"product_id\": \"a\", {JSONL_TEXTS}}}\n\n{{{JSONL_TEXTS}}}\n",
+         "line 3 has id field(s) none but line 1 has product_id"),
+        ("lacks-text.jsonl", f"{{\"product_id\": \"a\", {JSONL_TEXTS}}}\n{{\"product_id\": \"b\", \"product_title\": \"Cap\"}}\n",
+         "line 2 lacks product_description: every record needs product_title and product_description"),
+        ("float-id.jsonl", f"{{\"product_id\": 1, {JSONL_TEXTS}}}\n{{\"product_id\": 1.0, {JSONL_TEXTS}}}\n",
+         "line 2: product_id is 1.0; product_id values must be strings or whole numbers: write it as a JSON string"),
+        ("bool-id.jsonl", f"{{\"product_id\": true, {JSONL_TEXTS}}}\n", "line 1: product_id is true;"),
+        ("null-id.jsonl", f"{{\"product_id\": null, {JSONL_TEXTS}}}\n", "line 1: product_id is null;"),
+        ("bad-utf8.jsonl", f"{{\"product_id\": \"a\", {JSONL_TEXTS}}}\n".encode() + b'{"product_id": "b\xff"}\n',
+         "line 2: not valid UTF-8 at byte 17 (b'{\"product_id\": \"b\\xff\"}\\n'): save the file as UTF-8"),
+        # CSV
+        ("empty-id.csv", HEADER + b"a,Hat,\n,Cap,\n", "row 2: empty product_id (''); every product needs an id"),
+        ("bad-header.csv", b"product_id,product_t\xe9tle,product_description\na,Hat,\n",
+         "header (line 1): not valid UTF-8 at byte 20"),
+        ("bad-text.csv", HEADER + b"a,Hat,\nb,Cap,\nc,Sc\xe4rf,warm\n",
+         r"row 3: product_title is not valid UTF-8 at byte 2 (b'Sc\xe4rf'): save the file as UTF-8"),
+        # Parquet
+        ("float-ids.parquet", ([1.0, 2.0], pa.float64()), "column product_id holds double values; ids must be strings"),
+        ("null-id.parquet", (["a", None], pa.string()), "row 2: empty product_id (None)"),
+    ],
+)
+def test_a_bad_catalogue_row_is_named_with_its_fix(tmp_path, name, content, problem):
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        _parquet(path, *content)
+    else:
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    with pytest.raises(InputError) as caught:
+        list(read_shards(path, 2))
+    assert str(caught.value).startswith(f"products file {path}")
+    assert problem in str(caught.value)
+
+
+def test_catalogue_ids_are_strings_as_given_and_json_whole_numbers_their_digits(tmp_path):
+    path = tmp_path / "ids.jsonl"
+    path.write_text("".join(json.dumps({"product_id": i, **TEXTS}) + "\n" for i in ("007", 7, " 7", 10**20)))
+    (shard,) = read_shards(path, 10)
+    assert shard.products["product_id"].to_list() == ["007", "7", " 7", "100000000000000000000"]
+    # a JSON 7 and a JSON "7" are one id: the second is a repeat
+    path.write_text("".join(json.dumps({"product_id": i, **TEXTS}) + "\n" for i in (7, "8", "7")))
+    with pytest.raises(InputError, match=r"line 3 repeats product_id '7' \(first at line 1\); ids must be unique"):
+        validate_catalogue(path, 2)
+
+
+def test_two_catalogue_files_never_share_a_results_folder(tmp_path, monkeypatch):
+    (tmp_path / "other").mkdir()
+    names = [catalogue_name(tmp_path / n) for n in ("good.jsonl", "other/good.csv", "a b.csv", "a_b.csv", "a?b.csv")]
+    assert len(set(names)) == 5
+    assert all(re.fullmatch(r"(good|a_b)-[0-9a-f]{10}", n) for n in names)  # readable, then a hash of the path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link.csv").symlink_to(tmp_path / "a b.csv")
+    assert catalogue_name(Path("a b.csv")) == catalogue_name(tmp_path / "other" / ".." / "a b.csv") == names[2]
+    assert catalogue_name(tmp_path / "link.csv") == names[2]  # one file, one catalogue

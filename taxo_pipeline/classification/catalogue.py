@@ -1,25 +1,40 @@
 """Read a catalogue to classify in fixed-size shards without loading the file: Parquet row batches,
-CSV blocks and JSON Lines read line by line. Rows need an id (the file's, as read_products gives it)
-and a title or a description; ground_truth_category and the rest are not read."""
+CSV blocks and JSON Lines read line by line. Rows need an id and a title or a description;
+ground_truth_category and the rest are not read.
+
+`validate_catalogue` checks the whole file in one streaming pass before anything is classified or
+written: the declared columns in every format (every JSON Lines record, not only the first), text
+that decodes as UTF-8, ids non-empty and unique, a text per row. Each error names the file, the row
+(a JSON Lines line), the value and the fix. Ids are strings as given; a JSON id that is a whole number
+is read as its decimal digits, any other non-string id (1.5, true, null, ...) is refused."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from taxo_pipeline.dataset.products import CATALOGUE_COLUMNS, FORMATS, json_records, stable_ids
+from taxo_pipeline.dataset.products import CATALOGUE_COLUMNS, FORMATS, json_lines, stable_ids
 from taxo_pipeline.errors import InputError
+
+log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("product_id", "row_index", "split")
 READ_BATCH = 4096
+ROW = "_row"  # where a row is in the file, for errors: its data row (1-based), or a JSON Lines line number
+UTF8_FIX = "save the file as UTF-8"
 
 
 @dataclass(frozen=True)
@@ -37,15 +52,59 @@ class Shard:
         return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class CatalogueCheck:
+    """A catalogue that passed validation: its size and each shard's fingerprint, in order."""
+
+    products: int
+    fingerprints: tuple[str, ...]
+
+    @property
+    def shards(self) -> int:
+        return len(self.fingerprints)
+
+
+def validate_catalogue(path: Path, shard_size: int) -> CatalogueCheck:
+    """Check the whole catalogue in one pass (InputError at the first problem); memory stays flat:
+    ids are kept as 8-byte hashes (8 MB per million), and only a repeated hash costs a second pass to
+    name the rows that repeat the id."""
+    started, path = time.perf_counter(), Path(path)
+    fingerprints: list[str] = []
+    hashes: list[np.ndarray] = []
+    products = 0
+    for shard in read_shards(path, shard_size):
+        fingerprints.append(shard.fingerprint)
+        hashes.append(shard.products["product_id"].hash(seed=0).to_numpy())
+        products += shard.products.height
+        if shard.index % 10 == 9:
+            log.info("validated %d products of %s", products, path)
+    ordered = np.sort(np.concatenate(hashes))
+    if (repeated := ordered[1:][ordered[1:] == ordered[:-1]]).size:
+        _name_repeat(path, set(repeated.tolist()))  # raises, unless two ids merely share a hash
+    log.info("%s: %d products in %d shards validated in %.1fs", path, products, len(fingerprints),
+             time.perf_counter() - started)  # fmt: skip
+    return CatalogueCheck(products, tuple(fingerprints))
+
+
+def _name_repeat(path: Path, suspects: set[int]) -> None:
+    seen: dict[str, int] = {}
+    for frame in _frames(path):
+        hit = frame.filter(frame["product_id"].hash(seed=0).is_in(list(suspects)))
+        for product_id, row in hit.select("product_id", ROW).iter_rows():
+            if product_id in seen:
+                unit = _unit(path)
+                raise InputError(f"products file {path}, {unit} {row} repeats product_id {product_id!r} (first at "
+                                 f"{unit} {seen[product_id]}); ids must be unique: give each product its own id")  # fmt: skip
+            seen[product_id] = row
+
+
 def read_shards(path: Path, shard_size: int) -> Iterator[Shard]:
-    """The catalogue's shards in file order; ids must be unique across the whole file."""
-    path = Path(path)
-    fmt = _format(path)
-    seen: set[str] = set()
+    """The catalogue's shards in file order, each row checked as it is read; ids are unique across the
+    file only once validate_catalogue passed."""
     pending: list[pl.DataFrame] = []
     rows = index = 0
-    for raw in {"parquet": _parquet, "csv": _csv, "jsonl": _jsonl}[fmt](path):
-        pending.append(_clean(raw, path, rows + sum(f.height for f in pending), seen))
+    for frame in _frames(Path(path)):
+        pending.append(frame.drop(ROW))
         while sum(f.height for f in pending) >= shard_size:
             whole = pl.concat(pending)
             yield Shard(index, rows, whole.head(shard_size))
@@ -56,7 +115,8 @@ def read_shards(path: Path, shard_size: int) -> Iterator[Shard]:
         raise InputError(f"products file {path} holds no rows")
 
 
-def _format(path: Path) -> str:
+def check_file(path: Path) -> str:
+    """The catalogue's format; an error unless it is a non-empty file of a supported type."""
     if path.is_dir():
         raise InputError(f"products file {path} is a directory, not a file")
     if not path.is_file():
@@ -69,6 +129,19 @@ def _format(path: Path) -> str:
     return fmt
 
 
+def _unit(path: Path) -> str:
+    return "line" if FORMATS.get(path.suffix.lower()) == "jsonl" else "row"
+
+
+def _frames(path: Path) -> Iterator[pl.DataFrame]:
+    """The file's rows in batches: `_row`, product_id, product_title, product_description, each checked."""
+    reader = {"parquet": _parquet, "csv": _csv, "jsonl": _jsonl}[check_file(path)]
+    offset = 0
+    for raw in reader(path):
+        yield _clean(raw, path, offset)
+        offset += raw.height
+
+
 def _check_columns(path: Path, names: list[str]) -> list[str]:
     if missing := [c for c in CATALOGUE_COLUMNS if c not in names]:
         raise InputError(
@@ -77,52 +150,115 @@ def _check_columns(path: Path, names: list[str]) -> list[str]:
     return [c for c in (*ID_COLUMNS, *CATALOGUE_COLUMNS) if c in names]
 
 
+def _numbered(frame: pl.DataFrame, offset: int) -> pl.DataFrame:
+    return frame.with_columns(pl.int_range(offset + 1, offset + 1 + frame.height, eager=True).alias(ROW))
+
+
 def _parquet(path: Path) -> Iterator[pl.DataFrame]:
     try:
         file = pq.ParquetFile(path)
         columns = _check_columns(path, file.schema_arrow.names)
+        for name in (c for c in ("product_id", "row_index") if c in columns):
+            kind = file.schema_arrow.field(name).type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)):
+                raise InputError(f"products file {path}: column {name} holds {kind} values; ids must be strings or "
+                                 "whole numbers (read as their digits): store them as strings")  # fmt: skip
+        rows = 0
         for batch in file.iter_batches(batch_size=READ_BATCH, columns=columns):
-            yield pl.from_arrow(pa.Table.from_batches([batch]))
+            frame = pl.from_arrow(pa.Table.from_batches([batch])).with_columns(pl.col(columns).cast(pl.String))
+            yield _numbered(frame, rows)
+            rows += frame.height
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"products file {path} is not a readable Parquet file: {exc}") from exc
 
 
-def _csv(path: Path) -> Iterator[pl.DataFrame]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        header = next(csv.reader(handle), [])
-    columns = _check_columns(path, header)
-    options = pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, include_columns=columns)
+def _csv_header(path: Path) -> list[str]:
+    with path.open("rb") as handle:
+        first = handle.readline()
     try:
-        for batch in pacsv.open_csv(path, convert_options=options):
-            yield pl.from_arrow(pa.Table.from_batches([batch]))
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"products file {path}, header (line 1): not valid UTF-8 at byte {exc.start} "
+                         f"({first[max(exc.start - 20, 0):exc.end + 20]!r}): {UTF8_FIX}") from None  # fmt: skip
+    return next(csv.reader([text]), [])
+
+
+def _csv(path: Path) -> Iterator[pl.DataFrame]:
+    header = _csv_header(path)
+    columns = _check_columns(path, header)
+    # binary first, so that text which is not UTF-8 can be named by its row
+    convert = pacsv.ConvertOptions(column_types={c: pa.binary() for c in header}, include_columns=columns)
+    rows = 0
+    try:
+        batches = pacsv.open_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                                 convert_options=convert)  # fmt: skip
+        for batch in batches:
+            frame = pl.DataFrame({c: pl.from_arrow(_utf8(batch.column(c), path, c, rows)) for c in columns})
+            yield _numbered(frame, rows)
+            rows += frame.height
     except pa.ArrowInvalid as exc:
         raise InputError(f"products file {path} is not a readable CSV file: {exc}") from exc
 
 
+def _utf8(column: pa.Array, path: Path, name: str, offset: int) -> pa.Array:
+    try:
+        return pc.cast(column, pa.string())
+    except pa.ArrowInvalid:
+        for i, value in enumerate(column.to_pylist()):
+            try:
+                (value or b"").decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"products file {path}, row {offset + i + 1}: {name} is not valid UTF-8 at byte "
+                                 f"{exc.start} ({value[max(exc.start - 20, 0):exc.end + 20]!r}): {UTF8_FIX}") from None  # fmt: skip
+        raise
+
+
 def _jsonl(path: Path) -> Iterator[pl.DataFrame]:
+    """Every record must carry the text fields and the same id fields as the first (product_id, or none)."""
     records: list[dict] = []
-    columns: list[str] | None = None
-    for record in json_records(path):
-        columns = columns or _check_columns(path, list(record))
-        records.append({c: None if record.get(c) is None else str(record.get(c)) for c in columns})
+    first: tuple[int, list[str]] | None = None
+    for number, record in json_lines(path):
+        ids = [c for c in ID_COLUMNS if c in record]
+        if first is None:
+            first, columns = (number, ids), _check_columns(path, list(record))
+        elif ids != first[1]:
+            raise InputError(f"products file {path}, line {number} has id field(s) {', '.join(ids) or 'none'} but line "
+                             f"{first[0]} has {', '.join(first[1]) or 'none'}: give every record the same id fields "
+                             "(a product_id each, or none to number the rows)")  # fmt: skip
+        if missing := [c for c in CATALOGUE_COLUMNS if c not in record]:
+            raise InputError(f"products file {path}, line {number} lacks {', '.join(missing)}: every record needs "
+                             f"{' and '.join(CATALOGUE_COLUMNS)} (one of them may be empty)")  # fmt: skip
+        records.append({ROW: number, **{c: _json_value(record[c], path, number, c) for c in columns}})
         if len(records) == READ_BATCH:
-            yield pl.DataFrame(records, schema=dict.fromkeys(columns, pl.String))
+            yield pl.DataFrame(records, schema={ROW: pl.Int64, **dict.fromkeys(columns, pl.String)})
             records = []
     if records:
-        yield pl.DataFrame(records, schema=dict.fromkeys(columns, pl.String))
+        yield pl.DataFrame(records, schema={ROW: pl.Int64, **dict.fromkeys(columns, pl.String)})
 
 
-def _clean(raw: pl.DataFrame, path: Path, offset: int, seen: set[str]) -> pl.DataFrame:
-    """Ids and texts of rows `offset`.. of the file; a row with neither text, or an id seen before, is an error."""
-    frame = pl.DataFrame([stable_ids(raw, offset).alias("product_id"),
+def _json_value(value, path: Path, line: int, name: str) -> str | None:
+    """Texts are strings (null: empty); ids are strings, or whole numbers read as their decimal digits."""
+    if isinstance(value, str) or (value is None and name in CATALOGUE_COLUMNS):
+        return value
+    if name in ("product_id", "row_index") and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    what = "strings or whole numbers" if name in ("product_id", "row_index") else "strings (or null)"
+    raise InputError(f"products file {path}, line {line}: {name} is {json.dumps(value)}; {name} values must be {what}: "
+                     "write it as a JSON string")  # fmt: skip
+
+
+def _clean(raw: pl.DataFrame, path: Path, offset: int) -> pl.DataFrame:
+    """`_row`, ids and texts of rows `offset`.. of the file; an empty id or a row with neither text is an error."""
+    frame = pl.DataFrame([raw[ROW], stable_ids(raw, offset).alias("product_id"),
                           *(raw[c].cast(pl.String).fill_null("") for c in CATALOGUE_COLUMNS)])  # fmt: skip
+    blank = frame["product_id"].is_null() | (frame["product_id"].str.strip_chars() == "")
+    if blank.any():
+        row, value = frame.filter(blank).select(ROW, "product_id").row(0)
+        raise InputError(f"products file {path}, {_unit(path)} {row}: empty product_id ({value!r}); every product "
+                         "needs an id: fill it in, or drop the product_id column to number the rows")  # fmt: skip
     empty = (frame["product_title"].str.strip_chars() == "") & (frame["product_description"].str.strip_chars() == "")
     if empty.any():
-        row = offset + int(empty.arg_true()[0]) + 1
-        raise InputError(f"products file {path}, row {row}: product_title and product_description are both empty")
-    for i, product_id in enumerate(frame["product_id"].to_list()):
-        if product_id is None or product_id in seen:
-            what = "has no product_id" if product_id is None else f"repeats product_id {product_id!r}"
-            raise InputError(f"products file {path}, row {offset + i + 1} {what}; ids must be unique")
-        seen.add(product_id)
+        row = frame.filter(empty)[ROW][0]
+        raise InputError(f"products file {path}, {_unit(path)} {row}: product_title and product_description are both "
+                         "empty; give the product a title or a description, or remove it")  # fmt: skip
     return frame

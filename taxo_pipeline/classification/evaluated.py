@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from taxo_pipeline import settings
+from taxo_pipeline.approaches.registry import approach as approach_named
+from taxo_pipeline.approaches.registry import approaches
+from taxo_pipeline.approaches.spec import HIERARCHICAL
 from taxo_pipeline.classification.calibration import (
     ECE_BINS,
     Calibration,
@@ -50,24 +53,33 @@ def _require_evaluation(warehouse: Warehouse) -> None:
 def choose(
     warehouse: Warehouse, enabled: list[str], approach: str | None, model: str | None, variant: str | None
 ) -> Choice:
-    """The best strict hierarchical F1 on the current full dataset matching the names given (any
-    left None); only path classifiers (not L1-only ones) and enabled models qualify."""
+    """The approach named, else the leaderboard's best (strict hierarchical F1 on the current full dataset,
+    enabled models only); then its best model and variant matching the names given. A model or variant
+    never changes the approach: one it was not evaluated with is an error saying which ones it was."""
+    if approach is not None and approach_named(approach).headline != HIERARCHICAL:
+        paths = ", ".join(a.name for a in approaches() if a.headline == HIERARCHICAL)
+        raise InputError(f"approach {approach} predicts only the top-level (L1) category and cannot classify a "
+                         f"catalogue to a category path: choose one of {paths}")  # fmt: skip
     _require_evaluation(warehouse)
-    filters = {"approach": approach, "model": model, "variant": variant}
-    conditions = " ".join(f"AND {c} = ?" for c, v in filters.items() if v is not None)
-    with warehouse.connect(read_only=True) as con:
-        row = con.execute(
-            f"""SELECT approach, model, variant, reranker, dataset, f1 FROM metrics
-                WHERE headline AND scope = 'hierarchical' AND mode = 'strict' AND dataset = {CURRENT_DATASET}
-                  AND list_contains(?, model) AND (reranker IS NULL OR list_contains(?, reranker)) {conditions}
-                ORDER BY f1 DESC, approach, model, variant LIMIT 1""",
-            [enabled, enabled, *(v for v in filters.values() if v is not None)],
-        ).fetchone()
-    if row is None:
-        named = ", ".join(f"{c} {v}" for c, v in filters.items() if v is not None) or "any approach"
-        raise InputError(
-            f"no evaluation of {named} with an enabled model on the current dataset in {warehouse.path}: {RUN_MAIN_JOB}"
-        )
+    rows = [r for r in _scored(warehouse) if r[1] in enabled and (r[3] is None or r[3] in enabled)]
+    if not rows:
+        raise InputError(f"no evaluation with an enabled model on the current dataset in {warehouse.path}: {RUN_MAIN_JOB}")
+    name = approach or rows[0][0]
+    best = "" if approach else " (the leaderboard's best)"
+    candidates = [r for r in rows if r[0] == name]
+    if not candidates:
+        raise InputError(f"approach {name} has no evaluation with an enabled model on the current dataset in "
+                         f"{warehouse.path}: {RUN_MAIN_JOB} with it, or choose one that has: {_listed(rows, 0)}")  # fmt: skip
+    for column, value, option in ((1, model, "--model"), (2, variant, "--variant")):
+        if value is None:
+            continue
+        if not (matching := [r for r in candidates if r[column] == value]):
+            elsewhere = sorted({r[0] for r in rows if r[column] == value})
+            fix = f"; {value} was evaluated with {', '.join(elsewhere)}: name it with --approach" if elsewhere else ""
+            raise InputError(f"approach {name}{best} was never evaluated with {option} {value} on the current dataset "
+                             f"(enabled models only); it was with: {_listed(candidates, column)}{fix}")  # fmt: skip
+        candidates = matching
+    row = candidates[0]
     key = ResultKey(row[0], row[1], row[2], row[3], row[4])
     if (evaluated := dataset_depth(warehouse, key.dataset)) != (depth := settings.current().depth):
         raise InputError(
@@ -76,6 +88,21 @@ def choose(
             f"TAXO_DEPTH={depth_label(evaluated)}"
         )
     return Choice(key, row[5])
+
+
+def _scored(warehouse: Warehouse) -> list[tuple]:
+    """(approach, model, variant, reranker, dataset, strict hF1) of every path result on the current full
+    dataset, best first."""
+    with warehouse.connect(read_only=True) as con:
+        return con.execute(
+            f"""SELECT approach, model, variant, reranker, dataset, f1 FROM metrics
+                WHERE headline AND scope = 'hierarchical' AND mode = 'strict' AND dataset = {CURRENT_DATASET}
+                ORDER BY f1 DESC, approach, model, variant"""
+        ).fetchall()
+
+
+def _listed(rows: list[tuple], column: int) -> str:
+    return ", ".join(dict.fromkeys(str(r[column]) for r in rows))
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
-"""Classify a catalogue shard by shard: each shard not already written with the same rows and settings
-is classified in chunks (one products x categories score matrix per chunk, never per catalogue),
-its rows get a calibrated confidence, and its file is written atomically. A killed run loses only
-the shard it was on; `part`/`parts` splits the shards between concurrent runs."""
+"""Classify a catalogue shard by shard: the whole catalogue is validated first (nothing is classified or
+written from a file with a bad row), then each shard not already written with the same rows and
+settings is classified in chunks (one products x categories score matrix per chunk, never per
+catalogue), its rows get a calibrated confidence, and its file is written atomically. Once every
+shard is written the run's results are published to the `classifications` view. A killed run loses
+only the shard it was on; `part`/`parts` splits the shards between concurrent runs."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,15 @@ import polars as pl
 from taxo_pipeline import settings
 from taxo_pipeline.approaches.spec import Classified
 from taxo_pipeline.classification.calibration import ECE_BINS, Calibration, features
-from taxo_pipeline.classification.catalogue import Shard, read_shards
+from taxo_pipeline.classification.catalogue import CatalogueCheck, Shard, check_file, read_shards, validate_catalogue
 from taxo_pipeline.classification.coverage import review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.classification.review import with_review
 from taxo_pipeline.classification.shards import (
     ShardRows,
+    catalogue_name,
     is_done,
+    publish,
     remove_beyond,
     restamp,
     run_directory,
@@ -101,18 +104,16 @@ class Choices:
     target_precision: float | None = None
 
 
-def catalogue_name(path: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem) or "catalogue"
-
-
 def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: Choices) -> CatalogueRun:
     """The catalogue run the evaluation in `warehouse` picks (the leaderboard's best among enabled models
     unless named), with the calibration stored when that approach was scored."""
+    products = Path(products)
+    check_file(products)
     enabled = [spec.id for spec in load_catalogue().enabled()]
     choice = choose(warehouse, enabled, choices.approach, choices.model, choices.variant)
     log.info("classifying with %s (strict hF1 %.3f on the evaluation set)", choice.key, choice.strict_f1)
     calibration = load_calibration(warehouse, choice.key)
-    products, target = Path(products), choices.target_precision
+    target = choices.target_precision
     threshold = review_threshold(warehouse, choice.key, target) if target is not None else None
     return CatalogueRun(
         products, catalogue_name(products), file_sha256(products)[:16], choice.key, calibration, data_dir,
@@ -127,6 +128,7 @@ class Progress:
     classified: list[int] = field(default_factory=list)  # shard indices classified by this run
     kept: list[int] = field(default_factory=list)  # already written, unchanged
     classified_products: int = 0
+    fingerprints: tuple[str, ...] = ()  # of every shard of the catalogue, in order
 
 
 def classify_chunk(
@@ -161,11 +163,11 @@ class ShardOutcome:
     mean_confidence: float | None = None
 
 
-def keep_if_done(shard: Shard, run: CatalogueRun) -> bool:
-    """The shard's file holds its current rows under the run's settings: keep it, restamped with the
+def keep_if_done(index: int, fingerprint: str, run: CatalogueRun) -> bool:
+    """Shard `index`'s file holds its current rows under the run's settings: keep it, restamped with the
     catalogue's current fingerprint (its rows are unchanged, the file it came from may not be)."""
-    path = shard_path(run.directory, shard.index)
-    if not is_done(path, shard.fingerprint, run.fingerprint):
+    path = shard_path(run.directory, index)
+    if not is_done(path, fingerprint, run.fingerprint):
         return False
     restamp(path, run.catalogue_fingerprint)
     return True
@@ -174,7 +176,7 @@ def keep_if_done(shard: Shard, run: CatalogueRun) -> bool:
 def run_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> ShardOutcome:
     """One shard, as the command and the Dagster asset run it: kept if done, else classified and written."""
     path, size = shard_path(run.directory, shard.index), shard.products.height
-    if keep_if_done(shard, run):
+    if keep_if_done(shard.index, shard.fingerprint, run):
         return ShardOutcome(shard.index, path, size, classified=False)
     rows = classify_shard(shard, run, classify)
     table = shard_table(run.key, run.catalogue, run.catalogue_fingerprint, shard.index, rows)
@@ -189,41 +191,47 @@ def in_part(index: int, run: CatalogueRun) -> bool:
     return index % run.parts == run.part
 
 
-def classify_catalogue(run: CatalogueRun, classify: Classify) -> Progress:
-    progress = Progress()
-    for shard in read_shards(run.products, run.shard_size):
-        progress.shards, progress.products = shard.index + 1, progress.products + shard.products.height
-        if in_part(shard.index, run):
-            _count(progress, run_shard(shard, run, classify))
-    _remove_beyond(run, progress.shards)
-    return progress
-
-
 def plan_shards(run: CatalogueRun) -> tuple[Progress, list[int]]:
-    """What a run of every shard would do, without classifying: unchanged shards of this part are kept
-    (and counted in the progress), the others returned as pending; files beyond the catalogue go."""
-    progress, pending = Progress(), []
-    for shard in read_shards(run.products, run.shard_size):
-        progress.shards, progress.products = shard.index + 1, progress.products + shard.products.height
-        if not in_part(shard.index, run):
+    """Validate the whole catalogue (InputError before anything is written), then what a run of this
+    part would do without classifying: unchanged shards are kept (and counted in the progress), the
+    others returned as pending; files beyond the catalogue go."""
+    check = validate_catalogue(run.products, run.shard_size)
+    progress, pending = Progress(check.shards, check.products, fingerprints=check.fingerprints), []
+    for index, fingerprint in enumerate(check.fingerprints):
+        if not in_part(index, run):
             continue
-        if keep_if_done(shard, run):
-            progress.kept.append(shard.index)
+        if keep_if_done(index, fingerprint, run):
+            progress.kept.append(index)
         else:
-            pending.append(shard.index)
+            pending.append(index)
     _remove_beyond(run, progress.shards)
     return progress, pending
 
 
-def find_shard(run: CatalogueRun, index: int) -> Shard:
-    """Shard `index` of the catalogue (read up to it, so ids are checked across the shards before it)."""
-    count = 0
-    for shard in read_shards(run.products, run.shard_size):
-        if shard.index == index:
-            return shard
-        count = shard.index + 1
-    raise InputError(f"products file {run.products} has {count} shards of {run.shard_size} products: "
-                     f"shard {shard_key(index)} is not one of them")  # fmt: skip
+def classify_catalogue(run: CatalogueRun, progress: Progress, pending: list[int], classify: Classify) -> None:
+    """Classify the pending shards plan_shards found, reading the validated catalogue up to the last."""
+    for shard in read_shards(run.products, run.shard_size) if pending else ():
+        if shard.index in pending:
+            _count(progress, run_shard(shard, run, classify))
+        if shard.index >= pending[-1]:
+            break
+
+
+def publish_run(run: CatalogueRun, fingerprints: tuple[str, ...]) -> Path | None:
+    """The snapshot of the catalogue's shards the view shows, published now if every shard is written
+    (by any part); None while some are not."""
+    if snapshot := publish(run.directory, fingerprints, run.fingerprint, run.catalogue_fingerprint):
+        log.info("%s: %d shards published to the classifications view", run.catalogue, len(fingerprints))
+    return snapshot
+
+
+def find_shard(run: CatalogueRun, index: int) -> tuple[Shard, CatalogueCheck]:
+    """Shard `index` of the catalogue, once the whole catalogue is validated."""
+    check = validate_catalogue(run.products, run.shard_size)
+    if index >= check.shards:
+        raise InputError(f"products file {run.products} has {check.shards} shards of {run.shard_size} products: "
+                         f"shard {shard_key(index)} is not one of them")  # fmt: skip
+    return next(s for s in read_shards(run.products, run.shard_size) if s.index == index), check
 
 
 def _count(progress: Progress, outcome: ShardOutcome) -> None:

@@ -1,13 +1,19 @@
 """Classified shards on disk: one Parquet file per shard, written atomically, under
-<data>/classifications/<catalogue>/<approach>--<model>--<variant>/shard-00042.parquet. A shard file
-records the fingerprint of its rows and of the run settings, so a rerun skips it when neither
-changed. Concurrent runs never share a file being written, and DuckDB's one-writer rule is kept:
-the warehouse reads the files through a view."""
+<data>/classifications/<catalogue>/<approach>--<model>--<variant>/shard-00042.parquet, where
+<catalogue> is the file's stem and a hash of its resolved path. A shard file records the fingerprint
+of its rows and of the run settings, so a rerun skips it when neither changed. Concurrent runs never
+share a file being written, and DuckDB's one-writer rule is kept: the warehouse reads the files
+through a view. The view reads only published snapshots: hard links to every shard of a catalogue,
+made once all of them are written, so a failed or partial run leaves the view as it was."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import secrets
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,8 +24,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.files import write_atomic, write_parquet_atomic
+from taxo_pipeline.processes import pid_alive
 from taxo_pipeline.sie.catalogue import model_slug
 from taxo_pipeline.warehouse import Warehouse
 
@@ -28,6 +36,18 @@ SHARD_FILE = re.compile(r"shard-(\d{5,})\.parquet")
 CANDIDATE = pa.struct([("category", pa.string()), ("score", pa.float64())])
 SHARD_META = b"taxo/shard_fingerprint"
 RUN_META = b"taxo/run_fingerprint"
+SNAPSHOT = "snapshot-"  # a published, complete set of a run directory's shards
+CURRENT = "current.json"  # names the run directory's published snapshot
+STAGING = re.compile(r"\.snapshot-.*\.(\d+)\.[0-9a-f]{8}\.part")
+
+
+def catalogue_name(path: Path) -> str:
+    """The catalogue's results folder and `catalogue` value: its file stem, readable, and a hash of its
+    resolved path, so two files never share results (`good.jsonl` and `other/good.csv`, `a b.csv` and
+    `a_b.csv`) while a rerun of the same file, changed or not, finds its shards."""
+    resolved = Path(path).expanduser().resolve()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.stem).strip("._")[:60] or "catalogue"
+    return f"{stem}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:10]}"
 
 
 def classifications_root(data_dir: Path) -> Path:
@@ -123,19 +143,91 @@ def remove_beyond(directory: Path, shards: int) -> list[Path]:
     return stale
 
 
+def publish(
+    directory: Path, fingerprints: Sequence[str], run_fingerprint: str, catalogue_fingerprint: str
+) -> Path | None:
+    """Once every shard of the catalogue is written from its current rows and settings, make them the run
+    directory's published snapshot (hard links, so later rewrites of a shard file never change it) and
+    name it in current.json (an atomic rename); older snapshots go. The snapshot, or None while a shard
+    is missing or stale (the view keeps showing the last snapshot)."""
+    files = [shard_path(directory, i) for i in range(len(fingerprints))]
+    if not all(is_done(f, fp, run_fingerprint) for f, fp in zip(files, fingerprints, strict=True)):
+        return None
+    name = f"{SNAPSHOT}{catalogue_fingerprint}-{run_fingerprint}"
+    if current_snapshot(directory) == directory / name:
+        return directory / name
+    _remove_stale_staging(directory)
+    staging = directory / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+    staging.mkdir()
+    for file in files:
+        try:
+            os.link(file, staging / file.name)
+        except OSError:  # a file system without hard links
+            shutil.copy2(file, staging / file.name)
+    try:
+        staging.rename(directory / name)
+    except OSError:  # another run published the same shards first
+        shutil.rmtree(staging)
+    record = {"snapshot": name, "shards": len(files), "catalogue_fingerprint": catalogue_fingerprint}
+    write_atomic(directory / CURRENT, lambda tmp: tmp.write_text(json.dumps(record)))
+    for old in directory.glob(f"{SNAPSHOT}*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return directory / name
+
+
+def current_snapshot(directory: Path) -> Path | None:
+    try:
+        return Path(directory) / json.loads((Path(directory) / CURRENT).read_text())["snapshot"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _remove_stale_staging(directory: Path) -> None:
+    for staging in directory.glob(".snapshot-*.part"):
+        if (match := STAGING.fullmatch(staging.name)) and not pid_alive(int(match.group(1))):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def refresh_view(warehouse: Warehouse, data_dir: Path) -> None:
-    """`classifications`: every shard file of every catalogue and run, read at query time."""
-    pattern = str(classifications_root(data_dir) / "*" / "*" / "shard-*.parquet").replace("'", "''")
+    """`classifications`: the published snapshot of every catalogue and run, read at query time (a run
+    in progress or one that failed is not seen). Needs one published snapshot."""
+    root = str(classifications_root(data_dir)).replace("'", "''")
     with warehouse.transaction() as con:
-        con.execute(f"CREATE OR REPLACE VIEW {VIEW} AS SELECT * FROM read_parquet('{pattern}', union_by_name = true)")
+        con.execute(
+            f"""CREATE OR REPLACE VIEW {VIEW} AS
+                SELECT * EXCLUDE (filename)
+                FROM read_parquet('{root}/*/*/{SNAPSHOT}*/shard-*.parquet', union_by_name = true, filename = true)
+                WHERE parse_dirpath(filename) IN (SELECT parse_dirpath(filename) || '/' || snapshot
+                                                  FROM read_json('{root}/*/*/{CURRENT}', filename = true,
+                                                                 columns = {{snapshot: 'VARCHAR'}}))"""
+        )
+
+
+EXPORT_TYPES = (".parquet", ".csv", ".jsonl")
+
+
+def check_output(output: Path) -> None:
+    """Refuse an --output that could not be written, before any work."""
+    if output.is_dir():
+        raise InputError(f"--output {output} is a directory: name a file in it, e.g. {output / 'classified.parquet'}")
+    if output.suffix.lower() not in EXPORT_TYPES:
+        raise InputError(f"--output {output}: unsupported extension {output.suffix!r} (use .parquet, .csv or .jsonl)")
+    for parent in output.absolute().parents:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise InputError(f"--output {output}: {parent} is a file, not a directory: choose a path in a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(f"--output {output}: cannot write in {parent} (permission denied): choose another path")
+        return
 
 
 def export(files: Sequence[Path], output: Path) -> int:
     """The shards' rows in one file, by extension (.parquet, .csv, .jsonl), written atomically one shard
     at a time; in CSV the top-k list is a JSON array."""
+    check_output(output)
     suffix = output.suffix.lower()
-    if suffix not in (".parquet", ".csv", ".jsonl"):
-        raise ValueError(f"output {output}: unsupported extension {output.suffix!r} (use .parquet, .csv or .jsonl)")
     rows = 0
 
     def write(tmp: Path) -> None:

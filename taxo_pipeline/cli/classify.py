@@ -25,11 +25,11 @@ from taxo_pipeline.classification.run import (
     confidence_summary,
     plan_shards,
     prepare_run,
+    publish_run,
 )
-from taxo_pipeline.classification.shards import export, refresh_view, shard_files, shard_key
+from taxo_pipeline.classification.shards import check_output, export, refresh_view, shard_files, shard_key
 from taxo_pipeline.cli.arguments import model_id, positive_int
 from taxo_pipeline.cli.common import run_command
-from taxo_pipeline.errors import InputError
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
@@ -80,61 +80,61 @@ def _precision(text: str) -> float:
 
 
 def run_classify(args: argparse.Namespace) -> int:
+    """Output, approach and the whole catalogue are checked before the SIE server starts or anything is
+    written; the server starts only if a shard needs classifying."""
     store = StorageResource()
     warehouse, data_dir = store.warehouse(), store.data_path("")
-    if args.output and args.output.suffix.lower() not in (".parquet", ".csv", ".jsonl"):
-        raise InputError(f"--output {args.output}: unsupported extension {args.output.suffix!r} (use .parquet, .csv or .jsonl)")
+    if args.output:
+        check_output(args.output)
     choices = Choices(args.approach, args.model, args.variant, args.top_k, args.shard_size, args.chunk_size, *args.part,
                       target_precision=args.target_precision)  # fmt: skip
     run = prepare_run(warehouse, data_dir, args.products, choices)
     print(confidence_summary(run.calibration), file=sys.stderr)
     started, models = time.perf_counter(), [m for m in (run.key.model, run.key.reranker) if m]
+    progress, pending = plan_shards(run)
     if args.dagster:
-        progress = _through_dagster(run, models)
-    else:
+        _through_dagster(run, models, progress, pending)
+    elif pending:
         with ensure_sie(models=models, logger=log) as url:
             with InferenceClient(url, cache=EmbeddingCache(warehouse, read_only=True), logger=log) as client:
-                progress = classify_catalogue(run, catalogue_classifier(run, store, client))
-    _report(run, progress, time.perf_counter() - started, args.output)
-    if shard_files(run.directory):  # the view's glob must match a file (a --part run may have had no shard)
+                classify_catalogue(run, progress, pending, catalogue_classifier(run, store, client))
+    if snapshot := publish_run(run, progress.fingerprints):
         refresh_view(warehouse, data_dir)
         refresh_review_queue(warehouse)
+    _report(run, progress, time.perf_counter() - started, args.output, snapshot)
     targets = TARGETS if run.target_precision is None else (run.target_precision,)
     print(*run_summary(*held_out(warehouse, run.key), shard_files(run.directory), targets), sep="\n")
     return 0
 
 
-def _through_dagster(run: CatalogueRun, models: list[str]) -> Progress:
+def _through_dagster(run: CatalogueRun, models: list[str], progress: Progress, pending: list[int]) -> None:
     """One in-process Dagster run of catalogue_classifications per new or changed shard of this part, in the
     instance the UI shows; the SIE server is started only if a shard needs classifying."""
     from taxo_pipeline.cli.runs import command_instance, materialize
     from taxo_pipeline.defs.classify.assets import run_config
     from taxo_pipeline.defs.classify.partitions import register_shards
 
-    progress, pending = plan_shards(run)
     register_shards(command_instance(), progress.shards)
     if not pending:
-        return progress
+        return
     with ensure_sie(models=models, logger=log) as url:
         for index in pending:
             materialize(["catalogue_classifications"], sie_url=url, partition_key=shard_key(index),
                         ops_config=run_config(run)["ops"])  # fmt: skip
             progress.classified.append(index)
             progress.classified_products += min(run.shard_size, progress.products - index * run.shard_size)
-    return progress
 
 
-def _report(run: CatalogueRun, progress: Progress, seconds: float, output: Path | None) -> None:
-    files = shard_files(run.directory)
+def _report(run: CatalogueRun, progress: Progress, seconds: float, output: Path | None, snapshot: Path | None) -> None:
     print(f"{progress.products} products in {progress.shards} shards; this run classified "
           f"{progress.classified_products} products in shards {progress.classified or 'none'}, kept shards "
           f"{progress.kept or 'none'}, in {seconds:.1f}s -> {run.directory}")  # fmt: skip
     if output is None:
         return
-    if len(files) < progress.shards:
-        print(f"{output} not written: {progress.shards - len(files)} shards are not classified yet (other parts)")
+    if snapshot is None:
+        print(f"{output} not written: some shards of the catalogue are not classified yet (other parts)")
         return
-    print(f"{export(files, output)} rows -> {output}")
+    print(f"{export(shard_files(snapshot), output)} rows -> {output}")
 
 
 def classify_products(argv: Sequence[str] | None = None) -> int:

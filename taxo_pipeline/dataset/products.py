@@ -64,10 +64,18 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         raise InputError(f"products file {path} is not a readable Parquet file: {exc}") from exc
 
 
-def json_records(path: Path) -> Iterator[dict]:
-    """The JSON objects of a JSON Lines file, one at a time; a bad line is named by its number."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+def json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, JSON object) for each non-blank line of a JSON Lines file; a line that is not
+    UTF-8 or not a JSON object is named by its number."""
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"products file {path}, line {number}: not valid UTF-8 at byte {exc.start} "
+                    f"({raw[max(exc.start - 20, 0):exc.end + 20]!r}): save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -76,7 +84,12 @@ def json_records(path: Path) -> Iterator[dict]:
                 raise InputError(f"products file {path}, line {number}: not valid JSON ({exc.msg})") from exc
             if not isinstance(record, dict):
                 raise InputError(f"products file {path}, line {number}: expected a JSON object")
-            yield record
+            yield number, record
+
+
+def json_records(path: Path) -> Iterator[dict]:
+    """The JSON objects of a JSON Lines file, one at a time."""
+    return (record for _, record in json_lines(path))
 
 
 def _read_jsonl(path: Path) -> pl.DataFrame:

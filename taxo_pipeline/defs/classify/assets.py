@@ -1,6 +1,7 @@
 """`catalogue_classifications`: one partition = one shard of the catalogue = one run. A thin wrapper of
 run_shard (the same per-shard function `classify-products` runs): a shard whose file already holds its
-rows under the same settings is kept, any other is classified and its Parquet file written atomically."""
+rows under the same settings is kept, any other is classified and its Parquet file written atomically.
+The catalogue is validated whole first, and the run that completes it publishes it to the view."""
 
 import dagster as dg
 from pydantic import Field
@@ -15,9 +16,10 @@ from taxo_pipeline.classification.run import (
     catalogue_setting,
     find_shard,
     prepare_run,
+    publish_run,
     run_shard,
 )
-from taxo_pipeline.classification.shards import VIEW, refresh_view
+from taxo_pipeline.classification.shards import refresh_view
 from taxo_pipeline.defs.classify.partitions import catalogue_shards
 from taxo_pipeline.defs.ingest.assets import products_experiment_l3, taxonomy_full_depth, taxonomy_l3
 from taxo_pipeline.resources import StorageResource
@@ -67,10 +69,11 @@ def catalogue_classifications(
     context: dg.AssetExecutionContext, config: ClassifyConfig, storage: StorageResource, sie: SIEResource
 ) -> dg.MaterializeResult:
     run = prepare_run(storage.warehouse(), storage.data_path(""), catalogue_setting(config.products), config.choices())
-    shard = find_shard(run, int(context.partition_key))
+    shard, check = find_shard(run, int(context.partition_key))
     with sie.client(logger=context.log, store_vectors=False) as client:
         outcome = run_shard(shard, run, catalogue_classifier(run, storage, client))
-    if not storage.warehouse().table_exists(VIEW):  # the view reads every shard file: created once
+    # the run that completes the catalogue publishes its shards (one brief warehouse write: the view)
+    if publish_run(run, check.fingerprints):
         refresh_view(storage.warehouse(), storage.data_path(""))
     if not storage.warehouse().table_exists(REVIEW_VIEW):
         refresh_review_queue(storage.warehouse())
