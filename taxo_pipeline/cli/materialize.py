@@ -26,6 +26,7 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 from taxo_pipeline import settings
 from taxo_pipeline.cli.arguments import add_source_arguments
 from taxo_pipeline.cli.runs import RunFailedError, command_instance, materialize
+from taxo_pipeline.defs.automation import AUTOMATION_RUN_TAGS
 from taxo_pipeline.defs.ingest.assets import SOURCE_METADATA, source_data_version, source_file
 from taxo_pipeline.defs.models.partitions import PARTITIONS, partition_models
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, apply_model_sync, model_sync
@@ -210,7 +211,10 @@ class Launcher:
         log.info("run %d: %s", self.launched + 1, run.describe())
         ops = {name: config for name, config in self.ops_config.items() if name in names}
         self.launched += 1
-        materialize(names, sie_url=self._url if run.models else None, ops_config=ops, partition_key=run.partition_key)
+        materialize(
+            names, sie_url=self._url if run.models else None, ops_config=ops, partition_key=run.partition_key,
+            tags=AUTOMATION_RUN_TAGS,
+        )  # fmt: skip
 
 
 def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, launcher: Launcher) -> None:
