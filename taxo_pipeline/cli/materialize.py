@@ -25,7 +25,7 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 
 from taxo_pipeline import settings
 from taxo_pipeline.cli.arguments import add_source_arguments
-from taxo_pipeline.cli.runs import RunFailedError, command_instance, materialize
+from taxo_pipeline.cli.runs import RunFailedError, check_sources, command_instance, materialize
 from taxo_pipeline.defs.automation import AUTOMATION_RUN_TAGS
 from taxo_pipeline.defs.ingest.assets import SOURCE_METADATA, source_data_version, source_file
 from taxo_pipeline.defs.models.partitions import PARTITIONS, partition_models
@@ -81,6 +81,7 @@ def run_materialize(args: argparse.Namespace) -> int:
     apply_model_sync(instance, model_sync(instance, load_catalogue()))
     graph = defs.resolve_asset_graph()
     overrides = {"products": args.products, "taxonomy": args.taxonomy}
+    check_sources(StorageResource(), overrides)
     launcher = Launcher(graph, sie_assets(defs), source_ops_config(graph, overrides))
     with launcher:
         if changed := changed_sources(instance, graph, overrides):
