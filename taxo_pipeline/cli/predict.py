@@ -66,7 +66,9 @@ def _product(args: argparse.Namespace) -> pl.DataFrame:
     return pl.DataFrame(row)
 
 
-def _data_to_build(approach: Approach, args: argparse.Namespace, store: StorageResource) -> tuple[dg.AssetSelection, dict] | None:
+def _data_to_build(
+    approach: Approach, args: argparse.Namespace, store: StorageResource
+) -> tuple[dg.AssetSelection, dict] | None:
     """The data assets to build first, and their run config, when a source is named or this folder lacks a
     table the approach reads: the taxonomy tables the category index is made of, and the labelled products
     only for an approach that learns from them. Their sources are checked here, before any server starts."""
@@ -85,7 +87,7 @@ def _data_to_build(approach: Approach, args: argparse.Namespace, store: StorageR
 
 
 def _build_indexes(approach: Approach, args: argparse.Namespace, store: StorageResource, url: str) -> None:
-    """Build the category indexes of the approach's partition this folder lacks (its own predictions are not needed)."""
+    """Build the category indexes of the approach's partition this folder lacks (not its own predictions)."""
     depth = settings.taxonomy_depth()
     for run in evaluation_runs(approach, partition_models(args))[:-1]:
         model, variant = run.models.model, run.models.variant
