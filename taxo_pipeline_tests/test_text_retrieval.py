@@ -215,7 +215,7 @@ def test_predict_with_only_a_taxonomy_builds_only_the_taxonomy_and_its_index(sie
     sources = subtree_sources(tmp_path / "sources")
     env = {**os.environ, "SIE_BASE_URL": sie_server, "TAXO_MODELS": str(test_catalogue),
            "TAXO_PRODUCTS": str(tmp_path / "no-products.jsonl"), "TAXO_DATA_DIR": str(tmp_path / "data"),
-           "TAXO_WAREHOUSE": str(tmp_path / "taxo.duckdb"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}  # fmt: skip
+           "TAXO_WAREHOUSE": str(tmp_path / "warehouse.duckdb"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}  # fmt: skip
     env.pop("TAXO_TAXONOMY", None)
     command = [str(Path(sys.executable).parent / "predict-text-retrieval"), "--model", MINILM, "--variant", "full-path",
                "--taxonomy", str(sources / "categories.txt"), "--top-k", "3",
