@@ -3,6 +3,7 @@ shard schema with real JPEG bytes."""
 
 import base64
 import io
+import json
 import re
 from pathlib import Path
 
@@ -21,6 +22,32 @@ PANAMA = "Apparel & Accessories > Clothing Accessories > Hats > Panama Hats"
 SCARVES = "Apparel & Accessories > Clothing Accessories > Scarves & Shawls"
 PANTS = "Apparel & Accessories > Clothing > Pants"
 RACKS = "Home & Garden > Decor > Coat & Hat Racks"
+SUBTREE = "Apparel & Accessories > Clothing Accessories"
+HAIR = f"{SUBTREE} > Hair Accessories"
+SUBTREE_PRODUCTS = [  # title, description, label (2 at L3, 3 at L4, 1 at L5)
+    ("Straw Panama hat", "A handwoven straw Panama hat with a black ribbon.", PANAMA),
+    ("Wool beanie", "A warm knitted wool beanie for winter.", f"{SUBTREE} > Hats > Beanies"),
+    ("Baseball cap", "A cotton baseball cap with an adjustable strap.", f"{SUBTREE} > Hats > Baseball Caps"),
+    ("Silk scarf", "A long silk scarf with a floral print.", SCARVES),
+    ("Leather belt", "A brown leather belt with a brass buckle.", f"{SUBTREE} > Belts"),
+    ("Velvet scrunchies", "Soft velvet scrunchies to tie a ponytail.", f"{HAIR} > Ponytail Holders > Scrunchies"),
+]
+
+
+
+def subtree_sources(root: Path) -> Path:
+    """`root` with categories.txt, the real taxonomy cut to one L1 node and its Clothing Accessories
+    subtree (113 categories, down to L5), and products.jsonl, SUBTREE_PRODUCTS labelled in it: small
+    enough that every model run on them costs little."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = TAXONOMY.read_text().splitlines()
+    kept = [line for line in lines[3:] if line.split(" : ")[1].strip() in ("Apparel & Accessories",)
+            or line.split(" : ")[1].strip().startswith(SUBTREE)]  # fmt: skip
+    (root / "categories.txt").write_text("\n".join([*lines[:3], *kept]) + "\n")
+    rows = [{"product_title": t, "product_description": d, "ground_truth_category": c} for t, d, c in SUBTREE_PRODUCTS]
+    (root / "products.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return root
+
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 

@@ -3,7 +3,6 @@ subtree of the real taxonomy: the predictions reach below L3, the metrics and da
 the depth-3 results, files and indexes of the same warehouse stay as they were, also after switching back."""
 
 import hashlib
-import json
 
 import dagster as dg
 import duckdb
@@ -12,35 +11,15 @@ import pytest
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.evaluation.metrics import hierarchical_prf
 from taxo_pipeline.sie.resource import pipeline_resources
-from taxo_pipeline_tests.factories import PANAMA, SCARVES, TAXONOMY
+from taxo_pipeline_tests.factories import SUBTREE_PRODUCTS, subtree_sources
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
-SUBTREE = "Apparel & Accessories > Clothing Accessories"
 SELECTION = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
              "products_experiment_l3", "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"]  # fmt: skip
-HAIR = f"{SUBTREE} > Hair Accessories"
-PRODUCTS = [  # title, description, label (2 at L3, 3 at L4, 1 at L5)
-    ("Straw Panama hat", "A handwoven straw Panama hat with a black ribbon.", PANAMA),
-    ("Wool beanie", "A warm knitted wool beanie for winter.", f"{SUBTREE} > Hats > Beanies"),
-    ("Baseball cap", "A cotton baseball cap with an adjustable strap.", f"{SUBTREE} > Hats > Baseball Caps"),
-    ("Silk scarf", "A long silk scarf with a floral print.", SCARVES),
-    ("Leather belt", "A brown leather belt with a brass buckle.", f"{SUBTREE} > Belts"),
-    ("Velvet scrunchies", "Soft velvet scrunchies to tie a ponytail.", f"{HAIR} > Ponytail Holders > Scrunchies"),
-]
-
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    """The real categories.txt cut to one L1 node and its Clothing Accessories subtree (113 categories,
-    down to L5), and six products labelled in it."""
-    root = tmp_path_factory.mktemp("depth-sources")
-    lines = TAXONOMY.read_text().splitlines()
-    kept = [line for line in lines[3:] if line.split(" : ")[1].strip() in ("Apparel & Accessories",)
-            or line.split(" : ")[1].strip().startswith(SUBTREE)]  # fmt: skip
-    (root / "categories.txt").write_text("\n".join([*lines[:3], *kept]) + "\n")
-    rows = [{"product_title": t, "product_description": d, "ground_truth_category": c} for t, d, c in PRODUCTS]
-    (root / "products.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return root
+    return subtree_sources(tmp_path_factory.mktemp("depth-sources"))
 
 
 def _run(instance, env, depth: str | None) -> dg.ExecuteInProcessResult:
@@ -92,7 +71,7 @@ def test_full_depth_end_to_end_next_to_depth_3(sources, sie_server, test_catalog
         top1 = _query(tmp_path, f"""SELECT p.category, e.ground_truth_category FROM predictions p
             JOIN products_experiment_l3 e USING (product_id) WHERE p.rank = 1 AND p.dataset = '{datasets["full"]}'
             ORDER BY product_id""")  # fmt: skip
-        assert [truth for _, truth in top1] == [c for _, _, c in PRODUCTS]  # the full-depth labels, untrimmed
+        assert [truth for _, truth in top1] == [c for _, _, c in SUBTREE_PRODUCTS]  # the full-depth labels, untrimmed
         assert max(len(category.split(" > ")) for category, _ in top1) > 3  # predictions reach below L3
         (stored,) = _query(tmp_path, f"""SELECT f1 FROM metrics WHERE dataset = '{datasets["full"]}'
             AND mode = 'strict' AND scope = 'hierarchical'""")  # fmt: skip

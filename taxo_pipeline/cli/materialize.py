@@ -24,11 +24,11 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 
 from taxo_pipeline import settings
 from taxo_pipeline.cli.arguments import add_source_arguments
-from taxo_pipeline.cli.runs import RunFailedError, command_instance, materialize
+from taxo_pipeline.cli.runs import RunFailedError, check_sources, command_instance, materialize
+from taxo_pipeline.defs.automation import AUTOMATION_RUN_TAGS
 from taxo_pipeline.defs.ingest.assets import SOURCE_METADATA, source_data_version, source_file
 from taxo_pipeline.defs.models.partitions import PARTITIONS, partition_models
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, apply_model_sync, model_sync
-from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.leaderboard import leaderboard, leaderboard_text
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
@@ -80,6 +80,7 @@ def run_materialize(args: argparse.Namespace) -> int:
     apply_model_sync(instance, model_sync(instance, load_catalogue()))
     graph = defs.resolve_asset_graph()
     overrides = {"products": args.products, "taxonomy": args.taxonomy}
+    check_sources(StorageResource(), overrides)
     launcher = Launcher(graph, sie_assets(defs), source_ops_config(graph, overrides))
     with launcher:
         if changed := changed_sources(instance, graph, overrides):
@@ -114,19 +115,13 @@ def changed_sources(instance: dg.DagsterInstance, graph, overrides: Mapping[str,
     The automation then reruns what reads them. A missing warehouse makes every one count as changed,
     so everything is computed again into a new one."""
     storage, warehouse_exists = StorageResource(), settings.current().warehouse.exists()
-    changed, problems = [], []
+    changed = []
     for key, what in source_assets(graph).items():
         event = instance.get_latest_materialization_event(key)
         last = event.asset_materialization if event else None
-        try:
-            _, path = source_file(storage, what, overrides.get(what))
-        except InputError as exc:  # offline, both sources fail: say so at once, not one per attempt
-            problems.append(str(exc))
-            continue
+        _, path = source_file(storage, what, overrides.get(what))
         if not (warehouse_exists and last and _read(last, path)):
             changed.append(key)
-    if problems:
-        raise InputError("\n".join(problems))
     return changed
 
 
@@ -214,7 +209,10 @@ class Launcher:
         log.info("run %d: %s", self.launched + 1, run.describe())
         ops = {name: config for name, config in self.ops_config.items() if name in names}
         self.launched += 1
-        materialize(names, sie_url=self._url if run.models else None, ops_config=ops, partition_key=run.partition_key)
+        materialize(
+            names, sie_url=self._url if run.models else None, ops_config=ops, partition_key=run.partition_key,
+            tags=AUTOMATION_RUN_TAGS,
+        )  # fmt: skip
 
 
 def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, launcher: Launcher) -> None:

@@ -25,7 +25,7 @@ from taxo_pipeline.cli.arguments import (
     storage,
 )
 from taxo_pipeline.cli.evaluate import INDEX_ASSET, evaluation_runs
-from taxo_pipeline.cli.runs import materialize, source_run_config
+from taxo_pipeline.cli.runs import check_sources, materialize, source_run_config
 from taxo_pipeline.dataset.products import IMAGE
 from taxo_pipeline.dataset.tables import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
@@ -39,6 +39,7 @@ from taxo_pipeline.sie.server import ensure_sie
 
 log = logging.getLogger("taxo_pipeline")
 INDEX_KEY = dg.AssetKey(INDEX_ASSET)
+EXPERIMENT_KEY = dg.AssetKey("products_experiment_l3")
 
 
 def build_parser(approach: Approach, prog: str, add_help: bool = True) -> argparse.ArgumentParser:
@@ -65,19 +66,34 @@ def _product(args: argparse.Namespace) -> pl.DataFrame:
     return pl.DataFrame(row)
 
 
-def _prepare(approach: Approach, args: argparse.Namespace, store: StorageResource, url: str) -> None:
-    """Build what the approach reads when this folder lacks it: the tables, and its partition's
-    category indexes (the approach's own predictions are not needed)."""
-    ops = source_run_config(args.products, args.taxonomy)
+def _data_to_build(
+    approach: Approach, args: argparse.Namespace, store: StorageResource
+) -> tuple[dg.AssetSelection, dict] | None:
+    """The data assets to build first, and their run config, when a source is named or this folder lacks a
+    table the approach reads: the taxonomy tables the category index is made of, and the labelled products
+    only for an approach that learns from them. Their sources are checked here, before any server starts."""
     depth = settings.current().depth
-    tables = (settings.experiment_file(depth), settings.TAXONOMY_FULL_DEPTH_FILE)
-    if args.products or args.taxonomy or not all(store.data_path(t).exists() for t in tables):
-        materialize(dg.AssetSelection.groups(DATA_GROUP), sie_url=None, ops_config=ops, storage=store)
+    sources, reads = {"taxonomy": args.taxonomy}, [INDEX_KEY]
+    tables = [settings.taxonomy_file(depth), settings.TAXONOMY_FULL_DEPTH_FILE]
+    if approach.needs_labels:
+        sources["products"] = args.products
+        reads.append(EXPERIMENT_KEY)
+        tables.append(settings.experiment_file(depth))
+    if not any(sources.values()) and all(store.data_path(t).exists() for t in tables):
+        return None
+    check_sources(store, sources)
+    selection = dg.AssetSelection.assets(*reads).upstream() & dg.AssetSelection.groups(DATA_GROUP)
+    return selection, source_run_config(sources.get("products"), sources["taxonomy"])
+
+
+def _build_indexes(approach: Approach, args: argparse.Namespace, store: StorageResource, url: str) -> None:
+    """Build the category indexes of the approach's partition this folder lacks (not its own predictions)."""
+    depth = settings.current().depth
     for run in evaluation_runs(approach, partition_models(args))[:-1]:
         model, variant = run.models.model, run.models.variant
         if run.selection == [INDEX_KEY] and not CategoryIndex(store.index_path(), model_slug(model), variant, depth).count():
             log.info("no index for %s %s in %s: building it", model, variant, store.index_path())
-            materialize(run.selection, sie_url=url, ops_config=ops, storage=store,
+            materialize(run.selection, sie_url=url, storage=store,
                         partition_key=partition_key(run.partitioning, run.models),
                         dynamic_partitions=dynamic_partitions(run.partitioning, run.models))  # fmt: skip
 
@@ -85,8 +101,11 @@ def _prepare(approach: Approach, args: argparse.Namespace, store: StorageResourc
 def run_predict(approach: Approach, args: argparse.Namespace) -> int:
     models, store = partition_models(args), storage(args)
     known = {spec.id: spec.family for spec in load_catalogue()}
+    data = _data_to_build(approach, args, store)
     with ensure_sie(models=list(models.ids), logger=log) as url:
-        _prepare(approach, args, store, url)
+        if data:
+            materialize(data[0], sie_url=None, ops_config=data[1], storage=store)
+        _build_indexes(approach, args, store, url)
         taxonomy = load_taxonomy_l3(store.data_path(""))
         cache = EmbeddingCache(store.warehouse())
         variant = models.variant or approach.documents

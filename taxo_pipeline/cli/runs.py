@@ -4,7 +4,7 @@ show in the UI's run history, with one SIE server for the whole run."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +12,8 @@ import dagster as dg
 from taxo_pipeline import settings
 from taxo_pipeline.cli.common import RUN_EVENTS_LOGGER, dagster_console_level
 from taxo_pipeline.cli.run_owner import fail_runs_of_dead_commands, owner_tags
+from taxo_pipeline.defs.ingest.assets import source_file
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import pipeline_resources
 
@@ -68,6 +70,19 @@ def source_run_config(products: str | None, taxonomy: str | None) -> dict:
     if taxonomy:
         ops["raw_taxonomy"] = {"config": {"source": taxonomy}}
     return ops
+
+
+def check_sources(storage: StorageResource, sources: Mapping[str, str | None]) -> None:
+    """Resolve each source a command reads ({"products" or "taxonomy": the path or URL given, else its env
+    var's}), a URL downloaded into data/ once, before any server starts: one error naming every one missing."""
+    problems = []
+    for what, source in sources.items():
+        try:
+            source_file(storage, what, source)
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InputError("\n".join(["the data sources are not available:", *problems]))
 
 
 def materialize(

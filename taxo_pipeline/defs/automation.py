@@ -5,8 +5,11 @@ that evaluates them, running by default. The weekly data refresh that sets it of
 import dagster as dg
 
 from taxo_pipeline import settings
+from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
 
 _AC = dg.AutomationCondition
+# The tag the daemon puts on the runs the automation requests; `taxo-pipeline materialize` puts it on its own.
+AUTOMATION_RUN_TAGS = {"dagster/from_automation_condition": "true"}
 # eager() alone ignores code versions and fills only partitions that go missing after it was switched
 # on (a fresh instance would wait for someone to materialize the data). So code_version_changed()
 # reruns every partition of an asset with a new code_version, and the last clause starts whatever is
@@ -16,7 +19,23 @@ _AC = dg.AutomationCondition
 _MISSING = (
     _AC.missing() & ~_AC.any_deps_missing() & ~_AC.in_progress() & ~_AC.any_deps_in_progress() & ~_AC.execution_failed()
 ).with_label("missing, inputs present, last run not failed")
-AUTOMATION = _AC.eager() | _AC.code_version_changed() | _MISSING
+# A new model fingerprint reruns every partition of the model, and what reads them, until the automation
+# has requested it or one of its runs has rewritten it. eager() alone counts any materialization since the
+# last evaluation as handling it, and cannot tell whether it came before or after the change (an
+# observation has no time Dagster compares): an `eval` (--limit or not), `predict` or UI run of one
+# partition before the new weights kept that partition stale. Such a run after the change costs one more
+# run, never a stale result. An input the automation reruns now makes a partition stale the same way.
+_FINGERPRINTS = dg.AssetSelection.assets(*(source.key for source in FINGERPRINT_SOURCES.values()))
+_MODEL_CHANGED = (
+    _AC.any_deps_match(_AC.newly_updated()).allow(_FINGERPRINTS) | _AC.any_deps_match(_AC.will_be_requested())
+).with_label("model fingerprint changed, or an input reruns")
+_BY_AUTOMATION = (
+    _AC.newly_requested() | _AC.any_new_update_has_run_tags(tag_values=AUTOMATION_RUN_TAGS)
+).with_label("requested or rewritten by the automation")
+_STALE_MODEL = (
+    _MODEL_CHANGED.since(_BY_AUTOMATION) & ~_AC.any_deps_missing() & ~_AC.in_progress() & ~_AC.any_deps_in_progress()
+).with_label("model changed since the automation last ran it")
+AUTOMATION = _AC.eager() | _AC.code_version_changed() | _MISSING | _STALE_MODEL
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "evaluation_automation",
