@@ -155,7 +155,8 @@ def test_predict_commands_print_ranked_lines_then_latencies(evaluated, tmp_path,
 
     def lines(command, argv):
         assert command(argv) == 0, capsys.readouterr().err
-        rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+        out = capsys.readouterr().out.strip().splitlines()
+        rows = [line.split("\t") for line in out if not line.startswith("#")]  # the header and confidence lines
         return [(name, float(value)) for name, value in rows]
 
     ranked = lines(predict_nli, ["--model", TINY_NLI, "--description", "A warm wool beanie.", "--top-k", "3"])

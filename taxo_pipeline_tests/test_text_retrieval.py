@@ -199,8 +199,14 @@ def test_predict_command_prints_paths_with_distances(pipeline, capsys):
         ["--model", MINILM, "--variant", "full-path", "--index-dir", str(root / "data" / "chroma"),
          "--description", "Handwoven straw Panama hat with a cotton ribbon.", "--top-k", "3"]
     )  # fmt: skip
-    out = capsys.readouterr().out.strip().splitlines()
+    printed = capsys.readouterr().out.strip().splitlines()
     assert code == 0
+    assert printed[:2] == [
+        f"# text-retrieval, {MINILM}, full-path documents: top 3, best first",
+        "# score: cosine distance between the description and the category document (1 - similarity): lower is closer",
+    ]
+    assert printed[5].startswith("# confidence that the top category is right: 0.")  # the stored calibration's
+    out = [line for line in printed if not line.startswith("#")]
     paths = {p for (p,) in query(root, "SELECT path FROM taxonomy_l3")}
     matches = [line.split("\t") for line in out[:3]]
     assert all(path in paths for path, _ in matches)
@@ -222,7 +228,7 @@ def test_predict_with_only_a_taxonomy_builds_only_the_taxonomy_and_its_index(sie
                "--description", "Handwoven straw Panama hat with a cotton ribbon."]  # fmt: skip
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr
-    lines = [line.split("\t") for line in completed.stdout.splitlines()]
+    lines = [line.split("\t") for line in completed.stdout.splitlines() if not line.startswith("#")]
     # what MiniLM ranks first among the subtree's 37 nodes; then headwear that is not a hat
     assert [path for path, _ in lines[:3]] == [HATS, f"{SUBTREE} > Bandanas & Headties", f"{SUBTREE} > Handkerchiefs"]
     assert 0 < float(lines[0][1]) < float(lines[1][1])

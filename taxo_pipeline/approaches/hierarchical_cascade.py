@@ -39,6 +39,7 @@ def classify(request: ClassifyRequest) -> Classified:
 
 APPROACH = Approach(
     name="hierarchical-cascade",
+    score="the category's best similarity among itself and its descendants, decoded level by level: higher is better",
     description="Full-depth scores decoded L1 -> L2 -> ... to the taxonomy's depth with aggregated node scores and "
     "the soft path rule.",
     classify=classify,

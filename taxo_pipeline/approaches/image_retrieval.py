@@ -37,6 +37,7 @@ def classify(request: ClassifyRequest) -> Classified:
 
 APPROACH = Approach(
     name="image-retrieval",
+    score='cosine distance between the image and the category document (1 - similarity): lower is closer',
     description="Each product image as a query against the same image model's category documents.",
     classify=classify,
     partitioning=MODEL_VARIANT,

@@ -98,6 +98,7 @@ def classify(request: ClassifyRequest) -> Classified:
 
 APPROACH = Approach(
     name="label-transfer",
+    score="the cascade's score plus the votes of the nearest labelled products: higher is better",
     description="The cascade's scores plus votes of the 10 nearest labelled products (5-fold CV in evaluation).",
     classify=classify,
     partitioning=MODEL,

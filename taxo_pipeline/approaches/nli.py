@@ -16,6 +16,7 @@ def classify(request: ClassifyRequest) -> Classified:
 
 APPROACH = Approach(
     name="nli",
+    score="the NLI model's entailment probability for the top-level label: higher is more likely",
     description="Zero-shot NLI over the L1 labels: entailment of 'This product is about {label}'.",
     classify=classify,
     partitioning=NLI_MODEL,

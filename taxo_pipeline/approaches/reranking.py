@@ -26,6 +26,7 @@ def classify(request: ClassifyRequest) -> Classified:
 
 APPROACH = Approach(
     name="reranking",
+    score="the cross-encoder's relevance score of the retrieved category: higher is more relevant",
     description="Text retrieval's top-k candidates rescored by a cross-encoder.",
     classify=classify,
     partitioning=RERANKER_RETRIEVER,

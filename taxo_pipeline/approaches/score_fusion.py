@@ -52,6 +52,7 @@ def classify(request: ClassifyRequest) -> Classified:
 
 APPROACH = Approach(
     name="score-fusion",
+    score='full-path and leaf similarities standardised per product and averaged: higher is closer',
     description="Title + description scores against full-path and leaf documents (and images), standardised and averaged.",
     classify=classify,
     partitioning=MODEL,

@@ -72,6 +72,7 @@ class Approach:
     reads: tuple[str, ...] = ()  # approaches whose results must exist first (their assets come upstream)
     query: str = "text"  # what `predict` asks for: the product's text, or its image
     prints_distance: bool = False  # `predict` prints cosine distance (1 - score), as the reference's retrieval does
+    score: str = "the approach's score: higher is better"  # what `predict` says its numbers mean
     # What it classifies against where its partitioning has no variant dimension, and so its results'
     # variant: a category-document variant, `both` (full-path and leaf, fused) or `l1` (NLI's L1 labels).
     documents: str | None = None

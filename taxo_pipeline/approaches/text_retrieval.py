@@ -16,6 +16,7 @@ def classify(request: ClassifyRequest) -> Classified:
 
 APPROACH = Approach(
     name="text-retrieval",
+    score='cosine distance between the description and the category document (1 - similarity): lower is closer',
     description="The reference: the description as a query, nearest category documents (Chroma, cosine).",
     classify=classify,
     partitioning=MODEL_VARIANT,

@@ -28,6 +28,7 @@ def classify(request: ClassifyRequest) -> Classified:
 
 APPROACH = Approach(
     name="title-description",
+    score='cosine similarity of `Title. Description` to the category document: higher is closer',
     description="Nearest category to the `Title. Description` query (exact cosine, the partition's variant).",
     classify=classify,
     partitioning=MODEL_VARIANT,

@@ -15,7 +15,9 @@ import polars as pl
 
 from taxo_pipeline import settings
 from taxo_pipeline.approaches.evidence import Evidence
-from taxo_pipeline.approaches.spec import Approach, ClassifyRequest
+from taxo_pipeline.approaches.spec import HIERARCHICAL, Approach, ClassifyRequest
+from taxo_pipeline.classification.calibration import features
+from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.cli.arguments import (
     add_approach_subcommands,
     add_model_arguments,
@@ -29,13 +31,15 @@ from taxo_pipeline.cli.runs import check_sources, materialize, source_run_config
 from taxo_pipeline.dataset.products import IMAGE
 from taxo_pipeline.dataset.tables import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
-from taxo_pipeline.defs.models.partitions import dynamic_partitions, partition_key
+from taxo_pipeline.defs.models.partitions import PartitionModels, dynamic_partitions, partition_key
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.sie.catalogue import load_catalogue, model_slug
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
 from taxo_pipeline.sie.server import ensure_sie
+from taxo_pipeline.warehouse import Warehouse
 
 log = logging.getLogger("taxo_pipeline")
 INDEX_KEY = dg.AssetKey(INDEX_ASSET)
@@ -119,14 +123,34 @@ def run_predict(approach: Approach, args: argparse.Namespace) -> int:
             started = time.perf_counter()
             classified = approach.classify(request)
             elapsed = time.perf_counter() - started
+            live = {record.request_id for record in client.latencies}  # not the cache's replayed requests
     for why in classified.skipped.values():
         print(f"{approach.name}: product skipped: {why}", file=sys.stderr)
-    for category, score in (classified.ranked[0] if classified.ranked else []):
+    ranked = classified.ranked[0] if classified.ranked else []
+    print(f"# {approach.name}, {' + '.join(models.ids)}, {variant} documents: top {len(ranked)}, best first")
+    print(f"# score: {approach.score}")
+    for category, score in ranked:
         print(f"{category}\t{1.0 - score if approach.prints_distance else score:.4f}")
+    if ranked:
+        print(f"# {_confidence(approach, models, store.warehouse(), ranked)}")
     for stage, records in evidence.requests.items():
-        print(f"{stage}_latency_ms\t{sum(r.latency_ms for r in records):.1f}")
+        if measured := [r.latency_ms for r in records if r.request_id in live]:
+            print(f"{stage}_latency_ms\t{sum(measured):.1f}")
     print(f"total_latency_ms\t{elapsed * 1000:.1f}")
     return 0 if classified.ranked else 1
+
+
+def _confidence(approach: Approach, models: PartitionModels, warehouse: Warehouse, ranked: list) -> str:
+    """The calibrated confidence of the top category, from the calibration stored when the approach was scored."""
+    if approach.headline != HIERARCHICAL:
+        return "confidence: none (an L1-only approach is not calibrated)"
+    try:
+        enabled = [spec.id for spec in load_catalogue().enabled()]
+        key = choose(warehouse, enabled, approach.name, models.model, models.variant or approach.documents).key
+        confidence = load_calibration(warehouse, key).confidence(features([ranked]))[0]
+    except (InputError, LookupError, FileNotFoundError) as exc:
+        return f"confidence: none stored ({exc})"
+    return f"confidence that the top category is right: {confidence:.2f} (calibrated on the evaluation, held-out folds)"
 
 
 def add_predict(subparsers: argparse._SubParsersAction) -> None:
