@@ -17,7 +17,7 @@ from taxo_pipeline.classification.coverage import coverage_table, held_out, revi
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.warehouse import Warehouse
-from taxo_pipeline_tests.classify_testkit import RUN_DIR, catalogue, evaluated_workspace
+from taxo_pipeline_tests.classify_testkit import catalogue, evaluated_workspace, run_dir
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
 
@@ -65,7 +65,7 @@ def test_classify_products_flags_the_products_below_the_review_threshold(evaluat
     products = catalogue(tmp_path / "pets.csv", 30)
     assert classify_products(["--products", str(products), "--target-precision", "0.5"]) == 0
     printed = capsys.readouterr().out
-    rows = pl.read_parquet(root / "data" / RUN_DIR.format("pets") / "shard-00000.parquet")
+    rows = pl.read_parquet(root / "data" / run_dir(products) / "shard-00000.parquet")
     assert rows["needs_review"].to_list() == [c < threshold for c in rows["confidence"].to_list()]
     share = np.mean([c >= threshold for c in rows["confidence"].to_list()])
     line = re.search(r"at confidence >= ([\d.]+): (\d+)% of products, expected precision ([\d.]+) \(target 0.50\)",
@@ -83,7 +83,7 @@ def test_classify_products_flags_the_products_below_the_review_threshold(evaluat
     # without a target the run prints the thresholds of a few precisions and flags nothing
     assert classify_products(["--products", str(products)]) == 0
     assert re.search(r"(expected|reaches) precision 0.90", capsys.readouterr().out)
-    again = pl.read_parquet(root / "data" / RUN_DIR.format("pets") / "shard-00000.parquet")
+    again = pl.read_parquet(root / "data" / run_dir(products) / "shard-00000.parquet")
     assert again["needs_review"].null_count() == again.height
 
 
