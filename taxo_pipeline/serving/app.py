@@ -120,7 +120,6 @@ def create_app(loader: Loader, max_batch: int) -> FastAPI:
 
     app = FastAPI(title="taxo-pipeline classification service", lifespan=lifespan,
                   description="Classifies products into the taxonomy with the evaluated result the warehouse picks.")  # fmt: skip
-
     @app.get("/healthz")
     async def healthz() -> dict:
         """The process is up."""
