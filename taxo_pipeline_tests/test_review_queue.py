@@ -100,5 +100,5 @@ def test_a_dagster_shard_run_takes_the_target_precision_from_its_config(evaluate
         (record,) = instance.fetch_materializations(dg.AssetKey("catalogue_classifications"), limit=1).records
     assert run.run_config["ops"]["catalogue_classifications"]["config"]["target_precision"] == 0.5
     assert record.asset_materialization.metadata["review_threshold"].value == pytest.approx(threshold)
-    rows = pl.read_parquet(root / "data" / RUN_DIR.format("ui") / "shard-00000.parquet")
+    rows = pl.read_parquet(root / "data" / run_dir(products) / "shard-00000.parquet")
     assert rows["needs_review"].to_list() == [c < threshold for c in rows["confidence"].to_list()]
