@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from taxo_pipeline import settings
-from taxo_pipeline.errors import InputError
+from taxo_pipeline.errors import InputError, RunFailedError
 from taxo_pipeline.sie.client import SIEInferenceError
 from taxo_pipeline.sie.local_process import LocalServerError
 from taxo_pipeline.sie.redaction import RedactingFilter, redact
@@ -61,12 +61,12 @@ def configure_logging(verbose: bool = False) -> None:
     terminal.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else terse, "%H:%M:%S"))
     terminal.addFilter(_Terminal(verbose))
     handlers: list[logging.Handler] = [terminal]
-    path = log_file()
     try:
+        path = log_file()  # a bad setting is reported by the command itself, after logging is set up
         path.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(path, encoding="utf-8"))
         handlers[-1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    except OSError:  # a read-only data folder must not stop a command; the terminal still gets progress
+    except (OSError, InputError):  # a bad setting or a read-only data folder must not stop a command; the terminal still gets progress
         pass
     for handler in handlers:
         handler.taxo_pipeline = True
@@ -86,8 +86,6 @@ def dagster_console_level() -> str:
 def run_command(
     name: str, command: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, verbose: bool = False
 ) -> int:
-    from taxo_pipeline.cli.runs import RunFailedError
-
     configure_logging(verbose)
     try:
         return command(argv)

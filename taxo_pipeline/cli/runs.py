@@ -13,13 +13,12 @@ from taxo_pipeline import settings
 from taxo_pipeline.cli.common import RUN_EVENTS_LOGGER, dagster_console_level
 from taxo_pipeline.cli.run_owner import fail_runs_of_dead_commands, owner_tags
 from taxo_pipeline.defs.ingest.assets import source_file
-from taxo_pipeline.errors import InputError
+from taxo_pipeline.errors import (
+    InputError,
+    RunFailedError,  # noqa: F401 (commands import it from here)
+)
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.resource import pipeline_resources
-
-
-class RunFailedError(RuntimeError):
-    """A launched run failed; the message carries the failing step's own error."""
 
 DAGSTER_YAML = """\
 # Written by taxo-pipeline on first use; edit freely.
