@@ -81,7 +81,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"products file {path}, line {number}: not valid JSON ({exc.msg})") from exc
+                raise InputError(f"products file {path}, line {number}: not valid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
                 raise InputError(f"products file {path}, line {number}: expected a JSON object")
             yield number, record
