@@ -31,7 +31,7 @@ from taxo_pipeline.classification.coverage import (
     threshold_for_precision,
 )
 from taxo_pipeline.classification.review import needs_review, refresh_review_queue, with_review
-from taxo_pipeline.classification.shards import ShardRows, refresh_view, shard_path, shard_table, write_shard
+from taxo_pipeline.classification.shards import ShardRows, publish, refresh_view, shard_path, shard_table, write_shard
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.retrieval.label_transfer import assign_folds
@@ -232,6 +232,7 @@ def test_the_review_queue_lists_flagged_products_least_confident_first_with_why_
     assert table["needs_review"].to_pylist() == [False, True, True, True, True, True]
     directory = data / "classifications" / "cat" / "run"
     write_shard(shard_path(directory, 0), table, "s", "r")
+    assert publish(directory, ["s"], "r", "c") is not None  # the view shows published catalogues only
     refresh_view(warehouse, data)
     refresh_review_queue(warehouse)
     with duckdb.connect(str(warehouse.path), read_only=True) as con:
