@@ -4,7 +4,6 @@ clients get the same answers, each bad input gets its status naming the field, a
 is picked up without a restart, and SIGTERM leaves no process behind (its own SIE server included)."""
 
 import json
-import math
 import os
 import signal
 import socket
@@ -12,14 +11,13 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 import httpx
 import polars as pl
 import psutil
-import pyarrow as pa
 import pytest
 
+from taxo_pipeline.classification.calibration import features
 from taxo_pipeline.classification.evaluated import CALIBRATIONS, load_calibration
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.cli.main import main
@@ -205,20 +203,20 @@ def test_a_rewritten_calibration_is_served_without_a_restart(service, evaluated)
     with warehouse.connect(read_only=True) as con:
         dataset = con.execute(f"SELECT dataset FROM {CALIBRATIONS} WHERE approach = ?", [result["approach"]]).fetchone()[0]
     key = ResultKey(result["approach"], result["model"], result["variant"], result["reranker"], dataset)
-    old = load_calibration(warehouse, key)
-    weights, bias = (2.0, 5.0), -1.0  # a re-evaluation's new fit, written as the metrics asset writes it
-    row = {**{c: pa.array([v], pa.string()) for c, v in key.columns.items()}, "products": [old.products],
-           "accuracy": [old.accuracy], "weight_top1": [weights[0]], "weight_margin": [weights[1]], "bias": [bias],
-           "reliability": [json.dumps(old.reliability)], "fitted_at": [datetime.now(UTC)]}  # fmt: skip
-    warehouse.replace_partition(CALIBRATIONS, key.columns, pa.table(row))
+    calibration = load_calibration(warehouse, key).to_dict()
+    calibration["method"], calibration["params"] = "temperature", {"temperature": 0.05}  # a re-evaluation's new fit
+    with warehouse.transaction() as con:  # written as the metrics asset writes it: a new fit, a new time
+        con.execute(f"UPDATE {CALIBRATIONS} SET calibration = ?, fitted_at = now() WHERE approach = ? AND dataset = ?",
+                    [json.dumps(calibration), key.approach, dataset])  # fmt: skip
     deadline = time.monotonic() + 60
     while httpx.get(f"{url}/readyz").json()["loaded_at"] == ready["loaded_at"]:
         assert time.monotonic() < deadline, "the service did not reload the rewritten calibration"
         time.sleep(0.2)
     (product,) = _classify(url, LEASH).json()["products"]
-    first, second = product["top_k"][0]["score"], product["top_k"][1]["score"]
-    z = weights[0] * first + weights[1] * (first - second) + bias
-    assert product["confidence"] == pytest.approx(1 / (1 + math.exp(-z)), abs=1e-6)
+    ranked = [[(c["category"], c["score"]) for c in product["top_k"]]]
+    expected = load_calibration(warehouse, key).confidence(features(ranked))[0]
+    assert load_calibration(warehouse, key).method == "temperature"
+    assert product["confidence"] == pytest.approx(expected, abs=1e-6)
     assert process.poll() is None  # the same process
 
 
