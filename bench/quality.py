@@ -476,7 +476,8 @@ def side_by_side(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     joined = None
     for model, table in tables.items():
         figure = pl.format("{} ({}x)", pl.col("test hF1"), pl.col("test ratio")).alias(f"{model.split('/')[-1]} test")
-        part = table.select(*keys, figure)
+        # a row computed twice (the pipeline's approach and its construction) is shown once
+        part = table.select(*keys, figure).unique(keys, keep="first", maintain_order=True)
         if joined is not None:
             part = joined.join(part, on=keys, how="full", coalesce=True, maintain_order="left")
         joined = part
