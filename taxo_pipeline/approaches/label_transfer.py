@@ -73,7 +73,7 @@ _POOL: dict[tuple, tuple] = {}
 POOLS_KEPT = 2
 
 
-def _pool(request: ClassifyRequest, labelled: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def labelled_pool(request: ClassifyRequest, labelled: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """The labelled pool's vectors, labels and folds, and the vote weights its cross-validation chose."""
     products, scored = with_corrections(request, labelled)
     key = (id(request.evidence), request.model, request.variant, request.model_family,
@@ -106,7 +106,7 @@ def classify(request: ClassifyRequest) -> Classified:
     else:
         queries = query_vectors(request)
         scores, notes = cascade_scores(request, queries)
-        pool_vectors, labels, weight_folds, weights = _pool(request, labelled)
+        pool_vectors, labels, weight_folds, weights = labelled_pool(request, labelled)
         weight = float(np.median(list(weights.values())))
         scores = scores + weight * neighbour_votes(queries @ pool_vectors.T, labels, scores.shape[1]).votes
     notes |= {

@@ -75,10 +75,10 @@ def _problem(record: dict, categories: Collection[str]) -> str | None:
     if missing := [c for c in COLUMNS if c not in record]:
         return f"lacks {', '.join(missing)} (every row needs {', '.join(COLUMNS)}; a title or a description may be empty)"
     product_id, category = record["product_id"], record["category"]
+    if product_id is None or not str(product_id).strip():
+        return "empty product_id: every correction names the product it corrects"
     if not (isinstance(product_id, str) or (isinstance(product_id, int) and not isinstance(product_id, bool))):
         return f"product_id is {product_id!r}: write it as a string"
-    if not str(product_id).strip():
-        return "empty product_id: every correction names the product it corrects"
     if not isinstance(category, str) or not category.strip():
         return f"empty category for product_id {product_id!r}: give a taxonomy path such as 'A > B > C'"
     if category.strip() not in categories:
