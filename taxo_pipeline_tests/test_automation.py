@@ -256,20 +256,19 @@ def test_observing_from_the_ui_records_what_the_sensor_records(steady):
 
 def test_a_changed_corrections_file_reruns_only_label_transfer(steady, tmp_path, monkeypatch):
     _, instance, cursor = steady
-    corrections = tmp_path / "corrections.csv"
+    corrections, moved = tmp_path / "corrections.csv", tmp_path / "moved.csv"
     corrections.write_text("product_id,category,product_title,product_description\nr1,Animals & Pet Supplies,Leash,\n")
-    monkeypatch.setenv("TAXO_CORRECTIONS", str(corrections))
     label_transfer = encoder_requests(MINILM, TINY_CLIP, assets={"label_transfer_predictions", "label_transfer_metrics"})
-    for extra in ("", "r2,Animals & Pet Supplies,Collar,\n"):  # set, then edited: each reruns label transfer only
-        corrections.write_text(corrections.read_text() + extra)
-        sync(instance)
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        assert requested(result) == label_transfer
-        report(instance, result)
-        cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor).cursor
-    # the same content moved elsewhere: nothing reruns
-    moved = tmp_path / "moved.csv"
-    moved.write_text(corrections.read_text())
-    monkeypatch.setenv("TAXO_CORRECTIONS", str(moved))
+    monkeypatch.setenv("TAXO_CORRECTIONS", str(corrections))  # set: label transfer's partitions rerun, nothing else
     sync(instance)
-    assert dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor).total_requested == 0
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert requested(result) == label_transfer
+    report(instance, result)
+    moved.write_text(corrections.read_text())  # the same content elsewhere: no new version, nothing reruns
+    monkeypatch.setenv("TAXO_CORRECTIONS", str(moved))
+    assert corrections_observations(instance) == []
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.total_requested == 0
+    moved.write_text(moved.read_text() + "r2,Animals & Pet Supplies,Collar,\n")  # edited: label transfer again
+    sync(instance)
+    assert requested(dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)) == label_transfer

@@ -131,6 +131,8 @@ def test_a_corrections_file_joins_the_pool_and_its_label_is_the_nearest_vote(sma
     # the correction has the query's own text (cosine 1): by hand, its softmax weight over the 10 nearest at
     # T = 0.05 is 1 / (1 + sum of exp((s_i - 1) / 0.05)) over the 9 others, all far below 1
     assert votes["without"] == 0.0 and votes["with"] > 0.9
+    # a catalogue product's score moves by the vote weight times that vote (cross-validation on these 21
+    # labelled products chooses 0, votes off: then the correction changes the vote and nothing else)
     weight = float(np.median(list(weights.values())))
     before, after = _scores(request), _scores(corrected)
     assert after[CORRECTED] - before[CORRECTED] == pytest.approx(weight * votes["with"], abs=1e-6)
