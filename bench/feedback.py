@@ -62,9 +62,9 @@ def split(work: Path) -> tuple[Path, Path, dict[str, str]]:
     return labelled, catalogue, dict(held_out.select("product_id", "ground_truth_category").iter_rows())
 
 
-def evaluate_label_transfer() -> None:
+def evaluate_label_transfer() -> str:
     """The data assets and label transfer's predictions and metrics for MiniLM, in-process, as the automation
-    would run them (a fresh ephemeral instance: everything selected runs)."""
+    would run them (a fresh ephemeral instance: everything selected runs); the vote weight each fold chose."""
     import dagster as dg
 
     from taxo_pipeline.definitions import defs
@@ -77,6 +77,8 @@ def evaluate_label_transfer() -> None:
     result = dg.materialize([*defs.assets, *defs.asset_checks], selection=selection, instance=instance,
                             partition_key=MODEL, resources=pipeline_resources())  # fmt: skip
     assert result.success
+    (predictions,) = result.asset_materializations_for_node("label_transfer_predictions")
+    return predictions.metadata["vote_weight_per_fold"].value
 
 
 def classify(catalogue: Path, target: float, output: Path) -> pl.DataFrame:
@@ -145,17 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     (work / "dagster").mkdir(exist_ok=True)
     with ensure_sie(models=[MODEL], logger=log) as url:
         os.environ["SIE_BASE_URL"] = url
-        evaluate_label_transfer()
+        weights = [evaluate_label_transfer()]
         before = classify(catalogue, args.target, work / "before.parquet")
         count = math.ceil(args.share * len(truths))
         corrected = review_queue(work / "warehouse.duckdb")[:count]
         os.environ["TAXO_CORRECTIONS"] = str(corrections_file(work / "corrections.csv", catalogue, corrected, truths))
-        evaluate_label_transfer()
+        weights.append(evaluate_label_transfer())
         after = classify(catalogue, args.target, work / "after.parquet")
     print(f"{MODEL}, label transfer (full-depth): labelled pool {sum(1 for _ in labelled.open())} dev products; catalogue "
           f"{len(truths)} test products; corrected the first {len(corrected)} of the review queue ({args.share:.0%}), "
           f"precision at coverage on the other {len(truths) - len(corrected)}:\n")  # fmt: skip
     print(report(before, after, truths, set(corrected), args.target))
+    for name, table in zip(("before", "after"), weights, strict=True):
+        print(f"\nvote weight per fold, chosen by cross-validation on the labelled products ({name}):\n{table}")
     print(f"\nwork folder: {work}")
     return 0
 
