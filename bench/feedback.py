@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from taxo_pipeline.classification.coverage import LEVELS, correct_by_level, coverage_table
@@ -121,6 +122,27 @@ def report(before: pl.DataFrame, after: pl.DataFrame, truths: dict[str, str], co
     return "\n".join(lines)
 
 
+def correction_votes(url: str, labelled: Path, catalogue: Path, corrected: list[str]) -> str:
+    """Why the rest moves or not: the share of each uncorrected product's neighbour vote (its 10 nearest in the
+    labelled pool, softmax at the pipeline's temperature) that comes from the corrected products."""
+    from taxo_pipeline.retrieval.exact_search import normalise
+    from taxo_pipeline.retrieval.label_transfer import neighbour_votes
+    from taxo_pipeline.retrieval.queries import title_and_description_queries
+    from taxo_pipeline.sie.client import InferenceClient
+
+    products = pl.read_parquet(catalogue)
+    pool = pl.concat([pl.read_ndjson(labelled).select(TEXTS), products.filter(pl.col("product_id").is_in(corrected))])
+    rest = products.filter(~pl.col("product_id").is_in(corrected))
+    with InferenceClient(url) as client:
+        vectors = [normalise(client.encode(MODEL, title_and_description_queries(f["product_title"].to_list(),
+                   f["product_description"].to_list()), is_query=True)) for f in (pool, rest)]  # fmt: skip
+    from_corrections = np.arange(pool.height) >= pool.height - len(corrected)
+    share = neighbour_votes(vectors[1] @ vectors[0].T, from_corrections.astype(np.int64), 2).votes[:, 1]
+    return (f"corrected products among an uncorrected product's 10 nearest pool neighbours: {int((share > 0).sum())} of "
+            f"{rest.height} products; their share of its vote: mean {share.mean():.3f}, largest {share.max():.3f}, "
+            f"above 0.5 for {int((share > 0.5).sum())}")  # fmt: skip
+
+
 def corrections_file(path: Path, catalogue: Path, corrected: list[str], truths: dict[str, str]) -> Path:
     texts = pl.read_parquet(catalogue).filter(pl.col("product_id").is_in(corrected))
     texts.with_columns(pl.col("product_id").replace_strict(truths).alias("category")).select(
@@ -154,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TAXO_CORRECTIONS"] = str(corrections_file(work / "corrections.csv", catalogue, corrected, truths))
         weights.append(evaluate_label_transfer())
         after = classify(catalogue, args.target, work / "after.parquet")
+        votes = correction_votes(url, labelled, catalogue, corrected)
     print(f"{MODEL}, label transfer (full-depth): labelled pool {sum(1 for _ in labelled.open())} dev products; catalogue "
           f"{len(truths)} test products; corrected the first {len(corrected)} of the review queue ({args.share:.0%}), "
           f"precision at coverage on the other {len(truths) - len(corrected)}:\n")  # fmt: skip
     print(report(before, after, truths, set(corrected), args.target))
+    print(votes)
     for name, table in zip(("before", "after"), weights, strict=True):
         print(f"\nvote weight per fold, chosen by cross-validation on the labelled products ({name}):\n{table}")
     print(f"\nwork folder: {work}")

@@ -16,7 +16,8 @@ from taxo_pipeline.dataset.corrections import read_corrections
 from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories, trim_path
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.retrieval.label_transfer import neighbour_votes
+from taxo_pipeline.retrieval.exact_search import normalise
+from taxo_pipeline.retrieval.label_transfer import neighbour_votes, transfer_labels
 from taxo_pipeline.settings import TAXONOMY_FULL_DEPTH_FILE
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline_tests.classify_testkit import BRANCHES, small_taxonomy
@@ -82,6 +83,23 @@ def test_a_missing_column_is_refused_for_the_file_in_csv_and_parquet_and_by_line
     jsonl.write_text(jsonl.read_text() + "not json\n")  # a line that cannot be read at all stops the reading there
     with pytest.raises(InputError, match=rf"^corrections file {jsonl}, line 5: not valid JSON"):
         read_corrections(jsonl, CATEGORIES, depth=3)
+
+
+def test_unscored_rows_vote_under_the_fold_rule_but_never_choose_the_vote_weight():
+    rng = np.random.default_rng(0)
+    vectors, labels = normalise(rng.normal(size=(12, 8))), rng.integers(0, 3, 12)
+    scores, folds, paths = rng.normal(size=(12, 3)), np.arange(12) % 5, ["A", "B", "C"]
+    scored = np.arange(12) < 10  # rows 10 and 11 are corrections
+    first = transfer_labels(scores, vectors, labels, folds, paths, scored=scored)
+    changed = scores.copy()
+    changed[10:] = 100.0  # the corrections' own scores are never read
+    second = transfer_labels(changed, vectors, labels, folds, paths, scored=scored)
+    assert first.weights == second.weights
+    np.testing.assert_allclose(first.scores[:10], second.scores[:10])
+    voters = first.neighbours[:10]
+    assert (voters >= 10).any()  # they vote for scored products ...
+    for row in range(10):  # ... never for one of their own fold
+        assert all(folds[v] != folds[row] for v in voters[row] if v >= 0)
 
 
 @pytest.fixture(scope="module")
