@@ -12,10 +12,13 @@ import pytest
 from taxo_pipeline.approaches import label_transfer
 from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.spec import ClassifyRequest
-from taxo_pipeline.dataset.corrections import read_corrections
+from taxo_pipeline.classification.calibration import Calibration
+from taxo_pipeline.classification.run import CatalogueRun
+from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint, read_corrections
 from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories, trim_path
 from taxo_pipeline.errors import InputError
+from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.retrieval.exact_search import normalise
 from taxo_pipeline.retrieval.label_transfer import neighbour_votes, transfer_labels
 from taxo_pipeline.settings import TAXONOMY_FULL_DEPTH_FILE
@@ -83,6 +86,19 @@ def test_a_missing_column_is_refused_for_the_file_in_csv_and_parquet_and_by_line
     jsonl.write_text(jsonl.read_text() + "not json\n")  # a line that cannot be read at all stops the reading there
     with pytest.raises(InputError, match=rf"^corrections file {jsonl}, line 5: not valid JSON"):
         read_corrections(jsonl, CATEGORIES, depth=3)
+
+
+def test_new_corrections_reclassify_a_catalogue_and_none_keeps_its_shards(tmp_path):
+    path = _csv(tmp_path, "a,Luggage & Bags,Bag,\n")
+    run = CatalogueRun(tmp_path / "c.csv", "c", "f", ResultKey("label-transfer", "m", "full-depth"),
+                       Calibration("platt", {}, 1, 1.0), tmp_path)  # fmt: skip
+    assert replace(run, corrections=NONE).fingerprint == run.fingerprint  # unset: the fingerprint of before
+    corrected = replace(run, corrections=corrections_fingerprint(path))
+    assert corrected.fingerprint != run.fingerprint
+    path.write_text(path.read_text() + "b,Luggage & Bags,Case,\n")
+    assert replace(run, corrections=corrections_fingerprint(path)).fingerprint != corrected.fingerprint
+    with pytest.raises(InputError, match=f"corrections file {tmp_path / 'gone.csv'} does not exist"):
+        corrections_fingerprint(tmp_path / "gone.csv")
 
 
 def test_unscored_rows_vote_under_the_fold_rule_but_never_choose_the_vote_weight():
