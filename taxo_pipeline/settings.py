@@ -67,6 +67,7 @@ class Settings:
     products_given: bool  # whether TAXO_PRODUCTS was set (offline runs need both sources set)
     taxonomy_given: bool
     depth: Depth  # TAXO_DEPTH: 3 (the reference's), `full` (None) or N levels
+    corrections: Path | None  # TAXO_CORRECTIONS: reviewed labels label transfer learns from (unset: none)
     # Models and approaches
     models: Path | None  # TAXO_MODELS: a model list other than the packaged models.yaml
     approaches: tuple[str, ...]  # TAXO_APPROACHES: modules that each define APPROACH
@@ -97,6 +98,7 @@ class Settings:
             products_given=bool(env.text("TAXO_PRODUCTS")),
             taxonomy_given=bool(env.text("TAXO_TAXONOMY")),
             depth=env.depth(),
+            corrections=env.path("TAXO_CORRECTIONS", None),
             models=env.path("TAXO_MODELS", None),
             approaches=tuple(filter(None, (m.strip() for m in env.text("TAXO_APPROACHES").split(",")))),
             max_text_chars=env.whole("TAXO_MAX_TEXT_CHARS", DEFAULT_MAX_TEXT_CHARS),

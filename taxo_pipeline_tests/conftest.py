@@ -14,7 +14,7 @@ import yaml
 
 from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE
 from taxo_pipeline.sie.server import ensure_sie
-from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, SHARED_DATA, TAXONOMY
+from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, SHARED_DATA, TAXONOMY, sample_taxonomy
 from taxo_pipeline_tests.sie.sie_testkit import (
     MINILM,
     TINY_CLIP,
@@ -33,13 +33,20 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def taxonomy_file(tmp_path_factory) -> Path:
+    """The sample's cut of the real taxonomy (factories.sample_taxonomy): every model run on it costs a
+    tenth of the full taxonomy's."""
+    return sample_taxonomy(tmp_path_factory.mktemp("taxonomy") / "categories.txt")
+
+
 @pytest.fixture
-def workspace(tmp_path, monkeypatch) -> Path:
-    """A fresh data dir and warehouse, with the sources pointed at the offline copies."""
+def workspace(tmp_path, monkeypatch, taxonomy_file) -> Path:
+    """A fresh data dir and warehouse, with the sources pointed at the offline sample and its taxonomy."""
     monkeypatch.setenv("TAXO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TAXO_WAREHOUSE", str(tmp_path / "warehouse" / "taxo.duckdb"))
     monkeypatch.setenv("TAXO_PRODUCTS", str(SAMPLE_PRODUCTS))
-    monkeypatch.setenv("TAXO_TAXONOMY", str(TAXONOMY))
+    monkeypatch.setenv("TAXO_TAXONOMY", str(taxonomy_file))
     return tmp_path
 
 

@@ -87,6 +87,27 @@ def write_shard(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+SAMPLE_BRANCHES = ("Apparel & Accessories", "Luggage & Bags", "Animals & Pet Supplies")
+
+
+def sample_taxonomy(path: Path) -> Path:
+    """The real categories.txt cut to what the pipeline tests read (about 1,600 of its 14,606 categories):
+    every L1 and L2 node, the sample's categories and their ancestors, and the whole of SAMPLE_BRANCHES,
+    where the factories' products live. A test about the full taxonomy's scale reads TAXONOMY itself."""
+    wanted = set()
+    for line in SAMPLE_PRODUCTS.read_text().splitlines():
+        parts = json.loads(line)["ground_truth_category"].split(" > ")
+        wanted |= {" > ".join(parts[: i + 1]) for i in range(len(parts))}
+    lines = TAXONOMY.read_text().splitlines()
+
+    def kept(line: str) -> bool:
+        category = line.split(" : ", 1)[1].strip()
+        return category in wanted or category.count(" > ") <= 1 or category.split(" > ")[0] in SAMPLE_BRANCHES
+
+    path.write_text("\n".join([line for line in lines if " : " not in line or line.startswith("#") or kept(line)]) + "\n")
+    return path
+
+
 def png_in_markdown(markdown: str) -> bytes:
     """The PNG bytes of markdown's one inline `data:image/png;base64` image."""
     (encoded,) = re.findall(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown)

@@ -13,6 +13,7 @@ from taxo_pipeline.cli.materialize import models_downstream, requested_runs, sie
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.automation import automation_sensor
 from taxo_pipeline.defs.classify.sensors import catalogue_shards_sensor
+from taxo_pipeline.defs.feedback.corrections import corrections_observations, corrections_sensor
 from taxo_pipeline.defs.ingest.refresh import DATA_JOB, WEEKLY_CRON, weekly_evaluation
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
 from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
@@ -48,8 +49,10 @@ class Catalogue:
 
 
 def sync(instance: dg.DagsterInstance) -> None:
-    """One tick of the partition sensor, applied as the daemon applies it."""
+    """One tick of the partition sensor and of the corrections sensor, applied as the daemon applies them."""
     apply_model_sync(instance, model_sync(instance, load_catalogue()))
+    for observation in corrections_observations(instance):
+        instance.report_runless_asset_event(observation)
 
 
 def materialize_everything(instance: dg.DagsterInstance) -> None:
@@ -233,7 +236,7 @@ def test_refreshed_data_reruns_every_partition_downstream(steady):
 def test_the_schedules_and_sensors_run_by_default():
     assert weekly_evaluation.cron_schedule == WEEKLY_CRON and weekly_evaluation.job_name == DATA_JOB
     assert weekly_evaluation.default_status == dg.DefaultScheduleStatus.RUNNING
-    sensors = (automation_sensor, model_partitions_sensor, catalogue_shards_sensor)
+    sensors = (automation_sensor, model_partitions_sensor, catalogue_shards_sensor, corrections_sensor)
     assert {s.default_status for s in sensors} == {dg.DefaultSensorStatus.RUNNING}
     assert {s.name for s in defs.sensors} == {s.name for s in sensors}
 
@@ -249,3 +252,23 @@ def test_observing_from_the_ui_records_what_the_sensor_records(steady):
         assert record.asset_observation.tags["dagster/data_version"] == fingerprint(load_catalogue()[model])
     # the same versions as the sensor's: nothing to rerun
     assert dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor).total_requested == 0
+
+
+def test_a_changed_corrections_file_reruns_only_label_transfer(steady, tmp_path, monkeypatch):
+    _, instance, cursor = steady
+    corrections, moved = tmp_path / "corrections.csv", tmp_path / "moved.csv"
+    corrections.write_text("product_id,category,product_title,product_description\nr1,Animals & Pet Supplies,Leash,\n")
+    label_transfer = encoder_requests(MINILM, TINY_CLIP, assets={"label_transfer_predictions", "label_transfer_metrics"})
+    monkeypatch.setenv("TAXO_CORRECTIONS", str(corrections))  # set: label transfer's partitions rerun, nothing else
+    sync(instance)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert requested(result) == label_transfer
+    report(instance, result)
+    moved.write_text(corrections.read_text())  # the same content elsewhere: no new version, nothing reruns
+    monkeypatch.setenv("TAXO_CORRECTIONS", str(moved))
+    assert corrections_observations(instance) == []
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.total_requested == 0
+    moved.write_text(moved.read_text() + "r2,Animals & Pet Supplies,Collar,\n")  # edited: label transfer again
+    sync(instance)
+    assert requested(dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)) == label_transfer

@@ -23,7 +23,7 @@ from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.warehouse import Warehouse
 from taxo_pipeline_tests.classify_testkit import evaluated_workspace, kill_after_shards, run_dir
-from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
+from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
 
@@ -95,11 +95,11 @@ def test_calibrations_are_stored_per_key_with_and_without_a_reranker(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def evaluated(sie_server, test_catalogue, tmp_path_factory):
+def evaluated(sie_server, test_catalogue, taxonomy_file, tmp_path_factory):
     """A workspace where title-description MiniLM full-depth (the documents the best approaches read) has been
     evaluated on the sample."""
     root = tmp_path_factory.mktemp("classify")
-    return root, evaluated_workspace(root, sie_server, test_catalogue, TAXONOMY)
+    return root, evaluated_workspace(root, sie_server, test_catalogue, taxonomy_file)
 
 
 def _env(monkeypatch, environment):

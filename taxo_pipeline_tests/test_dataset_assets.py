@@ -26,6 +26,12 @@ def materialize(run_config=None) -> dg.ExecuteInProcessResult:
     )
 
 
+@pytest.fixture(autouse=True)
+def full_taxonomy(workspace, monkeypatch):
+    """These tests check the seed rules' figures on the whole real taxonomy."""
+    monkeypatch.setenv("TAXO_TAXONOMY", str(TAXONOMY))
+
+
 def independent_experiment_rows() -> dict[str, str]:
     """seed-rules.md reimplemented directly on the sample: product id -> trimmed ground truth."""
     valid = set()

@@ -20,6 +20,7 @@ from taxo_pipeline.cli.main import main
 from taxo_pipeline.cli.runs import dagster_home, materialize
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.classify.assets import GROUP as CLASSIFY_GROUP
+from taxo_pipeline.defs.feedback.corrections import corrections_observations
 from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
 from taxo_pipeline.files import file_sha256
 from taxo_pipeline.settings import PROJECT_ROOT
@@ -172,6 +173,8 @@ def test_main_job_launches_nothing_after_everything_was_materialized_elsewhere(
     dagster_home()  # as `taxo-pipeline dev` prepares it
     with dg.DagsterInstance.get() as instance:
         apply_model_sync(instance, model_sync(instance, load_catalogue()))  # the partition sensor's tick
+        for observation in corrections_observations(instance):  # and the corrections sensor's
+            instance.report_runless_asset_event(observation)
     runs = materialize_everything_elsewhere(sie_env)
     assert runs == 7  # the data assets, then tiny/clip's four partitions, tiny/nli's and the reranking's
 

@@ -9,7 +9,7 @@ import pytest
 from taxo_pipeline.cli.evaluate import eval_image_retrieval, eval_nli, eval_reranking
 from taxo_pipeline.cli.predict import predict_image_retrieval, predict_nli, predict_reranking
 from taxo_pipeline.sie.client import InferenceClient
-from taxo_pipeline_tests.factories import HATS, PANAMA, PANTS, RACKS, SCARVES, TAXONOMY, jpeg, product, write_shard
+from taxo_pipeline_tests.factories import HATS, PANAMA, PANTS, RACKS, SCARVES, jpeg, product, write_shard
 from taxo_pipeline_tests.sie.sie_testkit import TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI
 
 CAMPING = "Sporting Goods > Outdoor Recreation > Camping & Hiking"
@@ -27,14 +27,14 @@ RETRIEVER_RERANKER = f"{TINY_CLIP} + {TINY_CROSS_ENCODER}"
 
 
 @pytest.fixture(scope="module")
-def evaluated(sie_server, test_catalogue, tmp_path_factory):
+def evaluated(sie_server, test_catalogue, taxonomy_file, tmp_path_factory):
     """The three eval commands run once, as a user would, on one warehouse."""
     root = tmp_path_factory.mktemp("families")
     shard = write_shard(root / "shard.parquet", ROWS)
     with pytest.MonkeyPatch.context() as env:
         for name, value in {
             "TAXO_DATA_DIR": root / "data", "TAXO_WAREHOUSE": root / "warehouse.duckdb", "TAXO_PRODUCTS": shard,
-            "TAXO_TAXONOMY": TAXONOMY, "TAXO_MODELS": test_catalogue, "SIE_BASE_URL": sie_server,
+            "TAXO_TAXONOMY": taxonomy_file, "TAXO_MODELS": test_catalogue, "SIE_BASE_URL": sie_server,
             "DAGSTER_HOME": root / "dagster_home",
         }.items():  # fmt: skip
             env.setenv(name, str(value))

@@ -17,7 +17,7 @@ import pytest
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.sie.resource import pipeline_resources
 from taxo_pipeline.warehouse import Warehouse, replace_rows
-from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
+from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 from taxo_pipeline_tests.warehouse_testkit import version_rows, write_version
 
@@ -251,10 +251,10 @@ PIPELINE_SQL = f"""
 WHOLE_RESULT = "lambda rows: None if rows in ([(1300, 8, 1)], [(1300, 0, 0)]) else rows"
 
 
-def test_a_reader_process_holding_the_warehouse_never_fails_a_pipeline_rerun(sie_server, test_catalogue, tmp_path,
-                                                                             monkeypatch):  # fmt: skip
+def test_a_reader_process_holding_the_warehouse_never_fails_a_pipeline_rerun(sie_server, test_catalogue, taxonomy_file,
+                                                                             tmp_path, monkeypatch):  # fmt: skip
     for name, value in {"TAXO_DATA_DIR": tmp_path / "data", "TAXO_WAREHOUSE": tmp_path / "warehouse.duckdb",
-                        "TAXO_PRODUCTS": SAMPLE_PRODUCTS, "TAXO_TAXONOMY": TAXONOMY, "TAXO_MODELS": test_catalogue,
+                        "TAXO_PRODUCTS": SAMPLE_PRODUCTS, "TAXO_TAXONOMY": taxonomy_file, "TAXO_MODELS": test_catalogue,
                         "SIE_BASE_URL": sie_server, "DAGSTER_HOME": tmp_path / "dagster_home"}.items():  # fmt: skip
         monkeypatch.setenv(name, str(value))
     partition = dg.MultiPartitionKey({"model": MINILM, "variant": "full-path"})

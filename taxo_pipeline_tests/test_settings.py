@@ -26,7 +26,7 @@ def test_the_defaults_with_an_empty_environment():
     assert (s.executor, s.lock_timeout_s, s.catalogue, s.shard_size, s.classify_chunk) == (
         "multiprocess", 300.0, None, 10_000, 2_048,
     )  # fmt: skip
-    assert (s.sensor_interval_s, s.automation_interval_s) == (60, 30)
+    assert (s.sensor_interval_s, s.automation_interval_s, s.corrections) == (60, 30, None)
 
 
 def test_every_variable_is_read(tmp_path):
@@ -38,7 +38,7 @@ def test_every_variable_is_read(tmp_path):
         "TAXO_SIE_DEVICE": "cuda", "TAXO_SIE_TIMEOUT_S": "45", "TAXO_SIE_CONNECT_TIMEOUT_S": "2.5",
         "TAXO_SIE_PROVISION_TIMEOUT_S": "120", "TAXO_SIE_START_TIMEOUT_S": "30", "TAXO_EXECUTOR": "in_process",
         "TAXO_LOCK_TIMEOUT_S": "0.5", "TAXO_CATALOGUE": "~/cat.csv", "TAXO_SHARD_SIZE": "500",
-        "TAXO_CLASSIFY_CHUNK": "64",
+        "TAXO_CLASSIFY_CHUNK": "64", "TAXO_CORRECTIONS": str(tmp_path / "reviewed.csv"),
     }  # fmt: skip
     s = Settings.from_env(env)
     assert s.data_dir == tmp_path / "d" and s.index_dir == tmp_path / "d" / "chroma"  # follows the data dir
@@ -51,6 +51,7 @@ def test_every_variable_is_read(tmp_path):
     )  # fmt: skip
     assert (s.executor, s.lock_timeout_s, s.shard_size, s.classify_chunk) == ("in_process", 0.5, 500, 64)
     assert s.catalogue == Path("~/cat.csv").expanduser()
+    assert s.corrections == tmp_path / "reviewed.csv"
     assert "secret" not in repr(s)
 
 

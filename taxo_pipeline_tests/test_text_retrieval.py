@@ -24,7 +24,7 @@ from taxo_pipeline.evaluation.charts import FOOTER, GROUP, HEADER, WIDTH
 from taxo_pipeline.evaluation.metrics import evaluate_paths
 from taxo_pipeline.settings import EXPERIMENT_L3_FILE
 from taxo_pipeline.sie.resource import pipeline_resources
-from taxo_pipeline_tests.factories import HATS, SAMPLE_PRODUCTS, SUBTREE, TAXONOMY, png_in_markdown, subtree_sources
+from taxo_pipeline_tests.factories import HATS, SAMPLE_PRODUCTS, SUBTREE, png_in_markdown, subtree_sources
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, write_catalogue
 
 VARIANTS = ("full-path", "leaf")
@@ -33,14 +33,14 @@ SELECTION = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxon
 
 
 @pytest.fixture(scope="module")
-def pipeline(sie_server, test_catalogue, tmp_path_factory):
+def pipeline(sie_server, test_catalogue, taxonomy_file, tmp_path_factory):
     """One warehouse for the module: both MiniLM partitions materialized once, as a user would."""
     root = tmp_path_factory.mktemp("text-retrieval")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TAXO_DATA_DIR", str(root / "data"))
         env.setenv("TAXO_WAREHOUSE", str(root / "warehouse.duckdb"))
         env.setenv("TAXO_PRODUCTS", str(SAMPLE_PRODUCTS))
-        env.setenv("TAXO_TAXONOMY", str(TAXONOMY))
+        env.setenv("TAXO_TAXONOMY", str(taxonomy_file))
         env.setenv("TAXO_MODELS", str(test_catalogue))
         env.setenv("SIE_BASE_URL", sie_server)
         env.setenv("DAGSTER_HOME", str(root / "dagster_home"))

@@ -1,7 +1,12 @@
 """`label-transfer`: the cascade's scores (full-depth documents) plus the category votes of the most similar
 labelled products (taxo_pipeline/retrieval/label_transfer.py). Evaluated under 5-fold cross-validation by product-id
 hash, so a product never votes for itself; on other products (a user's catalogue) every labelled
-product may vote, with the vote weight chosen by cross-validation on the labelled products alone."""
+product may vote, with the vote weight chosen by cross-validation on the labelled products alone.
+
+Reviewers' corrections (`request.corrections`, TAXO_CORRECTIONS) join the labelled pool as voters only:
+they are never scored (the evaluation's rows and figures stay those of the labelled products) and never
+choose the vote weight; under cross-validation each sits in the fold of its product id like any other
+product, so a correction never votes for the evaluated product that shares its id."""
 
 from __future__ import annotations
 
@@ -27,6 +32,18 @@ from taxo_pipeline.retrieval.label_transfer import (
 )
 
 CROSS_VALIDATED = f"{FOLDS}-fold cv"
+
+
+POOL_COLUMNS = ("product_id", "product_title", "product_description", "ground_truth_category")
+
+
+def with_corrections(request: ClassifyRequest, labelled: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """The pool: `labelled`, then the request's corrections; and the mask of `labelled`'s rows (scored)."""
+    corrections = request.corrections
+    if corrections is None or corrections.height == 0:
+        return labelled, np.ones(labelled.height, dtype=bool)
+    pool = pl.concat([labelled.select(POOL_COLUMNS), corrections.select(POOL_COLUMNS)])
+    return pool, np.arange(pool.height) < labelled.height
 
 
 def _label_indices(request: ClassifyRequest, labelled: pl.DataFrame) -> np.ndarray:
@@ -56,17 +73,18 @@ _POOL: dict[tuple, tuple] = {}
 POOLS_KEPT = 2
 
 
-def _pool(request: ClassifyRequest, labelled: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def labelled_pool(request: ClassifyRequest, labelled: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """The labelled pool's vectors, labels and folds, and the vote weights its cross-validation chose."""
+    products, scored = with_corrections(request, labelled)
     key = (id(request.evidence), request.model, request.variant, request.model_family,
-           tuple(request.taxonomy.paths), product_set_fingerprint(labelled))  # fmt: skip
+           tuple(request.taxonomy.paths), product_set_fingerprint(products), scored.sum())  # fmt: skip
     if key not in _POOL:
-        pool = replace(request, products=labelled)
+        pool = replace(request, products=products)
         pool_vectors = query_vectors(pool)
         pool_scores, _ = cascade_scores(pool, pool_vectors)
-        labels = _label_indices(request, labelled)
-        folds = assign_folds(labelled["product_id"].to_list())
-        weights = transfer_labels(pool_scores, pool_vectors, labels, folds, request.taxonomy.paths).weights
+        labels = _label_indices(request, products)
+        folds = assign_folds(products["product_id"].to_list())
+        weights = transfer_labels(pool_scores, pool_vectors, labels, folds, request.taxonomy.paths, scored=scored).weights
         while len(_POOL) >= POOLS_KEPT:
             _POOL.pop(next(iter(_POOL)))
         _POOL[key] = (pool_vectors, labels, folds, weights)
@@ -77,20 +95,25 @@ def classify(request: ClassifyRequest) -> Classified:
     labelled = request.labelled
     if labelled is None or labelled.height == 0:
         raise InputError("label transfer needs labelled products (products_experiment_l3): run the main job first")
-    queries = query_vectors(request)
-    scores, notes = cascade_scores(request, queries)
     if request.cross_validate:  # the products are the labelled ones: each votes only for the other folds
-        folds = assign_folds(request.products["product_id"].to_list())
-        result = transfer_labels(scores, queries, _label_indices(request, request.products), folds, request.taxonomy.paths)
-        scores, weights, weight_folds = result.scores, result.weights, folds
+        products, scored = with_corrections(request, request.products)
+        queries = query_vectors(request, products)
+        scores, notes = cascade_scores(replace(request, products=products), queries)
+        folds = assign_folds(products["product_id"].to_list())
+        result = transfer_labels(scores, queries, _label_indices(request, products), folds, request.taxonomy.paths,
+                                 scored=scored)  # fmt: skip
+        scores, weights, weight_folds = result.scores[scored], result.weights, folds[scored]
     else:
-        pool_vectors, labels, weight_folds, weights = _pool(request, labelled)
+        queries = query_vectors(request)
+        scores, notes = cascade_scores(request, queries)
+        pool_vectors, labels, weight_folds, weights = labelled_pool(request, labelled)
         weight = float(np.median(list(weights.values())))
         scores = scores + weight * neighbour_votes(queries @ pool_vectors.T, labels, scores.shape[1]).votes
     notes |= {
         "neighbours": NEIGHBOURS,
         "temperature": TEMPERATURE,
         "labelled_products": labelled.height,
+        "corrections": 0 if request.corrections is None else request.corrections.height,
         "vote_weight_per_fold": _weights_table(weight_folds, weights),
     }
     return Classified(request.products["product_id"].to_list(), top_k(scores, request.taxonomy.paths, request.top_k), notes)

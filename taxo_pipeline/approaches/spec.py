@@ -45,6 +45,9 @@ class ClassifyRequest:
     # themselves with `cross_validate`: a product is then never its own evidence.
     labelled: pl.DataFrame | None = None
     cross_validate: bool = False
+    # Reviewers' corrections (dataset/corrections.py, the same columns as `labelled`): they join the labelled
+    # pool as evidence but are never scored, so the evaluation's figures stay comparable.
+    corrections: pl.DataFrame | None = None
 
 
 @dataclass(frozen=True)

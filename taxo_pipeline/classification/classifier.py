@@ -1,6 +1,6 @@
 """The approach of a catalogue run wired to the models: a function that classifies one chunk of products
 through an SIE client, with the taxonomy, the full taxonomy for full-depth documents, and the labelled
-evaluation products for approaches that learn from labels. The command, the Dagster asset and the
+evaluation products and the reviewers' corrections (TAXO_CORRECTIONS) for approaches that learn from labels. The command, the Dagster asset and the
 classification service share it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.spec import Approach, Classified, ClassifyRequest
 from taxo_pipeline.classification.run import CatalogueRun, Classify
-from taxo_pipeline.dataset.tables import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
@@ -32,6 +32,7 @@ def classify_request(
     request = ClassifyRequest(
         pl.DataFrame(), taxonomy, evidence, key.model, key.variant, family, key.reranker, top_k,
         approach.batch_size, labelled=load_experiment(storage.data_path("")) if approach.needs_labels else None,
+        corrections=load_corrections(storage.data_path("")) if approach.needs_labels else None,
     )  # fmt: skip
     return approach, request
 

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from taxo_pipeline import settings
+from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.spec import Classified
 from taxo_pipeline.classification.calibration import ECE_BINS, Calibration, features
 from taxo_pipeline.classification.catalogue import CatalogueCheck, Shard, check_file, read_shards, validate_catalogue
@@ -37,6 +38,7 @@ from taxo_pipeline.classification.shards import (
     shard_table,
     write_shard,
 )
+from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.files import file_sha256
@@ -63,6 +65,7 @@ class CatalogueRun:
     parts: int = 1
     target_precision: float | None = None  # set: products below review_threshold get needs_review
     review_threshold: float | None = None  # None with a target: no threshold reaches it, all need review
+    corrections: str = NONE  # the fingerprint of the reviewers' corrections a label-learning approach votes with
 
     @property
     def directory(self) -> Path:
@@ -74,6 +77,8 @@ class CatalogueRun:
         parts = {"key": self.key.columns, "top_k": self.top_k, "calibration": self.calibration.to_dict()}
         if self.target_precision is not None:
             parts["review"] = [self.target_precision, self.review_threshold]
+        if self.corrections != NONE:  # new corrections reclassify every shard (none keeps earlier fingerprints)
+            parts["corrections"] = self.corrections
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -115,9 +120,11 @@ def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: C
     calibration = load_calibration(warehouse, choice.key)
     target = choices.target_precision
     threshold = review_threshold(warehouse, choice.key, target) if target is not None else None
+    learns = approach_named(choice.key.approach).needs_labels
     return CatalogueRun(
         products, catalogue_name(products), file_sha256(products)[:16], choice.key, calibration, data_dir,
         choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts, target, threshold,
+        corrections_fingerprint(settings.current().corrections) if learns else NONE,
     )  # fmt: skip
 
 

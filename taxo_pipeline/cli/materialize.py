@@ -26,6 +26,7 @@ from taxo_pipeline import settings
 from taxo_pipeline.cli.arguments import add_source_arguments
 from taxo_pipeline.cli.runs import RunFailedError, check_sources, command_instance, materialize
 from taxo_pipeline.defs.automation import AUTOMATION_RUN_TAGS
+from taxo_pipeline.defs.feedback.corrections import corrections_observations
 from taxo_pipeline.defs.ingest.assets import SOURCE_METADATA, source_data_version, source_file
 from taxo_pipeline.defs.models.partitions import PARTITIONS, partition_models
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, apply_model_sync, model_sync
@@ -78,6 +79,8 @@ def run_materialize(args: argparse.Namespace) -> int:
     instance = command_instance()
     # The same partitions and fingerprints the sensor keeps: disabled models leave the automation's view.
     apply_model_sync(instance, model_sync(instance, load_catalogue()))
+    for observation in corrections_observations(instance):  # as corrections_sensor records it
+        instance.report_runless_asset_event(observation)
     graph = defs.resolve_asset_graph()
     overrides = {"products": args.products, "taxonomy": args.taxonomy}
     check_sources(StorageResource(), overrides)

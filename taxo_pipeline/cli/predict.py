@@ -29,7 +29,7 @@ from taxo_pipeline.cli.arguments import (
 from taxo_pipeline.cli.evaluate import INDEX_ASSET, evaluation_runs
 from taxo_pipeline.cli.runs import check_sources, materialize, source_run_config
 from taxo_pipeline.dataset.products import IMAGE
-from taxo_pipeline.dataset.tables import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
 from taxo_pipeline.defs.models.partitions import PartitionModels, dynamic_partitions, partition_key
 from taxo_pipeline.errors import InputError
@@ -119,6 +119,7 @@ def run_predict(approach: Approach, args: argparse.Namespace) -> int:
                 _product(args), taxonomy, evidence, models.model, variant, known.get(models.model, "text"),
                 models.reranker, args.top_k, approach.batch_size,
                 labelled=load_experiment(store.data_path("")) if approach.needs_labels else None,
+                corrections=load_corrections(store.data_path("")) if approach.needs_labels else None,
             )  # fmt: skip
             started = time.perf_counter()
             classified = approach.classify(request)

@@ -28,15 +28,7 @@ FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json"
 
 def read_products(path: Path, labelled: bool = True) -> pl.DataFrame:
     path = Path(path)
-    _check_is_file(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(
-            f"products file {path}: unsupported extension {path.suffix!r} (use .parquet, .jsonl or .csv)"
-        )
-    if path.stat().st_size == 0:  # each reader below words this its own way
-        raise InputError(f"products file {path} is empty (0 bytes)")
-    raw = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[fmt](path)
+    raw = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[file_format(path)](path)
     required = TEXT_COLUMNS if labelled else CATALOGUE_COLUMNS
     missing = [c for c in required if c not in raw.columns]
     if missing:
@@ -49,12 +41,39 @@ def read_products(path: Path, labelled: bool = True) -> pl.DataFrame:
     return _normalise(raw, path)
 
 
-def _check_is_file(path: Path) -> None:
+def file_format(path: Path, what: str = "products") -> str:
+    """parquet, jsonl or csv: the format of a non-empty file of a supported extension, else an error."""
+    _check_is_file(path, what)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{what} file {path}: unsupported extension {path.suffix!r} (use .parquet, .jsonl or .csv)")
+    if path.stat().st_size == 0:  # each reader below words this its own way
+        raise InputError(f"{what} file {path} is empty (0 bytes)")
+    return fmt
+
+
+def numbered_records(path: Path, what: str = "products") -> Iterator[tuple[int, dict]]:
+    """(where, record) for each row of a product-like file: where is the JSON Lines line, or the CSV or
+    Parquet data row (1-based, the header not counted), as `row_unit` names it."""
+    fmt = file_format(path, what)
+    if fmt == "jsonl":
+        yield from json_lines(path, what)
+        return
+    frame = _read_parquet(path) if fmt == "parquet" else _read_csv(path)
+    yield from enumerate(frame.iter_rows(named=True), start=1)
+
+
+def row_unit(path: Path) -> str:
+    """How numbered_records counts: `line` in JSON Lines, `row` in CSV and Parquet."""
+    return "line" if FORMATS.get(path.suffix.lower()) == "jsonl" else "row"
+
+
+def _check_is_file(path: Path, what: str = "products") -> None:
     # pyarrow would read a directory as a dataset of its parts.
     if path.is_dir():
-        raise InputError(f"products file {path} is a directory, not a file")
+        raise InputError(f"{what} file {path} is a directory, not a file")
     if not path.is_file():
-        raise InputError(f"products file {path} does not exist")
+        raise InputError(f"{what} file {path} does not exist")
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:
@@ -64,7 +83,7 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         raise InputError(f"products file {path} is not a readable Parquet file: {exc}") from exc
 
 
-def json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+def json_lines(path: Path, what: str = "products") -> Iterator[tuple[int, dict]]:
     """(line number, JSON object) for each non-blank line of a JSON Lines file; a line that is not
     UTF-8 or not a JSON object is named by its number."""
     with path.open("rb") as lines:
@@ -73,7 +92,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, dict]]:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 raise InputError(
-                    f"products file {path}, line {number}: not valid UTF-8 at byte {exc.start} "
+                    f"{what} file {path}, line {number}: not valid UTF-8 at byte {exc.start} "
                     f"({raw[max(exc.start - 20, 0):exc.end + 20]!r}): save the file as UTF-8"
                 ) from None
             if not line.strip():
@@ -81,9 +100,9 @@ def json_lines(path: Path) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"products file {path}, line {number}: not valid JSON ({exc.msg})") from None
+                raise InputError(f"{what} file {path}, line {number}: not valid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
-                raise InputError(f"products file {path}, line {number}: expected a JSON object")
+                raise InputError(f"{what} file {path}, line {number}: expected a JSON object")
             yield number, record
 
 

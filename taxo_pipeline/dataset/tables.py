@@ -1,5 +1,6 @@
 """The derived tables the data assets write under the data folder, read back by the approaches, the
-commands and catalogue runs: the taxonomy at the configured depth, the full taxonomy, the evaluation table."""
+commands and catalogue runs: the taxonomy at the configured depth, the full taxonomy, the evaluation table;
+and the reviewers' corrections, read from their file (TAXO_CORRECTIONS) each time."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from taxo_pipeline import settings
+from taxo_pipeline.dataset.corrections import read_corrections
 from taxo_pipeline.dataset.products import IMAGE
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 from taxo_pipeline.retrieval.full_depth import FULL_DEPTH
@@ -31,3 +33,13 @@ def load_experiment(data_dir: Path, with_images: bool = False) -> pl.DataFrame:
     """The evaluation table at the configured depth; image bytes only when asked for."""
     frame = pl.read_parquet(data_dir / settings.current().experiment_file())
     return frame if with_images or IMAGE not in frame.columns else frame.drop(IMAGE)
+
+
+def load_corrections(data_dir: Path) -> pl.DataFrame | None:
+    """The reviewers' corrections in TAXO_CORRECTIONS, validated against the full taxonomy and trimmed to the
+    configured depth; None when the variable is unset."""
+    current = settings.current()
+    if current.corrections is None:
+        return None
+    categories = frozenset(load_taxonomy_full_depth(data_dir))
+    return read_corrections(current.corrections, categories, current.depth)

@@ -5,6 +5,7 @@ that evaluates them, running by default. The weekly data refresh that sets it of
 import dagster as dg
 
 from taxo_pipeline import settings
+from taxo_pipeline.defs.feedback.corrections import corrections_file
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
 
 _AC = dg.AutomationCondition
@@ -25,7 +26,8 @@ _MISSING = (
 # observation has no time Dagster compares): an `eval` (--limit or not), `predict` or UI run of one
 # partition before the new weights kept that partition stale. Such a run after the change costs one more
 # run, never a stale result. An input the automation reruns now makes a partition stale the same way.
-_FINGERPRINTS = dg.AssetSelection.assets(*(source.key for source in FINGERPRINT_SOURCES.values()))
+# The reviewers' corrections file counts the same way: its new version reruns label transfer.
+_FINGERPRINTS = dg.AssetSelection.assets(*(source.key for source in FINGERPRINT_SOURCES.values()), corrections_file.key)
 _MODEL_CHANGED = (
     _AC.any_deps_match(_AC.newly_updated()).allow(_FINGERPRINTS) | _AC.any_deps_match(_AC.will_be_requested())
 ).with_label("model fingerprint changed, or an input reruns")

@@ -112,13 +112,17 @@ def transfer_labels(
     vote_weights: Sequence[float] = VOTE_WEIGHTS,
     neighbours: int = NEIGHBOURS,
     temperature: float = TEMPERATURE,
+    scored: np.ndarray | None = None,
 ) -> LabelTransfer:
     """Cross-validated label transfer. `vectors` are unit-length product vectors, `labels` each
-    product's category (a column of `retrieval_scores`, a path in `paths`)."""
+    product's category (a column of `retrieval_scores`, a path in `paths`). `scored` (a bool mask, default
+    all): the products whose hF1 chooses the vote weights; the others (reviewers' corrections) only vote,
+    under the same fold rule, so their rows of the returned scores mean nothing."""
     voting = {"neighbours": neighbours, "temperature": temperature}
     labels = np.asarray(labels, dtype=np.int64)
     n, categories = retrieval_scores.shape
-    if not (len(vectors) == len(labels) == len(folds) == n) or len(paths) != categories:
+    scored = np.ones(n, dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
+    if not (len(vectors) == len(labels) == len(folds) == len(scored) == n) or len(paths) != categories:
         raise ValueError(
             f"label transfer: {n} x {categories} scores, {len(vectors)} vectors, {len(labels)} labels, "
             f"{len(folds)} folds and {len(paths)} paths do not line up"
@@ -129,7 +133,7 @@ def transfer_labels(
     fold_ids = sorted(set(folds.tolist()))
     for held_out in fold_ids:
         test = folds == held_out
-        train = ~test
+        train = ~test & scored
         # Inner cross-validation on the training folds: each votes from the remaining ones.
         inner = np.zeros((n, categories))
         for other in fold_ids:

@@ -21,8 +21,9 @@ from taxo_pipeline.approaches.spec import (
 )
 from taxo_pipeline.classification.coverage import coverage_table, held_out
 from taxo_pipeline.classification.evaluated import save_calibration
-from taxo_pipeline.dataset.tables import load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.defs.automation import AUTOMATION
+from taxo_pipeline.defs.feedback.corrections import corrections_file
 from taxo_pipeline.defs.index.category_embeddings import category_embeddings
 from taxo_pipeline.defs.ingest.assets import (
     products_experiment_l3,
@@ -91,7 +92,8 @@ def _deps(approach: Approach, registered: dict[str, Approach]) -> list:
             approach.partitioning, registered[name].partitioning))
         for name in approach.reads
     ]  # fmt: skip
-    return [products_experiment_l3, taxonomy_l3, taxonomy_full_depth, *_model_deps(approach.partitioning), *reads]
+    corrections = [corrections_file] if approach.needs_labels else []  # the reviewed labels it learns from too
+    return [products_experiment_l3, taxonomy_l3, taxonomy_full_depth, *corrections, *_model_deps(approach.partitioning), *reads]
 
 
 def _notes_metadata(notes) -> dict[str, dg.MetadataValue]:
@@ -134,6 +136,7 @@ def classify_partition(
             products, taxonomy, evidence, models.model, variant, family, models.reranker, config.top_k,
             config.batch_size or approach.batch_size, labelled=products if approach.needs_labels else None,
             cross_validate=approach.needs_labels,
+            corrections=load_corrections(storage.data_path("")) if approach.needs_labels else None,
         )  # fmt: skip
         stored = classify_and_store(storage.warehouse(), approach, key, request, full)
     context.log.info(f"{stored.key}: {len(stored.classified.product_ids)} of {products.height} products classified")

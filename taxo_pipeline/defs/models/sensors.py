@@ -39,8 +39,10 @@ class ModelSync:
         ]
 
 
-def _recorded_fingerprint(instance: dg.DagsterInstance, key: dg.AssetKey, model: str) -> str | None:
-    records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[model]), limit=1).records
+def recorded_version(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None) -> str | None:
+    """The data version of the source's (partition's) latest observation, None if never observed."""
+    partitions = [partition] if partition is not None else None
+    records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=partitions), limit=1).records
     return records[0].asset_observation.tags.get(DATA_VERSION_TAG) if records else None
 
 
@@ -51,7 +53,7 @@ def model_sync(instance: dg.DagsterInstance, catalogue: Catalogue) -> ModelSync:
         key = FINGERPRINT_SOURCES[name].key
         for model, value in model_fingerprints(catalogue, models).items():
             fingerprints[model] = value
-            if _recorded_fingerprint(instance, key, model) != value:
+            if recorded_version(instance, key, model) != value:
                 observations.append(
                     dg.AssetObservation(
                         asset_key=key, partition=model, tags={DATA_VERSION_TAG: value}, metadata={"fingerprint": value}

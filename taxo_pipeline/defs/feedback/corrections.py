@@ -1,0 +1,51 @@
+"""Reviewers' corrections (TAXO_CORRECTIONS, taxo_pipeline/dataset/corrections.py) as an observable source.
+Its data version is the file's SHA-256 (`none` while unset); label transfer's predictions read it, so a
+changed file reruns label transfer's partitions and their metrics (with the calibration), nothing else.
+
+`corrections_sensor` records an observation when the file's fingerprint differs from the last recorded
+one; `taxo-pipeline materialize` does the same before it plans its runs, and "Observe sources" in the UI
+records the same version."""
+
+import dagster as dg
+
+from taxo_pipeline import settings
+from taxo_pipeline.dataset.corrections import corrections_fingerprint
+from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, recorded_version
+from taxo_pipeline.errors import InputError
+
+GROUP = "feedback"
+
+
+@dg.observable_source_asset(
+    group_name=GROUP,
+    description="The reviewed labels in TAXO_CORRECTIONS (product_id, category, product_title, product_description): "
+    "its SHA-256 is its data version, `none` while unset. Label transfer's labelled pool includes them.",
+)
+def corrections_file() -> dg.DataVersion:
+    return dg.DataVersion(corrections_fingerprint(settings.current().corrections))
+
+
+def corrections_observations(instance: dg.DagsterInstance) -> list[dg.AssetObservation]:
+    """An observation of the corrections' fingerprint if it is not the one last recorded (else none);
+    InputError for a TAXO_CORRECTIONS that names no file."""
+    value = corrections_fingerprint(settings.current().corrections)
+    if recorded_version(instance, corrections_file.key) == value:
+        return []
+    return [dg.AssetObservation(asset_key=corrections_file.key, tags={DATA_VERSION_TAG: value},
+                                metadata={"fingerprint": value, "path": str(settings.current().corrections or "")})]  # fmt: skip
+
+
+@dg.sensor(
+    minimum_interval_seconds=settings.current().sensor_interval_s,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Records the fingerprint of the corrections file (TAXO_CORRECTIONS) when it changes; the automation "
+    "sensor then reruns label transfer's partitions.",
+)
+def corrections_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    try:
+        observations = corrections_observations(context.instance)
+    except InputError as exc:  # a missing file: the tick says so, and the last version stays
+        return dg.SkipReason(str(exc))
+    if not observations:
+        return dg.SkipReason("the corrections file is unchanged")
+    return dg.SensorResult(asset_events=observations)
