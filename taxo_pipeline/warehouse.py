@@ -180,7 +180,8 @@ class Warehouse:
                 started = time.monotonic()
                 write_atomic(self.path, self._copy_writer)
                 self._unpublished.unlink()
-        log.info("published %s (%.1f MB) in %.2f s", self.path, self.path.stat().st_size / 1e6,
+        # one per committed write: the log file's, not the terminal's
+        log.debug("published %s (%.1f MB) in %.2f s", self.path, self.path.stat().st_size / 1e6,
                  time.monotonic() - started)  # fmt: skip
         return True
 

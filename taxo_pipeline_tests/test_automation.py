@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.observe import observe  # not exported at the top level in 1.13
 
-from taxo_pipeline.cli.materialize import models_downstream, requested_runs, sie_assets
+from taxo_pipeline.cli.materialize import dynamic_partitions_read_once, models_downstream, requested_runs, sie_assets
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.automation import automation_sensor
 from taxo_pipeline.defs.classify.sensors import catalogue_shards_sensor
@@ -46,6 +46,12 @@ class Catalogue:
 
     def write(self) -> None:
         write_catalogue(self.path, list(self.entries.values()))
+
+
+def evaluate(instance: dg.DagsterInstance, cursor=None) -> dg.EvaluateAutomationConditionsResult:
+    """One automation tick, as the command evaluates it."""
+    with dynamic_partitions_read_once(instance):
+        return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
 
 
 def sync(instance: dg.DagsterInstance) -> None:
@@ -89,7 +95,7 @@ def steady(tiny_catalogue_entries, tmp_path, monkeypatch):
     with dg.instance_for_test() as instance:
         sync(instance)
         materialize_everything(instance)
-        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        first = evaluate(instance)
         assert first.total_requested == 0  # everything is there: nothing to do
         yield catalogue, instance, first.cursor
 
@@ -99,11 +105,11 @@ def test_a_fresh_instance_starts_with_the_data_assets_then_what_reads_them(tiny_
     with dg.instance_for_test() as instance:
         sync(instance)
         # nothing materialized yet: the data assets, one run's worth (each needs the one before)
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        result = evaluate(instance)
         assert requested(result) == {asset: {"None"} for asset in DATA_ASSETS}
         report(instance, result)
         # then every partition that reads only them, once they exist
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        result = evaluate(instance, cursor=result.cursor)
         assert requested(result) == {
             **encoder_requests(MINILM, TINY_CLIP, assets=VARIANT_ASSETS),
             "nli_predictions": {TINY_NLI},
@@ -111,7 +117,7 @@ def test_a_fresh_instance_starts_with_the_data_assets_then_what_reads_them(tiny_
         }
         report(instance, result)
         # then what reads the category index of both variants, and the reranking of each retriever's candidates
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        result = evaluate(instance, cursor=result.cursor)
         reranking = {f"{TINY_CROSS_ENCODER}|{m}" for m in (MINILM, TINY_CLIP)}
         assert requested(result) == {
             **encoder_requests(MINILM, TINY_CLIP, assets=MODEL_ASSETS),
@@ -119,13 +125,13 @@ def test_a_fresh_instance_starts_with_the_data_assets_then_what_reads_them(tiny_
             "reranking_metrics": reranking,
         }
         report(instance, result)
-        assert dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor).total_requested == 0
+        assert evaluate(instance, cursor=result.cursor).total_requested == 0
 
 
 def test_changing_one_model_reruns_only_its_partitions_and_no_change_reruns_nothing(steady):
     catalogue, instance, cursor = steady
     sync(instance)
-    unchanged = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    unchanged = evaluate(instance, cursor=cursor)
     assert unchanged.total_requested == 0
 
     # a new runtime option for MiniLM: a different model as far as results go
@@ -136,20 +142,20 @@ def test_changing_one_model_reruns_only_its_partitions_and_no_change_reruns_noth
         ("encoder_model_fingerprint", MINILM)
     ]
     apply_model_sync(instance, changes)
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=unchanged.cursor)
+    result = evaluate(instance, cursor=unchanged.cursor)
     assert requested(result) == encoder_requests(MINILM)
 
     # MiniLM's text-retrieval predictions were rerun: the reranking that reads them follows, nothing else
     report(instance, result)
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    result = evaluate(instance, cursor=result.cursor)
     reranking = {f"{TINY_CROSS_ENCODER}|{MINILM}"}  # reranker|retriever
     assert requested(result) == {"reranking_predictions": reranking, "reranking_metrics": reranking}
 
     sync(instance)  # nothing changed since
     for asset in ("reranking_predictions", "reranking_metrics"):
         instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=next(iter(reranking))))
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    result = evaluate(instance, cursor=result.cursor)
+    result = evaluate(instance, cursor=result.cursor)
     assert result.total_requested == 0
 
 
@@ -160,7 +166,7 @@ def test_the_main_job_serves_only_the_models_its_requested_runs_and_their_downst
     catalogue.entries[TINY_NLI]["server"]["max_sequence_length"] = 128
     catalogue.write()
     sync(instance)
-    runs = requested_runs(graph, dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor), sie_keys)
+    runs = requested_runs(graph, evaluate(instance, cursor=cursor), sie_keys)
     # one run per partition, each calling the model of its partition key
     assert [(run.partition_key, run.models) for run in runs] == [
         (f"{MINILM}|full-depth", {MINILM}), (f"{MINILM}|full-path", {MINILM}), (f"{MINILM}|leaf", {MINILM}),
@@ -178,13 +184,13 @@ def test_new_weight_files_rerun_the_model_but_moved_ones_do_not(steady, tiny_cat
     catalogue.entries[TINY_NLI]["weights"] = {"path": str(weights)}
     catalogue.write()
     sync(instance)  # the fingerprint hashes contents, not locations
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    result = evaluate(instance, cursor=cursor)
     assert result.total_requested == 0
 
     with (weights / "config.json").open("a") as config:  # retrained weights, say
         config.write("\n")
     sync(instance)
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    result = evaluate(instance, cursor=result.cursor)
     assert requested(result) == {"nli_predictions": {TINY_NLI}, "nli_metrics": {TINY_NLI}}
 
 
@@ -195,7 +201,7 @@ def test_enabling_a_model_runs_its_partitions_and_disabling_one_keeps_its_histor
     catalogue.write()
     sync(instance)
     assert "tiny/clip-copy" in instance.get_dynamic_partitions("encoder_model")
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    result = evaluate(instance, cursor=cursor)
     # what reads both variants' category index follows once it exists
     assert requested(result) == encoder_requests("tiny/clip-copy", assets=VARIANT_ASSETS)
 
@@ -207,7 +213,7 @@ def test_enabling_a_model_runs_its_partitions_and_disabling_one_keeps_its_histor
     ]
     sync(instance)
     assert TINY_CLIP not in instance.get_dynamic_partitions("encoder_model")
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    result = evaluate(instance, cursor=result.cursor)
     assert not any(TINY_CLIP + "|" in key for keys in requested(result).values() for key in keys)
     # its materializations stay in the event log (and its rows in the warehouse)
     history = instance.fetch_materializations(
@@ -220,7 +226,7 @@ def test_enabling_a_model_runs_its_partitions_and_disabling_one_keeps_its_histor
 def test_refreshed_data_reruns_every_partition_downstream(steady):
     _, instance, cursor = steady
     instance.report_runless_asset_event(dg.AssetMaterialization("products_experiment_l3"))
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    result = evaluate(instance, cursor=cursor)
     # category_embeddings only reads the taxonomy; reranking reads the data too, so it is requested with
     # the retrieval whose candidates it reranks (the main job runs it after, in upstream-first order)
     reranking = {f"{TINY_CROSS_ENCODER}|{m}" for m in (MINILM, TINY_CLIP)}
@@ -251,7 +257,7 @@ def test_observing_from_the_ui_records_what_the_sensor_records(steady):
         ).records
         assert record.asset_observation.tags["dagster/data_version"] == fingerprint(load_catalogue()[model])
     # the same versions as the sensor's: nothing to rerun
-    assert dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor).total_requested == 0
+    assert evaluate(instance, cursor=cursor).total_requested == 0
 
 
 def test_a_changed_corrections_file_reruns_only_label_transfer(steady, tmp_path, monkeypatch):
@@ -261,14 +267,14 @@ def test_a_changed_corrections_file_reruns_only_label_transfer(steady, tmp_path,
     label_transfer = encoder_requests(MINILM, TINY_CLIP, assets={"label_transfer_predictions", "label_transfer_metrics"})
     monkeypatch.setenv("TAXO_CORRECTIONS", str(corrections))  # set: label transfer's partitions rerun, nothing else
     sync(instance)
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    result = evaluate(instance, cursor=cursor)
     assert requested(result) == label_transfer
     report(instance, result)
     moved.write_text(corrections.read_text())  # the same content elsewhere: no new version, nothing reruns
     monkeypatch.setenv("TAXO_CORRECTIONS", str(moved))
     assert corrections_observations(instance) == []
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    result = evaluate(instance, cursor=result.cursor)
     assert result.total_requested == 0
     moved.write_text(moved.read_text() + "r2,Animals & Pet Supplies,Collar,\n")  # edited: label transfer again
     sync(instance)
-    assert requested(dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)) == label_transfer
+    assert requested(evaluate(instance, cursor=result.cursor)) == label_transfer

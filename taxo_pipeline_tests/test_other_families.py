@@ -9,10 +9,9 @@ import pytest
 from taxo_pipeline.cli.evaluate import eval_image_retrieval, eval_nli, eval_reranking
 from taxo_pipeline.cli.predict import predict_image_retrieval, predict_nli, predict_reranking
 from taxo_pipeline.sie.client import InferenceClient
-from taxo_pipeline_tests.factories import HATS, PANAMA, PANTS, RACKS, SCARVES, jpeg, product, write_shard
+from taxo_pipeline_tests.factories import CAMPING, HATS, PANAMA, PANTS, RACKS, SCARVES, jpeg, product, write_shard
 from taxo_pipeline_tests.sie.sie_testkit import TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI
 
-CAMPING = "Sporting Goods > Outdoor Recreation > Camping & Hiking"
 ROWS = [
     product("Panama hat", "Handwoven straw Panama hat with a cotton ribbon.", PANAMA, (HATS, SCARVES), color=(220, 200, 120)),
     product("Silk scarf", "A light silk scarf with a floral print.", SCARVES, (SCARVES,), color=(200, 30, 60)),
