@@ -87,7 +87,7 @@ class Count(logging.Handler):
     def emit(self, record):
         published.append(record.getMessage().startswith("published"))
 logging.getLogger("taxo_pipeline.warehouse").addHandler(Count())
-logging.getLogger("taxo_pipeline.warehouse").setLevel(logging.INFO)
+logging.getLogger("taxo_pipeline.warehouse").setLevel(logging.DEBUG)
 warehouse, keys, versions = Warehouse(sys.argv[1]), sys.argv[2].split(","), int(sys.argv[3])
 failures = []
 for version in range(1, versions + 1):
