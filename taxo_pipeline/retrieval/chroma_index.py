@@ -13,9 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import chromadb
 import numpy as np
-from chromadb.config import Settings
 
 from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, Depth, depth_suffix
 from taxo_pipeline.locks import file_lock
@@ -48,6 +46,9 @@ class CategoryIndex:
         # A reader in another process during a rebuild gets Chroma errors or empty results: readers
         # share this lock, a rebuild (and opening the directory, which may create it) holds it alone.
         self._lock = self.directory.with_name(f"{self.directory.name}.lock")
+        import chromadb  # a second to import: only processes that open an index pay it
+        from chromadb.config import Settings
+
         with file_lock(self._lock):
             self._client = chromadb.PersistentClient(
                 path=str(self.directory), settings=Settings(anonymized_telemetry=False)

@@ -1,7 +1,6 @@
 """The catalogue's shards as dynamic partitions, keyed like their files (`00000`, `00001`, ...)."""
 
 import dagster as dg
-from sqlalchemy.exc import IntegrityError
 
 from taxo_pipeline.classification.shards import shard_key
 
@@ -20,6 +19,8 @@ def shard_partition_changes(instance: dg.DagsterInstance, shards: int) -> tuple[
 
 def register_shards(instance: dg.DagsterInstance, shards: int) -> None:
     """Make the partitions the catalogue's shards, from a command (a sensor returns the same changes)."""
+    from sqlalchemy.exc import IntegrityError  # imported by the instance's storage, not by loading definitions
+
     add, remove = shard_partition_changes(instance, shards)
     try:
         instance.add_dynamic_partitions(catalogue_shards.name, add)
