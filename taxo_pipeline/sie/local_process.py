@@ -32,6 +32,8 @@ from taxo_pipeline.sie.model_yaml import write_models_dir
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 15.0
+# How long a SIGTERMed process may take to unwind before it stops its servers and exits anyway.
+TERM_GRACE_S = STOP_GRACE_S + 5
 LOG_TAIL_LINES = 40
 # sie-server's defaults suit a shared server: torch gets half the cores (the rest decode images and
 # parse documents) and each request waits ~15 ms to be batched with others. A local server has one
@@ -297,8 +299,18 @@ def _die_with_parent():
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    # Unwinds every `with ensure_sie()` block, and atexit runs after it.
+    # Unwinds every `with ensure_sie()` block, and atexit runs after it. Python drops an exception raised
+    # while a finalizer runs (say, an HTTP response's close() during the readiness polls): the watchdog
+    # then ends the process, its servers stopped, rather than leave it working on.
+    threading.Thread(target=_exit_after_grace, args=(128 + signum,), name="sigterm-watchdog", daemon=True).start()
     raise SystemExit(128 + signum)
+
+
+def _exit_after_grace(code: int) -> None:
+    time.sleep(TERM_GRACE_S)
+    log.warning(f"still running {TERM_GRACE_S:.0f}s after SIGTERM; stopping its SIE servers and exiting")
+    _stop_all()
+    os._exit(code)
 
 
 def _register(server: LocalSIEServer) -> None:

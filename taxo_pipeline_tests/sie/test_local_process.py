@@ -139,9 +139,42 @@ def test_sigterm_while_the_server_starts_leaves_nothing_behind(test_catalogue):
         time.sleep(0.1)
     assert server_pids(port), "the server process should be running by now"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read()
     assert server_pids(port) == []
     proc.stderr.close()
+
+
+# SIGTERM lands while a finalizer runs, where Python drops the handler's SystemExit.
+SIGTERM_IN_A_FINALIZER = f"""
+import os, signal, time
+from taxo_pipeline.sie import local_process
+from taxo_pipeline.sie.catalogue import load_catalogue
+
+local_process.TERM_GRACE_S = 2.0
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+
+with local_process.LocalSIEServer([load_catalogue()[{TINY_NLI!r}]]) as server:
+    print(server.port, flush=True)
+    Finalized()
+    print("SystemExit dropped", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_sigterm_whose_exit_python_drops_still_ends_the_process_and_its_server(test_catalogue):
+    run = subprocess.run(
+        [sys.executable, "-c", SIGTERM_IN_A_FINALIZER],
+        env=cli_env(test_catalogue), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    port, dropped = run.stdout.splitlines()
+    assert dropped == "SystemExit dropped", run.stderr
+    assert run.returncode == 128 + signal.SIGTERM, run.stderr
+    assert "still running 2s after SIGTERM; stopping its SIE servers and exiting" in run.stderr
+    assert server_pids(int(port)) == []
 
 
 def test_a_local_server_killed_mid_run_is_named_at_the_next_call(test_catalogue):
