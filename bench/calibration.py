@@ -13,7 +13,8 @@ pool (cross-validated inside dev for the dev rows), so no test label is read. Th
 - on the test rows: ECE over 10 equal-count bins, the largest gap between a decile's mean predicted
   confidence and its observed exact-L3 accuracy, and the `noise` column: the mean ECE a perfectly
   calibrated confidence would show on the same rows (outcomes drawn from the confidences themselves,
-  500 draws), i.e. what sampling alone gives at this test size;
+  500 draws), i.e. what sampling alone gives at this test size, and `gap noise`, the same for the
+  largest decile gap;
 - the review threshold for --target chosen on the dev rows' cross-fitted confidences (the smallest
   whose dev precision reaches it), and the test rows' precision and coverage at it;
 - `k-fold ECE`: every product's cross-fitted confidence, the figure the pipeline stores.
@@ -22,7 +23,8 @@ evaluation predictions (5-fold cross-validated over every labelled product), the
 each product's cross-fitted confidence; one row per tenth of coverage.
 Last, the repeated holdout (--splits, default 20): one split of 128 test rows leaves the ECE's sampling noise
 above the goal, so the same measure is repeated over random 80/20 splits of every labelled product, the
-calibration fitted as the pipeline fits it on the 80% and judged on the 20% (repeated_holdout).
+calibration fitted as the pipeline fits it on the 80% and judged on the 20% (repeated_holdout), with
+how often a perfectly calibrated confidence would meet the decile goal at a few catalogue sizes.
 """
 
 from __future__ import annotations
@@ -121,10 +123,20 @@ def pipeline_coverage(data: quality.Data, ranked: list) -> pl.DataFrame:
     return pl.DataFrame(rows).unique("threshold", keep="first", maintain_order=True).with_columns(pl.all().round(3))
 
 
-def noise_floor(confidence: np.ndarray, draws: int = 500) -> float:
-    """The mean ECE of outcomes drawn from the confidences themselves: a perfectly calibrated score's."""
+def noise_floor(confidence: np.ndarray, draws: int = 500) -> tuple[float, float]:
+    """The mean ECE and mean largest decile gap of outcomes drawn from the confidences themselves: what a
+    perfectly calibrated score shows on this many rows."""
     rng = np.random.default_rng(0)
-    return float(np.mean([ece(deciles(confidence, rng.random(len(confidence)) < confidence)) for _ in range(draws)]))
+    drawn = [deciles(confidence, rng.random(len(confidence)) < confidence) for _ in range(draws)]
+    return float(np.mean([ece(bins) for bins in drawn])), float(np.mean([max_gap(bins) for bins in drawn]))
+
+
+def decile_goal_odds(confidence: np.ndarray, rows: int, gap: float = 0.07, draws: int = 200) -> float:
+    """How often a perfectly calibrated confidence, distributed as `confidence`, keeps every decile within
+    `gap` of its observed accuracy on `rows` products."""
+    rng = np.random.default_rng(0)
+    drawn = (rng.choice(confidence, rows) for _ in range(draws))
+    return float(np.mean([max_gap(deciles(p, rng.random(rows) < p)) <= gap for p in drawn]))
 
 
 def figures(data: quality.Data, ranked: list, target: float) -> dict:
@@ -138,12 +150,14 @@ def figures(data: quality.Data, ranked: list, target: float) -> dict:
     dev_held_out = cross_fitted(method, [ids[i] for i in dev], f.take(dev), correct[dev])
     threshold = threshold_for_precision(dev_held_out, correct[dev].astype(bool), target)
     accepted = confidence >= threshold if threshold is not None else np.zeros(len(test), dtype=bool)
+    noise, gap_noise = noise_floor(confidence)
     return {
         "method (dev)": method,
         "test acc": round(float(correct[test].mean()), 3),
         "test ECE": round(ece(bins), 3),
-        "noise": round(noise_floor(confidence), 3),
+        "noise": round(noise, 3),
         "max decile gap": round(max_gap(bins), 3),
+        "gap noise": round(gap_noise, 3),
         f"threshold {target}": None if threshold is None else round(threshold, 3),
         "test precision": round(float(correct[test][accepted].mean()), 3) if accepted.any() else None,
         "test coverage": round(float(accepted.mean()), 3),
@@ -152,6 +166,10 @@ def figures(data: quality.Data, ranked: list, target: float) -> dict:
         "dev Brier": briers,
         "deciles": bins,
     }
+
+
+# Catalogue sizes at which the decile goal's odds are printed: the issue's 495 rows, the pooled holdout's, more.
+GOAL_ROWS = (495, 1040, 5000)
 
 
 def repeated_holdout(
@@ -190,10 +208,12 @@ def repeated_holdout(
     rows = []
     for name, (confidence, correct, accepted, methods) in pooled.items():
         p, y, a = np.concatenate(confidence), np.concatenate(correct), np.concatenate(accepted)
-        bins = deciles(p, y)
+        bins, (noise, gap_noise) = deciles(p, y), noise_floor(p, draws=100)
         rows.append({"approach": name, "methods": ", ".join(f"{m} {methods.count(m)}" for m in sorted(set(methods))),
                      "held-out rows": len(p), "accuracy": round(float(y.mean()), 3), "ECE": round(ece(bins), 3),
-                     "noise": round(noise_floor(p, draws=100), 3), "max decile gap": round(max_gap(bins), 3),
+                     "noise": round(noise, 3), "max decile gap": round(max_gap(bins), 3),
+                     "gap noise": round(gap_noise, 3),
+                     **{f"perfect within 0.07 at {n}": decile_goal_odds(p, n) for n in GOAL_ROWS},
                      f"precision at threshold {target}": round(float(y[a].mean()), 3) if a.any() else None,
                      "coverage": round(float(a.mean()), 3),
                      "deciles": " ".join(f"{b['predicted']:.2f}/{b['observed']:.2f}" for b in bins)})  # fmt: skip
@@ -224,7 +244,16 @@ def report(data: quality.Data, encoder: quality.Encoder, target: float, splits: 
                 f"{encoder.model_id}: repeated holdout, {splits} random 80/20 splits, held-out rows pooled; "
                 "deciles predicted/observed:"
             )
-            print(holdout.drop("deciles"))
+            print(holdout.drop("deciles", *(f"perfect within 0.07 at {n}" for n in GOAL_ROWS)))
+            print(
+                "how often a perfectly calibrated confidence keeps every decile within 0.07, at "
+                + " / ".join(map(str, GOAL_ROWS))
+                + " products:"
+            )
+            for row in holdout.iter_rows(named=True):
+                print(
+                    f"{row['approach']}: " + " / ".join(f"{row[f'perfect within 0.07 at {n}']:.2f}" for n in GOAL_ROWS)
+                )
             for name, bins in holdout.select("approach", "deciles").iter_rows():
                 print(f"{name}: {bins}")
             print()
