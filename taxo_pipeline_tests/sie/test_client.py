@@ -192,6 +192,7 @@ def test_timeouts_are_settings_checked_when_read(monkeypatch):
 
 def test_credentials_in_the_url_show_in_no_error_and_no_log_line(sie_server, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # a command run earlier in this process quietened it
     with_userinfo = sie_server.replace("http://", f"http://user:{SECRET}@")
     with pytest.raises(ModelNotServedError) as not_served:
         InferenceClient(with_userinfo).encode("nobody/no-such-model", ["x"])
