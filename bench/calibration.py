@@ -64,15 +64,18 @@ from taxo_pipeline.classification.coverage import correct_by_level, coverage_tab
 from taxo_pipeline.evaluation.protocol import DEV_FRACTION
 
 PIPELINE = "label-transfer [full-depth], as evaluated"
-RUNS = (  # (approach module, documents)
-    (text_retrieval, "full-path"),
-    (title_description, "full-path"),
-    (title_description, "leaf"),
-    (title_description, "full-depth"),
-    (score_fusion, score_fusion.APPROACH.documents),
-    (hierarchical_cascade, hierarchical_cascade.APPROACH.documents),
-    (label_transfer, label_transfer.APPROACH.documents),
-)
+RUNS = {  # "approach [documents]": (approach module, documents)
+    f"{module.APPROACH.name} [{documents}]": (module, documents)
+    for module, documents in (
+        (text_retrieval, "full-path"),
+        (title_description, "full-path"),
+        (title_description, "leaf"),
+        (title_description, "full-depth"),
+        (score_fusion, score_fusion.APPROACH.documents),
+        (hierarchical_cascade, hierarchical_cascade.APPROACH.documents),
+        (label_transfer, label_transfer.APPROACH.documents),
+    )
+}
 
 
 def classify(
@@ -94,8 +97,7 @@ def ranked_by_approach(data: quality.Data, evidence: quality.LocalEvidence) -> d
         return classify(data, evidence, module, variant, products, **labelled)
 
     found = {}
-    for module, documents in RUNS:
-        name = f"{module.APPROACH.name} [{documents}]"
+    for name, (module, documents) in RUNS.items():
         print(f"classifying: {name}", file=sys.stderr, flush=True)
         if module.APPROACH.needs_labels:
             on_dev = run(module, documents, dev, labelled=dev, cross_validate=True)
@@ -188,7 +190,7 @@ def repeated_holdout(
         fitted, held = np.sort(order[: round(0.8 * n)]), np.sort(order[round(0.8 * n) :])
         print(f"repeated holdout: split {split + 1}/{splits}", file=sys.stderr, flush=True)
         for name, (confidence, correct, accepted, methods) in pooled.items():
-            module, documents = next((m, d) for m, d in RUNS if f"{m.APPROACH.name} [{d}]" == name)
+            module, documents = RUNS[name]
             if module.APPROACH.needs_labels:
                 pool = data.products[fitted]
                 on_fitted = classify(data, evidence, module, documents, pool, labelled=pool, cross_validate=True)

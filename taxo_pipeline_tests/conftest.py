@@ -39,6 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SAMPLE_PRODUCTS.is_file() or not TAXONOMY.is_file():
