@@ -15,6 +15,9 @@ all-MiniLM-L6-v2:
    calibration now include them) and classify the catalogue again;
 4. print precision at coverage (exact L3, L2, L1) before and after on the products nobody corrected: the
    products ranked by their confidence in each run, the most confident tenth, fifth ... all of them.
+With --look-alikes the catalogue holds each test product three times (title and description, title only,
+description only), as catalogues hold near-duplicates: a corrected row's look-alikes are among the rest.
+A corrected product itself keeps its reviewed label in the second run (classification/reviewed.py).
 Nothing is tuned: label transfer runs with the settings chosen on the dev part for issue 13, the queue's
 order and the share are fixed beforehand, and no test label is read except the corrected products'.
 """
@@ -50,15 +53,27 @@ COVERAGES = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 log = logging.getLogger("bench.feedback")
 
 
-def split(work: Path) -> tuple[Path, Path, dict[str, str]]:
-    """The labelled evaluation file (dev part), the catalogue (test part, no labels) and its true labels."""
+def look_alikes(products: pl.DataFrame) -> pl.DataFrame:
+    """Each product three times, as a catalogue holds near-duplicates: title and description (id `<id>-td`),
+    title only (`-t`), description only (`-d`); a row left without text is dropped."""
+    variants = [products.with_columns(pl.col("product_id") + suffix, *blank)
+                for suffix, blank in (("-td", ()), ("-t", (pl.lit("").alias("product_description"),)),
+                                      ("-d", (pl.lit("").alias("product_title"),)))]  # fmt: skip
+    rows = pl.concat(variants)
+    return rows.filter((pl.col("product_title").str.strip_chars() != "") | (pl.col("product_description").str.strip_chars() != ""))
+
+
+def split(work: Path, copies: bool) -> tuple[Path, Path, dict[str, str]]:
+    """The labelled evaluation file (dev part), the catalogue (test part, no labels; each product three
+    times with `copies`) and its true labels."""
     categories = parse_categories(TAXONOMY)
     clean, _ = clean_products(read_products(SAMPLE), categories)
     products = trim_products(clean, TaxonomyL3.from_categories(categories))
     dev = pl.Series(split_mask(products["product_id"].to_list(), DEV))
     labelled, catalogue = work / "labelled.jsonl", work / "catalogue.parquet"
     products.filter(dev).select(*TEXTS, "ground_truth_category").write_ndjson(labelled)
-    held_out = products.filter(~dev)
+    held_out = products.filter(~dev).select(*TEXTS, "ground_truth_category")
+    held_out = look_alikes(held_out) if copies else held_out
     held_out.select(TEXTS).write_parquet(catalogue)
     return labelled, catalogue, dict(held_out.select("product_id", "ground_truth_category").iter_rows())
 
@@ -155,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share", type=float, default=0.1, help="share of the catalogue corrected (head of the queue)")
     parser.add_argument("--target", type=float, default=0.9, help="the review threshold's target precision")
     parser.add_argument("--work", type=Path, help="workspace (default: a new temporary folder)")
+    parser.add_argument("--look-alikes", action="store_true",
+                        help="the catalogue holds each test product three times (title and description, title only, "
+                             "description only), so a correction has near-duplicates to vote for")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     from taxo_pipeline.sie.server import ensure_sie
 
     work = args.work or Path(tempfile.mkdtemp(prefix="taxo-feedback-"))
     work.mkdir(parents=True, exist_ok=True)
-    labelled, catalogue, truths = split(work)
+    labelled, catalogue, truths = split(work, args.look_alikes)
     os.environ.update({"TAXO_DATA_DIR": str(work / "data"), "TAXO_WAREHOUSE": str(work / "warehouse.duckdb"),
                        "TAXO_INDEX_DIR": str(work / "chroma"), "DAGSTER_HOME": str(work / "dagster"),
                        "TAXO_PRODUCTS": str(labelled), "TAXO_TAXONOMY": str(TAXONOMY)})  # fmt: skip

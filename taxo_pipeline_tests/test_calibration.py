@@ -156,24 +156,31 @@ def test_precision_at_coverage_by_hand():
     assert [r["precision_l1"] for r in table] == [1, 1, 1, 1]
 
 
-def test_the_review_threshold_is_the_smallest_reaching_the_target():
+def test_the_review_threshold_is_the_smallest_reaching_the_target_observed_and_promised():
+    # accepted at each threshold: 0.9 -> 1 product (exact 1/1, mean confidence 0.9), 0.8 -> 3 (1/3, 2.5/3),
+    # 0.5 -> 4 (2/4, 0.75), 0.4 -> 5 (3/5, 0.68)
     exact = CORRECT[:, 2]
     assert threshold_for_precision(CONFIDENCE, exact, 0.6) == 0.4  # 3/5 at 0.4 reaches it exactly
     assert threshold_for_precision(CONFIDENCE, exact, 0.55) == 0.4
     assert threshold_for_precision(CONFIDENCE, exact, 0.61) == 0.9  # 0.5 only gives 2/4
-    assert threshold_for_precision(CONFIDENCE, exact, 1.0) == 0.9
-    assert threshold_for_precision(CONFIDENCE, np.zeros(5, bool), 0.1) is None  # nothing reaches it
     # not monotone: 0.8 misses 0.5 (1/3) but 0.5 reaches it again (2/4), and the smaller wins
     assert threshold_for_precision(CONFIDENCE[:4], exact[:4], 0.5) == 0.5
+    # every product right: the confidences bound it; 0.68 reaches 0.68 exactly (tolerance)
+    right = np.ones(5, dtype=bool)
+    assert threshold_for_precision(CONFIDENCE, right, 0.7) == 0.5 and threshold_for_precision(CONFIDENCE, right, 0.68) == 0.4
+    assert threshold_for_precision(CONFIDENCE, exact, 0.95) is None  # right, but its confidence 0.9 promises less
+    assert threshold_for_precision(CONFIDENCE, np.zeros(5, bool), 0.1) is None  # nothing right
+    assert threshold_for_precision(np.array([]), np.array([], bool), 0.9) is None
     with pytest.raises(ValueError, match=r"target precision must be in \(0, 1\], got 1.5"):
         threshold_for_precision(CONFIDENCE, exact, 1.5)
 
 
 def test_the_run_summary_says_what_a_threshold_accepts():
     catalogue = np.array([0.95, 0.5, 0.45, np.nan])
-    assert coverage_lines(CONFIDENCE, CORRECT, catalogue, (0.5, 1.0)) == [
+    assert coverage_lines(CONFIDENCE, CORRECT, catalogue, (0.5, 0.61, 0.95)) == [
         "at confidence >= 0.40: 75% of products, expected precision 0.60 (target 0.50)",  # 3/5 at 0.4
-        "at confidence >= 0.90: 25% of products, expected precision 1.00 (target 1.00)",
+        "at confidence >= 0.90: 25% of products, expected precision 1.00 (target 0.61)",
+        "no confidence threshold reaches precision 0.95 on the held-out products: every product needs review",
     ]
     assert coverage_lines(CONFIDENCE, np.zeros((5, 3), bool), catalogue, (0.9,)) == [
         "no confidence threshold reaches precision 0.90 on the held-out products: every product needs review"
@@ -206,8 +213,8 @@ def test_the_coverage_view_and_review_threshold_read_the_held_out_rows(tmp_path)
     expected = [tuple(r.values()) for r in coverage_table(CONFIDENCE, CORRECT)]
     assert [tuple(pytest.approx(v) for v in row) for row in rows] == expected
     assert other_rows == (2,)
-    assert review_threshold(warehouse, KEY, 0.6) == 0.4 and review_threshold(warehouse, other, 1.0) == 0.3
-    assert review_threshold(warehouse, KEY, 0.61) == 0.9
+    assert review_threshold(warehouse, KEY, 0.6) == 0.4 and review_threshold(warehouse, KEY, 0.61) == 0.9
+    assert review_threshold(warehouse, other, 0.3) == 0.3  # at 0.2: 1/2 right, mean confidence 0.25
     with pytest.raises(InputError, match="no held-out confidences of reranking"):
         review_threshold(warehouse, ResultKey("reranking", "m", "full-path", "r", "d1"), 0.9)
 

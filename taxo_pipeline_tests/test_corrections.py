@@ -1,10 +1,11 @@
-"""Reviewers' corrections (TAXO_CORRECTIONS): bad rows refused by their line in every format, and a
-corrections file reaching label transfer's labelled pool, through the real MiniLM on the session's SIE
-server, on the small taxonomy (two branches of the real one) and the sample's products of those branches.
+"""Reviewers' corrections (TAXO_CORRECTIONS): bad rows refused by their line in every format and at the
+sensor (nothing reruns), and a corrections file reaching label transfer's labelled pool, through the real
+MiniLM on the session's SIE server, on the small taxonomy (two branches of the real one) and the sample's products of those branches.
 That a changed file reruns only label transfer is in test_automation.py."""
 
 from dataclasses import replace
 
+import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
@@ -13,10 +14,13 @@ from taxo_pipeline.approaches import label_transfer
 from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.spec import ClassifyRequest
 from taxo_pipeline.classification.calibration import Calibration
+from taxo_pipeline.classification.reviewed import reviewed_categories, reviews
 from taxo_pipeline.classification.run import CatalogueRun
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint, read_corrections
 from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories, trim_path
+from taxo_pipeline.defs.feedback.corrections import corrections_file, corrections_observations, corrections_sensor
+from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, recorded_version
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.retrieval.exact_search import normalise
@@ -99,6 +103,40 @@ def test_new_corrections_reclassify_a_catalogue_and_none_keeps_its_shards(tmp_pa
     assert replace(run, corrections=corrections_fingerprint(path)).fingerprint != corrected.fingerprint
     with pytest.raises(InputError, match=f"corrections file {tmp_path / 'gone.csv'} does not exist"):
         corrections_fingerprint(tmp_path / "gone.csv")
+
+
+def test_the_sensor_refuses_a_bad_file_by_its_rows_and_keeps_the_last_good_version(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    pl.DataFrame({"path": sorted(CATEGORIES)}).write_parquet(tmp_path / "data" / TAXONOMY_FULL_DEPTH_FILE)
+    monkeypatch.setenv("TAXO_DATA_DIR", str(tmp_path / "data"))
+    path = _csv(tmp_path, "a,Luggage & Bags,Bag,\n")
+    monkeypatch.setenv("TAXO_CORRECTIONS", str(path))
+    with dg.DagsterInstance.ephemeral() as instance:
+        good = corrections_sensor(dg.build_sensor_context(instance=instance))
+        (observation,) = good.asset_events
+        instance.report_runless_asset_event(observation)  # as the daemon records it
+        assert observation.tags[DATA_VERSION_TAG] == corrections_fingerprint(path)
+        path.write_text(HEADER + "a,Luggage & Bags,Bag,\nb,Luggage & Bags > Hats,Hat,\n")
+        bad = corrections_sensor(dg.build_sensor_context(instance=instance))
+        assert isinstance(bad, dg.SkipReason)
+        assert bad.skip_message == (f"corrections file {path}: 1 bad row(s): row 2: unknown category "
+                                    "'Luggage & Bags > Hats' for product_id 'b': not a path of the taxonomy")  # fmt: skip
+        with pytest.raises(InputError, match="row 2: unknown category"):  # what `materialize` stops on
+            corrections_observations(instance)
+        assert recorded_version(instance, corrections_file.key) == observation.tags[DATA_VERSION_TAG]
+
+
+def test_a_review_matches_its_id_and_its_text_whitespace_aside(tmp_path):
+    path = _csv(tmp_path, "a,Luggage & Bags > Suitcases,Carry-on  case,Four wheels\nb,Luggage & Bags,Bag,\n")
+    reviewed = reviews(read_corrections(path, CATEGORIES, depth=3))
+    catalogue = pl.DataFrame({
+        "product_id": ["a", "a", "a", "b", "c"],
+        "product_title": [" Carry-on case ", "Carry-on case Four wheels", "Carry-on case", "Bag", "Bag"],
+        "product_description": ["Four\nwheels", None, "Three wheels", None, None],
+    })  # fmt: skip
+    # the same text spaced otherwise; the text moved into the title; other text; a null description; another id
+    assert reviewed_categories(catalogue, reviewed) == ["Luggage & Bags > Suitcases", None, None, "Luggage & Bags", None]
+    assert reviewed_categories(catalogue, reviews(None)) == [None] * 5
 
 
 def test_unscored_rows_vote_under_the_fold_rule_but_never_choose_the_vote_weight():

@@ -103,3 +103,41 @@ def test_a_dagster_shard_run_takes_the_target_precision_from_its_config(evaluate
     assert record.asset_materialization.metadata["review_threshold"].value == pytest.approx(threshold)
     rows = pl.read_parquet(root / "data" / run_dir(products) / "shard-00000.parquet")
     assert rows["needs_review"].to_list() == [c < threshold for c in rows["confidence"].to_list()]
+
+
+def test_reviewed_products_keep_their_label_and_leave_the_queue(evaluated, monkeypatch, tmp_path, capsys):
+    root, environment = evaluated
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    products = catalogue(tmp_path / "reviewed.csv", 12)
+    arguments = ["--products", str(products), "--target-precision", "0.5"]
+    assert classify_products(arguments) == 0
+    shard = root / "data" / run_dir(products) / "shard-00000.parquet"
+    before = {r["product_id"]: r for r in pl.read_parquet(shard).iter_rows(named=True)}
+    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+        paths = [r[0] for r in con.execute("SELECT path FROM taxonomy_l3 WHERE path LIKE '% > % > %' ORDER BY path").fetchall()]
+    labels = {p: next(c for c in paths if c != before[p]["category"]) for p in ("p0000", "p0001", "p0002")}
+    texts = pl.read_csv(products).filter(pl.col("product_id").is_in(list(labels)))
+    corrections = texts.with_columns(  # p0002's text has changed since its review: it is classified afresh
+        pl.col("product_id").replace_strict(labels).alias("category"),
+        pl.when(pl.col("product_id") == "p0002").then(pl.lit("Another product")).otherwise("product_title").alias("product_title"),
+    ).select("product_id", "category", "product_title", "product_description")  # fmt: skip
+    corrections.write_csv(tmp_path / "corrections.csv")
+    monkeypatch.setenv("TAXO_CORRECTIONS", str(tmp_path / "corrections.csv"))
+    capsys.readouterr()
+    assert classify_products(arguments) == 0
+    assert "2 products keep a reviewer's category (TAXO_CORRECTIONS)" in capsys.readouterr().out
+    after = {r["product_id"]: r for r in pl.read_parquet(shard).iter_rows(named=True)}
+    for product in ("p0000", "p0001"):
+        row = after[product]
+        assert (row["category"], row["l3"], row["score"], row["confidence"]) == (labels[product], labels[product], None, 1.0)
+        assert row["reviewed"] and row["needs_review"] is False
+        assert row["top_k"] == before[product]["top_k"]  # what the model said stays
+    for product in set(after) - {"p0000", "p0001"}:  # the others as before, p0002 included
+        assert not after[product]["reviewed"]
+        assert (after[product]["category"], after[product]["needs_review"]) == (before[product]["category"], before[product]["needs_review"])
+        assert after[product]["confidence"] == pytest.approx(before[product]["confidence"])
+    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+        queued = {r[0] for r in con.execute("SELECT product_id FROM review_queue WHERE catalogue = ?",
+                                            [catalogue_name(products)]).fetchall()}  # fmt: skip
+    assert queued == {p for p, r in after.items() if r["needs_review"]} and not queued & {"p0000", "p0001"}

@@ -1,7 +1,8 @@
 """`taxo-pipeline serve` as a real process on loopback, on a workspace where title-description MiniLM full-depth
 was evaluated on the small taxonomy (classify_testkit): its answers match `classify-products`, concurrent
 clients get the same answers, each bad input gets its status naming the field, a rewritten calibration
-is picked up without a restart, and SIGTERM leaves no process behind (its own SIE server included)."""
+and new corrections are picked up without a restart (a reviewed product answered with its reviewer's
+category), and SIGTERM leaves no process behind (its own SIE server included)."""
 
 import json
 import os
@@ -30,6 +31,7 @@ MAX_BATCH, MAX_CHARS = 8, 200
 LEASH = {"title": "Dog leash", "description": "A strong nylon leash for walking dogs, with a padded handle."}
 SUITCASE = {"title": "Hard-shell suitcase", "description": "A carry-on suitcase with four spinner wheels."}
 CAT_TREE = {"title": "Cat tree", "description": "A tall scratching post with platforms for cats."}
+CORRECTIONS, CORRECTIONS_HEADER = "corrections.csv", "product_id,category,product_title,product_description\n"
 
 
 def _free_port() -> int:
@@ -89,9 +91,10 @@ def evaluated(sie_server, test_catalogue, tmp_path_factory):
 @pytest.fixture(scope="module")
 def service(evaluated):
     """The service on the evaluated workspace, reusing the session's SIE server (SIE_BASE_URL)."""
-    _, environment = evaluated
+    root, environment = evaluated
+    (root / CORRECTIONS).write_text(CORRECTIONS_HEADER)  # none yet: test_a_reviewed_product... writes one
     env = {**os.environ, **environment, "TAXO_SERVE_MAX_BATCH": str(MAX_BATCH), "TAXO_MAX_TEXT_CHARS": str(MAX_CHARS),
-           "TAXO_SERVE_RELOAD_S": "0.5"}  # fmt: skip
+           "TAXO_SERVE_RELOAD_S": "0.5", "TAXO_CORRECTIONS": str(root / CORRECTIONS)}  # fmt: skip
     process, url = _start(env)
     try:
         _wait_ready(process, url)
@@ -208,16 +211,42 @@ def test_a_rewritten_calibration_is_served_without_a_restart(service, evaluated)
     with warehouse.transaction() as con:  # written as the metrics asset writes it: a new fit, a new time
         con.execute(f"UPDATE {CALIBRATIONS} SET calibration = ?, fitted_at = now() WHERE approach = ? AND dataset = ?",
                     [json.dumps(calibration), key.approach, dataset])  # fmt: skip
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{url}/readyz").json()["loaded_at"] == ready["loaded_at"]:
-        assert time.monotonic() < deadline, "the service did not reload the rewritten calibration"
-        time.sleep(0.2)
+    _reloaded(url, ready["loaded_at"])
     (product,) = _classify(url, LEASH).json()["products"]
     ranked = [[(c["category"], c["score"]) for c in product["top_k"]]]
     expected = load_calibration(warehouse, key).confidence(features(ranked))[0]
     assert load_calibration(warehouse, key).method == "temperature"
     assert product["confidence"] == pytest.approx(expected, abs=1e-6)
     assert process.poll() is None  # the same process
+
+
+def _reloaded(url: str, loaded_at: str) -> None:
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/readyz").json()["loaded_at"] == loaded_at:
+        assert time.monotonic() < deadline, "the service did not reload"
+        time.sleep(0.2)
+
+
+def test_a_reviewed_product_gets_its_reviewers_category_once_the_corrections_change(service, evaluated):
+    url, _ = service
+    root, _ = evaluated
+    before = _classify(url, {"products": [{**LEASH, "id": "sku-1"}]}).json()["products"][0]
+    loaded_at = httpx.get(f"{url}/readyz").json()["loaded_at"]
+    wrong_on_purpose = "Luggage & Bags > Suitcases"  # so the answer can only come from the correction
+    (root / CORRECTIONS).write_text(f'{CORRECTIONS_HEADER}sku-1,{wrong_on_purpose},{LEASH["title"]},"{LEASH["description"]}"\n')
+    try:
+        _reloaded(url, loaded_at)
+        batch = [{**LEASH, "id": "sku-1"}, {**LEASH, "id": "sku-2"}, {**SUITCASE, "id": "sku-1"}]
+        reviewed, other_id, other_text = _classify(url, {"products": batch}).json()["products"]
+    finally:
+        (root / CORRECTIONS).write_text(CORRECTIONS_HEADER)
+    assert (reviewed["category"], reviewed["confidence"], reviewed["needs_review"], reviewed["reviewed"]) == (
+        wrong_on_purpose, 1.0, False, True)  # fmt: skip
+    assert reviewed["levels"] == {"l1": "Luggage & Bags", "l2": wrong_on_purpose}
+    assert [c["category"] for c in reviewed["top_k"]] == [c["category"] for c in before["top_k"]]  # the model's own
+    assert [c["score"] for c in reviewed["top_k"]] == pytest.approx([c["score"] for c in before["top_k"]], abs=1e-5)
+    assert other_id["reviewed"] is False and other_id["category"] == before["category"]  # another id
+    assert other_text["reviewed"] is False and other_text["category"] != wrong_on_purpose  # the id, other text
 
 
 def test_an_unknown_approach_or_no_evaluation_fails_before_serving(workspace, sie_env, capsys):

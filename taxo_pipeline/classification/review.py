@@ -1,9 +1,10 @@
 """The review queue of a catalogue run: with a target precision P, a product needs review when its
 confidence is below the review threshold (taxo_pipeline/classification/coverage.py: the smallest
-threshold whose held-out exact precision reaches P), when no threshold reaches P, or when it got no
-prediction. The warehouse view `review_queue` lists them, most useful first: lowest confidence, then the
-largest predicted categories (a correction there fixes the most look-alike products), each with how many
-levels its prediction reaches and why it stops above the taxonomy's depth.
+threshold whose held-out products reach P in exact precision and in mean confidence), when no threshold
+reaches P, or when it got no prediction; never once a person reviewed it (classification/reviewed.py).
+The warehouse view `review_queue` lists them, most useful first: lowest confidence, then the largest
+predicted categories (a correction there fixes the most look-alike products), each with how many levels
+its prediction reaches and why it stops above the taxonomy's depth.
 
 A prediction stops early when the classifier scores a node itself above every node below it: the soft
 cascade's path score is also the score of stopping at a node (retrieval/cascade.py), flat retrieval
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from taxo_pipeline.classification.coverage import coverage_lines
+from taxo_pipeline.classification.shards import REVIEWED
 from taxo_pipeline.warehouse import Warehouse
 
 NEEDS_REVIEW = "needs_review"
@@ -66,8 +68,11 @@ def needs_review(confidence: np.ndarray, threshold: float | None, target_precisi
 
 
 def with_review(table: pa.Table, threshold: float | None, target_precision: float | None) -> pa.Table:
-    """A shard table with its `needs_review` column (NULL without a target precision)."""
+    """A shard table with its `needs_review` column (NULL without a target precision; false for a product
+    a person already reviewed)."""
     flags = needs_review(table["confidence"].to_numpy(zero_copy_only=False), threshold, target_precision)
+    if flags is not None:
+        flags &= ~table[REVIEWED].to_numpy(zero_copy_only=False)
     column = pa.array(flags if flags is not None else [None] * table.num_rows, pa.bool_())
     return table.append_column(NEEDS_REVIEW, column)
 
@@ -85,9 +90,18 @@ def catalogue_confidences(files: Sequence[Path]) -> np.ndarray:
     return np.concatenate(columns).astype(np.float64) if columns else np.empty(0)
 
 
+def reviewed_products(files: Sequence[Path]) -> int:
+    """Products of a run's shard files that kept a reviewer's category (a shard of an earlier format: none)."""
+    tables = (pq.read_table(f, columns=[REVIEWED]) for f in files if REVIEWED in pq.read_schema(f).names)
+    return sum(int(t[REVIEWED].to_numpy(zero_copy_only=False).sum()) for t in tables)
+
+
 def run_summary(
     confidence: np.ndarray, correct: np.ndarray, files: Sequence[Path], targets: Sequence[float]
 ) -> list[str]:
     """The lines classify-products ends with: per target precision, the threshold, the share of this
-    catalogue's products at or above it, and the held-out precision there."""
-    return coverage_lines(confidence, correct, catalogue_confidences(files), targets)
+    catalogue's products at or above it, and the held-out precision there; how many a person reviewed."""
+    lines = coverage_lines(confidence, correct, catalogue_confidences(files), targets)
+    if reviewed := reviewed_products(files):
+        lines.append(f"{reviewed} products keep a reviewer's category (TAXO_CORRECTIONS): confidence 1, never queued")
+    return lines

@@ -18,14 +18,15 @@ import numpy as np
 import polars as pl
 
 from taxo_pipeline import settings
-from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.spec import Classified
 from taxo_pipeline.classification.calibration import ECE_BINS, Calibration, features
 from taxo_pipeline.classification.catalogue import CatalogueCheck, Shard, check_file, read_shards, validate_catalogue
 from taxo_pipeline.classification.coverage import review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.classification.review import with_review
+from taxo_pipeline.classification.reviewed import Reviews, reviewed_categories, reviews
 from taxo_pipeline.classification.shards import (
+    SHARD_COLUMNS,
     ShardRows,
     catalogue_name,
     is_done,
@@ -39,6 +40,7 @@ from taxo_pipeline.classification.shards import (
     write_shard,
 )
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
+from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.files import file_sha256
@@ -65,7 +67,8 @@ class CatalogueRun:
     parts: int = 1
     target_precision: float | None = None  # set: products below review_threshold get needs_review
     review_threshold: float | None = None  # None with a target: no threshold reaches it, all need review
-    corrections: str = NONE  # the fingerprint of the reviewers' corrections a label-learning approach votes with
+    corrections: str = NONE  # the fingerprint of the reviewers' corrections: their labels, and label transfer's votes
+    reviewed: Reviews = field(default_factory=dict)  # the corrections' labels by product id (classification/reviewed.py)
 
     @property
     def directory(self) -> Path:
@@ -74,7 +77,8 @@ class CatalogueRun:
     @property
     def fingerprint(self) -> str:
         """Settings that change a shard's rows besides the rows themselves."""
-        parts = {"key": self.key.columns, "top_k": self.top_k, "calibration": self.calibration.to_dict()}
+        parts = {"key": self.key.columns, "top_k": self.top_k, "calibration": self.calibration.to_dict(),
+                 "columns": SHARD_COLUMNS}  # fmt: skip
         if self.target_precision is not None:
             parts["review"] = [self.target_precision, self.review_threshold]
         if self.corrections != NONE:  # new corrections reclassify every shard (none keeps earlier fingerprints)
@@ -120,11 +124,11 @@ def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: C
     calibration = load_calibration(warehouse, choice.key)
     target = choices.target_precision
     threshold = review_threshold(warehouse, choice.key, target) if target is not None else None
-    learns = approach_named(choice.key.approach).needs_labels
+    corrections = load_corrections(data_dir)  # validated before anything is classified
     return CatalogueRun(
         products, catalogue_name(products), file_sha256(products)[:16], choice.key, calibration, data_dir,
         choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts, target, threshold,
-        corrections_fingerprint(settings.current().corrections) if learns else NONE,
+        corrections_fingerprint(settings.current().corrections), reviews(corrections),
     )  # fmt: skip
 
 
@@ -157,7 +161,8 @@ def classify_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> Shard
         chunk_ranked, chunk_skipped = classify_chunk(shard.products.slice(start, run.chunk_size), classify, run.top_k)
         ranked += chunk_ranked
         skipped += chunk_skipped
-    return ShardRows(shard.products["product_id"].to_list(), ranked, run.calibration.confidence(features(ranked)), skipped)
+    rows = ShardRows(shard.products["product_id"].to_list(), ranked, run.calibration.confidence(features(ranked)), skipped)
+    return rows.with_reviews(reviewed_categories(shard.products, run.reviewed))
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ class ShardOutcome:
     classified: bool  # False: kept, already written from the same rows and settings
     skipped: int = 0  # products that got no prediction
     mean_confidence: float | None = None
+    reviewed: int = 0  # products that kept a reviewer's category
 
 
 def keep_if_done(index: int, fingerprint: str, run: CatalogueRun) -> bool:
@@ -188,10 +194,11 @@ def run_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> ShardOutco
     rows = classify_shard(shard, run, classify)
     table = shard_table(run.key, run.catalogue, run.catalogue_fingerprint, shard.index, rows)
     write_shard(path, with_review(table, run.review_threshold, run.target_precision), shard.fingerprint, run.fingerprint)
-    answered = np.array([bool(r) for r in rows.ranked])
+    answered = np.array([bool(r) or c is not None for r, c in zip(rows.ranked, rows.reviewed, strict=True)], dtype=bool)
     mean = float(rows.confidence[answered].mean()) if answered.any() else None
-    log.info("shard %d: %d products classified -> %s", shard.index, size, path)
-    return ShardOutcome(shard.index, path, size, True, int((~answered).sum()), mean)
+    reviewed = sum(c is not None for c in rows.reviewed)
+    log.info("shard %d: %d products classified (%d reviewed) -> %s", shard.index, size, reviewed, path)
+    return ShardOutcome(shard.index, path, size, True, int((~answered).sum()), mean, reviewed)
 
 
 def in_part(index: int, run: CatalogueRun) -> bool:

@@ -79,12 +79,23 @@ def is_done(path: Path, shard_fingerprint: str, run_fingerprint: str) -> bool:
     return meta.get(SHARD_META) == shard_fingerprint.encode() and meta.get(RUN_META) == run_fingerprint.encode()
 
 
+REVIEWED = "reviewed"  # the column: the category is a reviewer's (TAXO_CORRECTIONS)
+SHARD_COLUMNS = 2  # part of a run's fingerprint: a shard written with other columns is written again
+
+
 @dataclass(frozen=True)
 class ShardRows:
     product_ids: list[str]
     ranked: list[list[tuple[str, float]]]  # empty for a skipped product
     confidence: np.ndarray
     skipped: list[str | None]  # why a product got no prediction
+    reviewed: Sequence[str | None] = ()  # a reviewer's category (classification/reviewed.py), else None
+
+    def with_reviews(self, categories: Sequence[str | None]) -> ShardRows:
+        """Reviewed products: confidence 1 and never skipped (the category is the reviewer's)."""
+        confidence = np.where([c is not None for c in categories], 1.0, self.confidence)
+        skipped = [None if c is not None else s for c, s in zip(categories, self.skipped, strict=True)]
+        return ShardRows(self.product_ids, self.ranked, confidence, skipped, list(categories))
 
 
 def _levels(category: str | None) -> list[str | None]:
@@ -94,7 +105,8 @@ def _levels(category: str | None) -> list[str | None]:
 
 def shard_table(key: ResultKey, catalogue: str, catalogue_fingerprint: str, index: int, rows: ShardRows) -> pa.Table:
     n = len(rows.product_ids)
-    top1 = [r[0] if r else (None, None) for r in rows.ranked]
+    reviewed = list(rows.reviewed) or [None] * n
+    top1 = [(c, None) if c is not None else r[0] if r else (None, None) for c, r in zip(reviewed, rows.ranked)]
     levels = list(zip(*(_levels(c) for c, _ in top1))) if n else [[], [], []]
     constant = {"approach": key.approach, "model": key.model, "reranker": key.reranker, "variant": key.variant,
                 "catalogue": catalogue, "catalogue_fingerprint": catalogue_fingerprint}  # fmt: skip
@@ -108,8 +120,9 @@ def shard_table(key: ResultKey, catalogue: str, catalogue_fingerprint: str, inde
             "l1": pa.array(levels[0], pa.string()),
             "l2": pa.array(levels[1], pa.string()),
             "l3": pa.array(levels[2], pa.string()),
-            "confidence": pa.array(np.where([bool(r) for r in rows.ranked], rows.confidence, np.nan), pa.float64(),
+            "confidence": pa.array(np.where([c is not None for c, _ in top1], rows.confidence, np.nan), pa.float64(),
                                    from_pandas=True),  # fmt: skip
+            REVIEWED: pa.array([c is not None for c in reviewed], pa.bool_()),
             "top_k": pa.array([[{"category": c, "score": s} for c, s in r] for r in rows.ranked], pa.list_(CANDIDATE)),
             "skipped": pa.array(rows.skipped, pa.string()),
             "classified_at": pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),

@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="register the shards as `catalogue_shard` partitions and run each new or changed shard "
                              "as a Dagster run of catalogue_classifications in the instance (DAGSTER_HOME)")  # fmt: skip
     parser.add_argument("--target-precision", type=_precision, metavar="P",
-                        help="mark needs_review on the products below the confidence threshold that reaches "
-                             "precision P on the held-out labelled products (0 < P <= 1); view `review_queue`")  # fmt: skip
+                        help="mark needs_review on the products below the confidence threshold whose held-out "
+                             "labelled products reach precision P, observed and in mean confidence (0 < P <= 1); "
+                             "view `review_queue`")  # fmt: skip
     return parser
 
 

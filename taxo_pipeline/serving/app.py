@@ -51,6 +51,7 @@ class ProductOut(BaseModel):
     needs_review: bool = Field(description="confidence below the review threshold (or no category)")
     truncated: list[str] = Field(description="fields cut to max_text_chars before classifying")
     skipped: str | None = Field(description="why the product got no category")
+    reviewed: bool = Field(description="`category` is a reviewer's: a correction (TAXO_CORRECTIONS) has this id and text")
 
 
 class ResultOut(BaseModel):
@@ -78,6 +79,7 @@ def _out(c: Classification) -> ProductOut:
     return ProductOut(
         id=c.id, category=c.category, levels=c.levels(), top_k=[Candidate(category=k, score=s) for k, s in c.top_k],
         confidence=c.confidence, needs_review=c.needs_review, truncated=list(c.truncated), skipped=c.skipped,
+        reviewed=c.reviewed is not None,
     )  # fmt: skip
 
 

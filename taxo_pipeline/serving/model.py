@@ -3,7 +3,9 @@ model and variant named) loaded once (taxonomy, category vectors or index, label
 then classifying products with no warehouse, Chroma or embedding-cache access per request.
 
 `Loader` keeps the current result and swaps in a new one, loaded beside it, when the warehouse says the
-result was re-evaluated (its metrics or calibration rows were rewritten) or the leaderboard's best changed."""
+result was re-evaluated (its metrics or calibration rows were rewritten), the leaderboard's best changed,
+or the reviewers' corrections did (a product sent with the id and text of a correction gets its reviewed
+category, as in catalogue runs: classification/reviewed.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ from taxo_pipeline.classification.calibration import Calibration, features
 from taxo_pipeline.classification.classifier import classify_request
 from taxo_pipeline.classification.coverage import review_threshold
 from taxo_pipeline.classification.evaluated import CALIBRATIONS, choose, load_calibration
+from taxo_pipeline.classification.reviewed import Reviews, reviewed_categories, reviews
 from taxo_pipeline.classification.run import classify_chunk
+from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
+from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.dataset.taxonomy import split_path
 from taxo_pipeline.evaluation.keys import ResultKey, where
 from taxo_pipeline.resources import StorageResource
@@ -61,10 +66,11 @@ class Classification:
     needs_review: bool
     truncated: tuple[str, ...]  # the fields cut to TAXO_MAX_TEXT_CHARS
     skipped: str | None = None  # why the product got no category
+    reviewed: str | None = None  # a reviewer's category for this product (id and text), which it answers
 
     @property
     def category(self) -> str | None:
-        return self.top_k[0][0] if self.top_k else None
+        return self.reviewed or (self.top_k[0][0] if self.top_k else None)
 
     def levels(self) -> dict[str, str]:
         """The top category's path per level, as the `classifications` view's l1, l2, l3 columns."""
@@ -80,6 +86,7 @@ class Fingerprint:
     strict_f1: float
     computed_at: datetime | None  # its metrics rows
     fitted_at: datetime | None  # its calibration row
+    corrections: str = NONE  # the corrections file's fingerprint (TAXO_CORRECTIONS)
 
 
 def fingerprint(store: StorageResource, names: Names) -> Fingerprint:
@@ -93,7 +100,7 @@ def fingerprint(store: StorageResource, names: Names) -> Fingerprint:
         fitted = None
         if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [CALIBRATIONS]).fetchone()[0]:
             fitted = con.execute(f"SELECT max(fitted_at) FROM {CALIBRATIONS} WHERE {condition}", params).fetchone()[0]
-    return Fingerprint(choice.key, choice.strict_f1, computed, fitted)
+    return Fingerprint(choice.key, choice.strict_f1, computed, fitted, corrections_fingerprint(settings.current().corrections))
 
 
 @dataclass
@@ -106,6 +113,7 @@ class Served:
     request: ClassifyRequest
     names: Names
     review_below: float | None = None  # a product under this confidence needs review (None: no target)
+    reviewed: Reviews = field(default_factory=dict)  # the corrections' labels by product id
     max_chars: int = field(default_factory=lambda: settings.current().max_text_chars)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -129,11 +137,18 @@ class Served:
         ranked, skipped = classify_chunk(chunk, classify, self.names.top_k)
         confidence = self.calibration.confidence(features(ranked))
         threshold = self.review_below
-        return [
+        answers = [
             Classification(product.id, candidates, float(conf) if candidates else None,
                            not candidates or (threshold is not None and conf < threshold), c[2], why)
             for product, candidates, conf, c, why in zip(products, ranked, confidence, cut, skipped, strict=True)
         ]  # fmt: skip
+        return self._with_reviews(products, answers) if self.reviewed else answers
+
+    def _with_reviews(self, products: Sequence[Product], answers: list[Classification]) -> list[Classification]:
+        frame = pl.DataFrame([(p.id, p.title, p.description) for p in products], orient="row",
+                             schema={"product_id": pl.String, "product_title": pl.String, "product_description": pl.String})  # fmt: skip
+        return [a if c is None else replace(a, reviewed=c, confidence=1.0, needs_review=False, skipped=None)
+                for a, c in zip(answers, reviewed_categories(frame, self.reviewed), strict=True)]  # fmt: skip
 
     def _cut(self, product: Product) -> tuple[str, str, tuple[str, ...]]:
         fields = {"title": product.title, "description": product.description}
@@ -164,7 +179,8 @@ def load_served(store: StorageResource, names: Names, sie_url: str) -> Served:
     target = names.target_precision
     # The held-out threshold that reaches the target (classify-products' rule); none reaches it: review all.
     below = None if target is None else review_threshold(store.warehouse(), found.key, target)
-    served = Served(found, calibration, approach, request, names, float("inf") if target and below is None else below)
+    served = Served(found, calibration, approach, request, names, float("inf") if target and below is None else below,
+                    reviews(load_corrections(store.data_path(""))))  # fmt: skip
     served.classify([WARM_UP])
     request.evidence.client = InferenceClient(sie_url, logger=quiet)
     loader.close()

@@ -83,6 +83,7 @@ def catalogue_classifications(
             "dagster/row_count": outcome.products,
             "classified": outcome.classified,
             "skipped_products": outcome.skipped,
+            "reviewed_products": outcome.reviewed,
             **({"mean_confidence": outcome.mean_confidence} if outcome.mean_confidence is not None else {}),
             **({"review_threshold": run.review_threshold} if run.review_threshold is not None else {}),
             "approach": run.key.approach,

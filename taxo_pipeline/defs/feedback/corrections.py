@@ -3,13 +3,16 @@ Its data version is the file's SHA-256 (`none` while unset); label transfer's pr
 changed file reruns label transfer's partitions and their metrics (with the calibration), nothing else.
 
 `corrections_sensor` records an observation when the file's fingerprint differs from the last recorded
-one; `taxo-pipeline materialize` does the same before it plans its runs, and "Observe sources" in the UI
-records the same version."""
+one and every row of it is good (checked against the full taxonomy once that is built), so a bad file
+reruns nothing: the tick names its bad rows and the last good version stays. `taxo-pipeline materialize`
+does the same before it plans its runs (and stops on a bad row), and "Observe sources" in the UI records
+the same version."""
 
 import dagster as dg
 
 from taxo_pipeline import settings
-from taxo_pipeline.dataset.corrections import corrections_fingerprint
+from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
+from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, recorded_version
 from taxo_pipeline.errors import InputError
 
@@ -27,12 +30,15 @@ def corrections_file() -> dg.DataVersion:
 
 def corrections_observations(instance: dg.DagsterInstance) -> list[dg.AssetObservation]:
     """An observation of the corrections' fingerprint if it is not the one last recorded (else none);
-    InputError for a TAXO_CORRECTIONS that names no file."""
-    value = corrections_fingerprint(settings.current().corrections)
+    InputError for a TAXO_CORRECTIONS that names no file or holds a bad row."""
+    current = settings.current()
+    value = corrections_fingerprint(current.corrections)
     if recorded_version(instance, corrections_file.key) == value:
         return []
+    if value != NONE and (current.data_dir / settings.TAXONOMY_FULL_DEPTH_FILE).is_file():
+        load_corrections(current.data_dir)  # every bad row named before a rerun is asked for
     return [dg.AssetObservation(asset_key=corrections_file.key, tags={DATA_VERSION_TAG: value},
-                                metadata={"fingerprint": value, "path": str(settings.current().corrections or "")})]  # fmt: skip
+                                metadata={"fingerprint": value, "path": str(current.corrections or "")})]  # fmt: skip
 
 
 @dg.sensor(
@@ -44,7 +50,7 @@ def corrections_observations(instance: dg.DagsterInstance) -> list[dg.AssetObser
 def corrections_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     try:
         observations = corrections_observations(context.instance)
-    except InputError as exc:  # a missing file: the tick says so, and the last version stays
+    except InputError as exc:  # a missing file or a bad row: the tick says so, and the last version stays
         return dg.SkipReason(str(exc))
     if not observations:
         return dg.SkipReason("the corrections file is unchanged")
