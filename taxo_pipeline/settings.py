@@ -67,7 +67,7 @@ class Settings:
     products_given: bool  # whether TAXO_PRODUCTS was set (offline runs need both sources set)
     taxonomy_given: bool
     depth: Depth  # TAXO_DEPTH: 3 (the reference's), `full` (None) or N levels
-    corrections: Path | None  # TAXO_CORRECTIONS: reviewed labels label transfer learns from (unset: none)
+    corrections: Path | None  # TAXO_CORRECTIONS: reviewed labels (label transfer learns from them, catalogue runs keep them)
     # Models and approaches
     models: Path | None  # TAXO_MODELS: a model list other than the packaged models.yaml
     approaches: tuple[str, ...]  # TAXO_APPROACHES: modules that each define APPROACH

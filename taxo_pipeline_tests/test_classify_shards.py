@@ -1,11 +1,12 @@
 """Catalogue shards as Dagster partitions and runs, against the session SIE server (all-MiniLM-L6-v2):
 `classify-products --dagster` (one run per shard in the
 instance, kept shards start none), and the sensor watching TAXO_CATALOGUE (registers the shards, requests
-runs for new or changed shards only, drops the partitions of a shorter catalogue); a shard run names a
-missing catalogue or a shard beyond it."""
+runs for new or changed shards only, drops the partitions of a shorter catalogue, and rewrites only the
+shard a new review matches); a shard run names a missing catalogue or a shard beyond it."""
 
 import dagster as dg
 import duckdb
+import polars as pl
 import pytest
 
 from taxo_pipeline.classification.shards import catalogue_name
@@ -102,11 +103,20 @@ def test_the_sensor_requests_runs_for_new_and_changed_shards_only(env, tmp_path,
         materialized = {key: len(instance.fetch_materializations(
             dg.AssetRecordsFilter(ASSET, asset_partitions=[key]), limit=10).records) for key in ("00000", "00001")}  # fmt: skip
         assert materialized == {"00000": 1, "00001": 2}
-    assert _rows(environment, catalogue_name(watched)) == (8, 8)
-    with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
-        written = con.execute("SELECT shard, min(classified_at) FROM classifications WHERE catalogue = ? "
-                              "GROUP BY shard ORDER BY shard", [catalogue_name(watched)]).fetchall()  # fmt: skip
-    assert [shard for shard, _ in written] == [0, 1] and written[1][1] > written[0][1]  # shard 1 written again
+        assert _rows(environment, catalogue_name(watched)) == (8, 8)
+        with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
+            written = con.execute("SELECT shard, min(classified_at) FROM classifications WHERE catalogue = ? "
+                                  "GROUP BY shard ORDER BY shard", [catalogue_name(watched)]).fetchall()  # fmt: skip
+        assert [shard for shard, _ in written] == [0, 1] and written[1][1] > written[0][1]  # shard 1 written again
+        # a review of p0000 (shard 0) rewrites shard 0 alone: title-description does not learn from it
+        reviewed = pl.read_csv(watched).head(1).with_columns(pl.lit("Luggage & Bags > Suitcases").alias("category"))
+        reviewed.select("product_id", "category", "product_title", "product_description").write_csv(tmp_path / "c.csv")
+        monkeypatch.setenv("TAXO_CORRECTIONS", str(tmp_path / "c.csv"))
+        third = _tick(instance, second.cursor)
+        assert [r.partition_key for r in third.run_requests] == ["00000"]
+        _run(instance, third.run_requests[0])
+        (record,) = instance.fetch_materializations(dg.AssetRecordsFilter(ASSET, asset_partitions=["00000"]), limit=1).records
+        assert record.asset_materialization.metadata["reviewed_products"].value == 1
 
 
 def _failure(instance, partition_key, run_config=None) -> str:

@@ -9,6 +9,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+from dagster._core.definitions.observe import observe  # not exported at the top level in 1.13
 
 from taxo_pipeline.approaches import label_transfer
 from taxo_pipeline.approaches.evidence import Evidence
@@ -123,6 +124,8 @@ def test_the_sensor_refuses_a_bad_file_by_its_rows_and_keeps_the_last_good_versi
                                     "'Luggage & Bags > Hats' for product_id 'b': not a path of the taxonomy")  # fmt: skip
         with pytest.raises(InputError, match="row 2: unknown category"):  # what `materialize` stops on
             corrections_observations(instance)
+        observed = observe([corrections_file], instance=instance, raise_on_error=False)  # "Observe sources"
+        assert not observed.success and "row 2: unknown category" in str(observed.get_step_failure_events()[0])
         assert recorded_version(instance, corrections_file.key) == observation.tags[DATA_VERSION_TAG]
 
 

@@ -110,7 +110,7 @@ def test_reviewed_products_keep_their_label_and_leave_the_queue(evaluated, monke
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     products = catalogue(tmp_path / "reviewed.csv", 12)
-    arguments = ["--products", str(products), "--target-precision", "0.5"]
+    arguments = ["--products", str(products), "--target-precision", "0.5", "--shard-size", "4"]
     assert classify_products(arguments) == 0
     shard = root / "data" / run_dir(products) / "shard-00000.parquet"
     before = {r["product_id"]: r for r in pl.read_parquet(shard).iter_rows(named=True)}
@@ -126,7 +126,10 @@ def test_reviewed_products_keep_their_label_and_leave_the_queue(evaluated, monke
     monkeypatch.setenv("TAXO_CORRECTIONS", str(tmp_path / "corrections.csv"))
     capsys.readouterr()
     assert classify_products(arguments) == 0
-    assert "2 products keep a reviewer's category (TAXO_CORRECTIONS)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 products keep a reviewer's category (TAXO_CORRECTIONS)" in printed
+    # the reviews match shard 0 only: title-description does not learn from them, the other shards stay
+    assert "this run classified 4 products in shards [0], kept shards [1, 2]" in printed
     after = {r["product_id"]: r for r in pl.read_parquet(shard).iter_rows(named=True)}
     for product in ("p0000", "p0001"):
         row = after[product]
@@ -140,4 +143,5 @@ def test_reviewed_products_keep_their_label_and_leave_the_queue(evaluated, monke
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
         queued = {r[0] for r in con.execute("SELECT product_id FROM review_queue WHERE catalogue = ?",
                                             [catalogue_name(products)]).fetchall()}  # fmt: skip
-    assert queued == {p for p, r in after.items() if r["needs_review"]} and not queued & {"p0000", "p0001"}
+    every = pl.read_parquet(shard.parent / "shard-*.parquet")  # the three shards
+    assert queued == set(every.filter(pl.col("needs_review"))["product_id"]) and not queued & {"p0000", "p0001"}

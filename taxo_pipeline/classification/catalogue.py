@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,16 +64,18 @@ class CatalogueCheck:
         return len(self.fingerprints)
 
 
-def validate_catalogue(path: Path, shard_size: int) -> CatalogueCheck:
+def validate_catalogue(
+    path: Path, shard_size: int, fingerprint: Callable[[Shard], str] = lambda shard: shard.fingerprint
+) -> CatalogueCheck:
     """Check the whole catalogue in one pass (InputError at the first problem); memory stays flat:
     ids are kept as 8-byte hashes (8 MB per million), and only a repeated hash costs a second pass to
-    name the rows that repeat the id."""
+    name the rows that repeat the id. `fingerprint`: each shard's (a run's may add what else decides it)."""
     started, path = time.perf_counter(), Path(path)
     fingerprints: list[str] = []
     hashes: list[np.ndarray] = []
     products = 0
     for shard in read_shards(path, shard_size):
-        fingerprints.append(shard.fingerprint)
+        fingerprints.append(fingerprint(shard))
         hashes.append(shard.products["product_id"].hash(seed=0).to_numpy())
         products += shard.products.height
         if shard.index % 10 == 9:

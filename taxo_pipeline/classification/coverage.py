@@ -8,7 +8,7 @@ The review threshold for a target precision P is the smallest threshold whose ac
 on the exact path both ways the held-out rows can say it: their observed precision, and their mean
 calibrated confidence (what the calibration promises them). Observed precision alone picks, of the many
 thresholds tried, the one that sampling flattered most, so on unseen products it falls short of P
-(bench/review_rule.py, on synthetic calibrated and over-confident scores, no labelled row read: 0.80-0.89
+(bench/review_rule.py, on synthetic calibrated and over-confident scores, no labelled row read: 0.79-0.89
 delivered for a target of 0.90; with the promise as well, 0.89-0.93). When no threshold reaches P (not
 even the most confident products alone), there is none, and every product needs review.
 """

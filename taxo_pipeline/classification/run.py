@@ -18,13 +18,14 @@ import numpy as np
 import polars as pl
 
 from taxo_pipeline import settings
+from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.spec import Classified
 from taxo_pipeline.classification.calibration import ECE_BINS, Calibration, features
 from taxo_pipeline.classification.catalogue import CatalogueCheck, Shard, check_file, read_shards, validate_catalogue
 from taxo_pipeline.classification.coverage import review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.classification.review import with_review
-from taxo_pipeline.classification.reviewed import Reviews, reviewed_categories, reviews
+from taxo_pipeline.classification.reviewed import Reviews, reviewed_categories, reviews, shard_fingerprint
 from taxo_pipeline.classification.shards import (
     SHARD_COLUMNS,
     ShardRows,
@@ -67,8 +68,12 @@ class CatalogueRun:
     parts: int = 1
     target_precision: float | None = None  # set: products below review_threshold get needs_review
     review_threshold: float | None = None  # None with a target: no threshold reaches it, all need review
-    corrections: str = NONE  # the fingerprint of the reviewers' corrections: their labels, and label transfer's votes
+    corrections: str = NONE  # the fingerprint of the reviewers' corrections a label-learning approach votes with
     reviewed: Reviews = field(default_factory=dict)  # the corrections' labels by product id (classification/reviewed.py)
+
+    def shard_fingerprint(self, shard: Shard) -> str:
+        """The shard's rows and the reviews that match them: a new review rewrites only its shards."""
+        return shard_fingerprint(shard.fingerprint, shard.products, self.reviewed)
 
     @property
     def directory(self) -> Path:
@@ -81,7 +86,7 @@ class CatalogueRun:
                  "columns": SHARD_COLUMNS}  # fmt: skip
         if self.target_precision is not None:
             parts["review"] = [self.target_precision, self.review_threshold]
-        if self.corrections != NONE:  # new corrections reclassify every shard (none keeps earlier fingerprints)
+        if self.corrections != NONE:  # new corrections reclassify every shard of an approach that learns from them
             parts["corrections"] = self.corrections
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -124,11 +129,12 @@ def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: C
     calibration = load_calibration(warehouse, choice.key)
     target = choices.target_precision
     threshold = review_threshold(warehouse, choice.key, target) if target is not None else None
+    learns = approach_named(choice.key.approach).needs_labels
     corrections = load_corrections(data_dir)  # validated before anything is classified
     return CatalogueRun(
         products, catalogue_name(products), file_sha256(products)[:16], choice.key, calibration, data_dir,
         choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts, target, threshold,
-        corrections_fingerprint(settings.current().corrections), reviews(corrections),
+        corrections_fingerprint(settings.current().corrections) if learns else NONE, reviews(corrections),
     )  # fmt: skip
 
 
@@ -171,9 +177,8 @@ class ShardOutcome:
     path: Path
     products: int
     classified: bool  # False: kept, already written from the same rows and settings
-    skipped: int = 0  # products that got no prediction
-    mean_confidence: float | None = None
-    reviewed: int = 0  # products that kept a reviewer's category
+    skipped: int = 0  # products the model gave no prediction
+    mean_confidence: float | None = None  # of the model's predictions (not the reviewed products')
 
 
 def keep_if_done(index: int, fingerprint: str, run: CatalogueRun) -> bool:
@@ -189,16 +194,17 @@ def keep_if_done(index: int, fingerprint: str, run: CatalogueRun) -> bool:
 def run_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> ShardOutcome:
     """One shard, as the command and the Dagster asset run it: kept if done, else classified and written."""
     path, size = shard_path(run.directory, shard.index), shard.products.height
-    if keep_if_done(shard.index, shard.fingerprint, run):
+    fingerprint = run.shard_fingerprint(shard)
+    if keep_if_done(shard.index, fingerprint, run):
         return ShardOutcome(shard.index, path, size, classified=False)
     rows = classify_shard(shard, run, classify)
     table = shard_table(run.key, run.catalogue, run.catalogue_fingerprint, shard.index, rows)
-    write_shard(path, with_review(table, run.review_threshold, run.target_precision), shard.fingerprint, run.fingerprint)
-    answered = np.array([bool(r) or c is not None for r, c in zip(rows.ranked, rows.reviewed, strict=True)], dtype=bool)
-    mean = float(rows.confidence[answered].mean()) if answered.any() else None
-    reviewed = sum(c is not None for c in rows.reviewed)
-    log.info("shard %d: %d products classified (%d reviewed) -> %s", shard.index, size, reviewed, path)
-    return ShardOutcome(shard.index, path, size, True, int((~answered).sum()), mean, reviewed)
+    write_shard(path, with_review(table, run.review_threshold, run.target_precision), fingerprint, run.fingerprint)
+    answered = np.array([bool(r) for r in rows.ranked], dtype=bool)
+    by_model = answered & np.array([c is None for c in rows.categories_reviewed], dtype=bool)  # the model's own
+    mean = float(rows.confidence[by_model].mean()) if by_model.any() else None
+    log.info("shard %d: %d products classified -> %s", shard.index, size, path)
+    return ShardOutcome(shard.index, path, size, True, int((~answered).sum()), mean)
 
 
 def in_part(index: int, run: CatalogueRun) -> bool:
@@ -209,7 +215,7 @@ def plan_shards(run: CatalogueRun) -> tuple[Progress, list[int]]:
     """Validate the whole catalogue (InputError before anything is written), then what a run of this
     part would do without classifying: unchanged shards are kept (and counted in the progress), the
     others returned as pending; files beyond the catalogue go."""
-    check = validate_catalogue(run.products, run.shard_size)
+    check = validate_catalogue(run.products, run.shard_size, run.shard_fingerprint)
     progress, pending = Progress(check.shards, check.products, fingerprints=check.fingerprints), []
     for index, fingerprint in enumerate(check.fingerprints):
         if not in_part(index, run):
@@ -241,7 +247,7 @@ def publish_run(run: CatalogueRun, fingerprints: tuple[str, ...]) -> Path | None
 
 def find_shard(run: CatalogueRun, index: int) -> tuple[Shard, CatalogueCheck]:
     """Shard `index` of the catalogue, once the whole catalogue is validated."""
-    check = validate_catalogue(run.products, run.shard_size)
+    check = validate_catalogue(run.products, run.shard_size, run.shard_fingerprint)
     if index >= check.shards:
         raise InputError(f"products file {run.products} has {check.shards} shards of {run.shard_size} products: "
                          f"shard {shard_key(index)} is not one of them")  # fmt: skip

@@ -91,6 +91,11 @@ class ShardRows:
     skipped: list[str | None]  # why a product got no prediction
     reviewed: Sequence[str | None] = ()  # a reviewer's category (classification/reviewed.py), else None
 
+    @property
+    def categories_reviewed(self) -> list[str | None]:
+        """Per product, the reviewer's category or None (all None for rows never given reviews)."""
+        return list(self.reviewed) or [None] * len(self.product_ids)
+
     def with_reviews(self, categories: Sequence[str | None]) -> ShardRows:
         """Reviewed products: confidence 1 and never skipped (the category is the reviewer's)."""
         confidence = np.where([c is not None for c in categories], 1.0, self.confidence)
@@ -105,7 +110,7 @@ def _levels(category: str | None) -> list[str | None]:
 
 def shard_table(key: ResultKey, catalogue: str, catalogue_fingerprint: str, index: int, rows: ShardRows) -> pa.Table:
     n = len(rows.product_ids)
-    reviewed = list(rows.reviewed) or [None] * n
+    reviewed = rows.categories_reviewed
     top1 = [(c, None) if c is not None else r[0] if r else (None, None) for c, r in zip(reviewed, rows.ranked)]
     levels = list(zip(*(_levels(c) for c, _ in top1))) if n else [[], [], []]
     constant = {"approach": key.approach, "model": key.model, "reranker": key.reranker, "variant": key.variant,

@@ -12,6 +12,7 @@ from functools import partial
 from taxo_pipeline import settings
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.cli.arguments import positive_int
+from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.serving.model import Loader, Names, fingerprint, load_served
 from taxo_pipeline.sie.catalogue import validate_model_id
@@ -72,6 +73,7 @@ def run_serve(args: argparse.Namespace) -> int:
         approach_named(names.approach)  # an unknown name fails here, listing the known ones
     store = StorageResource()
     found = fingerprint(store, names)  # no evaluation to serve fails before any server starts
+    load_corrections(store.data_path(""))  # so does a corrections file with a bad row
     log.info(f"serving {found.key} (strict hF1 {found.strict_f1:.3f}) on http://{args.host}:{args.port} (docs at /docs)")
     _stop_on_sigterm()
     with dev_sie(logger=log) as url:

@@ -12,6 +12,7 @@ from taxo_pipeline import settings
 from taxo_pipeline.dataset.corrections import read_corrections
 from taxo_pipeline.dataset.products import IMAGE
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.retrieval.full_depth import FULL_DEPTH
 
 
@@ -41,5 +42,8 @@ def load_corrections(data_dir: Path) -> pl.DataFrame | None:
     current = settings.current()
     if current.corrections is None:
         return None
+    if not (data_dir / settings.TAXONOMY_FULL_DEPTH_FILE).is_file():
+        raise InputError(f"corrections file {current.corrections} (TAXO_CORRECTIONS) is checked against the full "
+                         f"taxonomy, which is not built in {data_dir}: run `taxo-pipeline materialize` first")  # fmt: skip
     categories = frozenset(load_taxonomy_full_depth(data_dir))
     return read_corrections(current.corrections, categories, current.depth)

@@ -48,7 +48,7 @@ class ProductOut(BaseModel):
     levels: dict[str, str] = Field(description="the top category's path per level: l1, l2, l3 ...")
     top_k: list[Candidate]
     confidence: float | None = Field(description="calibrated probability that `category` is right")
-    needs_review: bool = Field(description="confidence below the review threshold (or no category)")
+    needs_review: bool = Field(description="confidence below the review threshold (or no category); never when reviewed")
     truncated: list[str] = Field(description="fields cut to max_text_chars before classifying")
     skipped: str | None = Field(description="why the product got no category")
     reviewed: bool = Field(description="`category` is a reviewer's: a correction (TAXO_CORRECTIONS) has this id and text")

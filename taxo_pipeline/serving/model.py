@@ -23,7 +23,7 @@ from taxo_pipeline.classification.calibration import Calibration, features
 from taxo_pipeline.classification.classifier import classify_request
 from taxo_pipeline.classification.coverage import review_threshold
 from taxo_pipeline.classification.evaluated import CALIBRATIONS, choose, load_calibration
-from taxo_pipeline.classification.reviewed import Reviews, reviewed_categories, reviews
+from taxo_pipeline.classification.reviewed import Reviews, reviewed_category, reviews
 from taxo_pipeline.classification.run import classify_chunk
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
 from taxo_pipeline.dataset.tables import load_corrections
@@ -145,10 +145,9 @@ class Served:
         return self._with_reviews(products, answers) if self.reviewed else answers
 
     def _with_reviews(self, products: Sequence[Product], answers: list[Classification]) -> list[Classification]:
-        frame = pl.DataFrame([(p.id, p.title, p.description) for p in products], orient="row",
-                             schema={"product_id": pl.String, "product_title": pl.String, "product_description": pl.String})  # fmt: skip
+        found = (reviewed_category(self.reviewed, p.id, p.title, p.description) for p in products)
         return [a if c is None else replace(a, reviewed=c, confidence=1.0, needs_review=False, skipped=None)
-                for a, c in zip(answers, reviewed_categories(frame, self.reviewed), strict=True)]  # fmt: skip
+                for a, c in zip(answers, found, strict=True)]  # fmt: skip
 
     def _cut(self, product: Product) -> tuple[str, str, tuple[str, ...]]:
         fields = {"title": product.title, "description": product.description}
@@ -173,17 +172,20 @@ def load_served(store: StorageResource, names: Names, sie_url: str) -> Served:
     warehouse's embedding cache through a loading client; requests then go through a client without
     the cache (no DuckDB connection per request) that keeps its connection to SIE open."""
     found = fingerprint(store, names)
+    reviewed = reviews(load_corrections(store.data_path("")))  # a bad file fails before any model loads
     calibration = load_calibration(store.warehouse(), found.key)
     loader = InferenceClient(sie_url, cache=EmbeddingCache(store.warehouse(), read_only=True), logger=quiet)
-    approach, request = classify_request(found.key, store, loader, names.top_k)
-    target = names.target_precision
-    # The held-out threshold that reaches the target (classify-products' rule); none reaches it: review all.
-    below = None if target is None else review_threshold(store.warehouse(), found.key, target)
-    served = Served(found, calibration, approach, request, names, float("inf") if target and below is None else below,
-                    reviews(load_corrections(store.data_path(""))))  # fmt: skip
-    served.classify([WARM_UP])
-    request.evidence.client = InferenceClient(sie_url, logger=quiet)
-    loader.close()
+    try:
+        approach, request = classify_request(found.key, store, loader, names.top_k)
+        target = names.target_precision
+        # The held-out threshold that reaches the target (classify-products' rule); none reaches it: review all.
+        below = None if target is None else review_threshold(store.warehouse(), found.key, target)
+        served = Served(found, calibration, approach, request, names, float("inf") if target and below is None else below,
+                        reviewed)  # fmt: skip
+        served.classify([WARM_UP])
+        request.evidence.client = InferenceClient(sie_url, logger=quiet)
+    finally:
+        loader.close()
     served.classify([WARM_UP])  # the serving client's first request checks the server and opens the connection
     served.forget_requests()
     return served
@@ -218,6 +220,8 @@ class Loader:
                 if str(exc) != self.problem:
                     log.warning(f"not reloading the classification result: {exc}")
                 self.problem = str(exc)
+                if self.current:
+                    self.current.forget_requests()
             self._stop.wait(self.every_s)
 
     def step(self) -> None:

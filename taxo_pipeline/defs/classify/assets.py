@@ -9,7 +9,7 @@ from pydantic import Field
 from taxo_pipeline import settings
 from taxo_pipeline.classification.classifier import catalogue_classifier
 from taxo_pipeline.classification.review import VIEW as REVIEW_VIEW
-from taxo_pipeline.classification.review import refresh_review_queue
+from taxo_pipeline.classification.review import refresh_review_queue, reviewed_products
 from taxo_pipeline.classification.run import (
     CatalogueRun,
     Choices,
@@ -38,8 +38,8 @@ class ClassifyConfig(dg.Config):
     chunk_size: int | None = Field(default=None, gt=0, description="Products classified at once (unset: TAXO_CLASSIFY_CHUNK, else 2048).")  # fmt: skip
     target_precision: float | None = Field(
         default=None, gt=0, le=1,
-        description="Mark needs_review on the products below the confidence threshold that reaches this precision "
-        "on the held-out labelled products (unset: no review flag).",
+        description="Mark needs_review on the products below the confidence threshold whose held-out labelled "
+        "products reach this precision, observed and in mean confidence (unset: no review flag).",
     )  # fmt: skip
 
     def choices(self) -> Choices:
@@ -83,7 +83,7 @@ def catalogue_classifications(
             "dagster/row_count": outcome.products,
             "classified": outcome.classified,
             "skipped_products": outcome.skipped,
-            "reviewed_products": outcome.reviewed,
+            "reviewed_products": reviewed_products([outcome.path]),
             **({"mean_confidence": outcome.mean_confidence} if outcome.mean_confidence is not None else {}),
             **({"review_threshold": run.review_threshold} if run.review_threshold is not None else {}),
             "approach": run.key.approach,

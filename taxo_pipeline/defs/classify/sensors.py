@@ -1,5 +1,5 @@
-"""Watch the catalogue in TAXO_CATALOGUE: when its content, the shard size or the run's settings (the
-leaderboard's best approach, its calibration) change, make the `catalogue_shard` partitions the
+"""Watch the catalogue in TAXO_CATALOGUE: when its content, the shard size, the run's settings (the
+leaderboard's best approach, its calibration) or the reviewers' corrections change, make the `catalogue_shard` partitions the
 catalogue's shards and request one run per shard that is not already written with the same rows and
 settings. A changed shard reruns alone; unchanged shards start no run."""
 
@@ -16,6 +16,7 @@ from taxo_pipeline.classification.run import (
     prepare_run,
 )
 from taxo_pipeline.classification.shards import shard_key
+from taxo_pipeline.dataset.corrections import corrections_fingerprint
 from taxo_pipeline.defs.classify.assets import catalogue_classifications, run_config
 from taxo_pipeline.defs.classify.partitions import catalogue_shards, shard_partition_changes
 from taxo_pipeline.errors import InputError
@@ -27,7 +28,9 @@ def catalogue_shard_requests(instance: dg.DagsterInstance, storage: StorageResou
     shard_size = settings.current().shard_size
     choices = Choices(shard_size=shard_size, chunk_size=settings.current().classify_chunk)
     run = prepare_run(storage.warehouse(), storage.data_path(""), catalogue_setting(), choices)
-    state = json.dumps([str(run.products.resolve()), run.catalogue_fingerprint, shard_size, run.fingerprint])
+    # the corrections too: a new review rewrites the shards it matches, whatever the approach
+    reviews = corrections_fingerprint(settings.current().corrections)
+    state = json.dumps([str(run.products.resolve()), run.catalogue_fingerprint, shard_size, run.fingerprint, reviews])
     if state == cursor:
         return dg.SensorResult(skip_reason=f"{run.products}: unchanged since the last tick")
     progress, pending = plan_shards(run)

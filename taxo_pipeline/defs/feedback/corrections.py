@@ -1,12 +1,13 @@
 """Reviewers' corrections (TAXO_CORRECTIONS, taxo_pipeline/dataset/corrections.py) as an observable source.
 Its data version is the file's SHA-256 (`none` while unset); label transfer's predictions read it, so a
-changed file reruns label transfer's partitions and their metrics (with the calibration), nothing else.
+changed file reruns label transfer's partitions and their metrics (with the calibration), no other
+asset (catalogue runs rewrite the shards a new review matches: defs/classify/sensors.py).
 
 `corrections_sensor` records an observation when the file's fingerprint differs from the last recorded
 one and every row of it is good (checked against the full taxonomy once that is built), so a bad file
 reruns nothing: the tick names its bad rows and the last good version stays. `taxo-pipeline materialize`
 does the same before it plans its runs (and stops on a bad row), and "Observe sources" in the UI records
-the same version."""
+the same version (or fails, naming the bad rows)."""
 
 import dagster as dg
 
@@ -22,10 +23,20 @@ GROUP = "feedback"
 @dg.observable_source_asset(
     group_name=GROUP,
     description="The reviewed labels in TAXO_CORRECTIONS (product_id, category, product_title, product_description): "
-    "its SHA-256 is its data version, `none` while unset. Label transfer's labelled pool includes them.",
+    "its SHA-256 is its data version, `none` while unset. Label transfer's labelled pool includes them; catalogue "
+    "runs give a reviewed product (its id and text) its reviewer's category.",
 )
 def corrections_file() -> dg.DataVersion:
-    return dg.DataVersion(corrections_fingerprint(settings.current().corrections))
+    return dg.DataVersion(_checked(corrections_fingerprint(settings.current().corrections)))
+
+
+def _checked(version: str) -> str:
+    """`version`, once every row of the file is good (InputError naming the bad ones); checked against the
+    full taxonomy once it is built (label transfer checks it again when it reads it)."""
+    current = settings.current()
+    if version != NONE and (current.data_dir / settings.TAXONOMY_FULL_DEPTH_FILE).is_file():
+        load_corrections(current.data_dir)
+    return version
 
 
 def corrections_observations(instance: dg.DagsterInstance) -> list[dg.AssetObservation]:
@@ -35,9 +46,7 @@ def corrections_observations(instance: dg.DagsterInstance) -> list[dg.AssetObser
     value = corrections_fingerprint(current.corrections)
     if recorded_version(instance, corrections_file.key) == value:
         return []
-    if value != NONE and (current.data_dir / settings.TAXONOMY_FULL_DEPTH_FILE).is_file():
-        load_corrections(current.data_dir)  # every bad row named before a rerun is asked for
-    return [dg.AssetObservation(asset_key=corrections_file.key, tags={DATA_VERSION_TAG: value},
+    return [dg.AssetObservation(asset_key=corrections_file.key, tags={DATA_VERSION_TAG: _checked(value)},
                                 metadata={"fingerprint": value, "path": str(current.corrections or "")})]  # fmt: skip
 
 
