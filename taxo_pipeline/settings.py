@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taxo_pipeline.dataset.google_mapping import GOOGLE_CATEGORIES_URL, GOOGLE_MAPPING_URL
 from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, Depth, depth_suffix, parse_depth
 from taxo_pipeline.errors import InputError
 
@@ -67,6 +68,8 @@ class Settings:
     products_given: bool  # whether TAXO_PRODUCTS was set (offline runs need both sources set)
     taxonomy_given: bool
     depth: Depth  # TAXO_DEPTH: 3 (the reference's), `full` (None) or N levels
+    google_mapping: str  # TAXO_GOOGLE_MAPPING: Shopify's Shopify-to-Google mapping .txt, a path or URL (Shopify's main branch)
+    google_categories: str  # TAXO_GOOGLE_CATEGORIES: the Google ids of that mapping, full_names.yml, a path or URL
     corrections: Path | None  # TAXO_CORRECTIONS: reviewed labels (label transfer learns from them, catalogue runs keep them)
     # Models and approaches
     models: Path | None  # TAXO_MODELS: a model list other than the packaged models.yaml
@@ -98,6 +101,8 @@ class Settings:
             products_given=bool(env.text("TAXO_PRODUCTS")),
             taxonomy_given=bool(env.text("TAXO_TAXONOMY")),
             depth=env.depth(),
+            google_mapping=env.text("TAXO_GOOGLE_MAPPING") or GOOGLE_MAPPING_URL,
+            google_categories=env.text("TAXO_GOOGLE_CATEGORIES") or GOOGLE_CATEGORIES_URL,
             corrections=env.path("TAXO_CORRECTIONS", None),
             models=env.path("TAXO_MODELS", None),
             approaches=tuple(filter(None, (m.strip() for m in env.text("TAXO_APPROACHES").split(",")))),

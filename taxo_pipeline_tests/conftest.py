@@ -6,6 +6,7 @@ and load_catalogue() see the test models), or `sie_server` for its URL.
 """
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,14 @@ import yaml
 
 from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE
 from taxo_pipeline.sie.server import ensure_sie
-from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, SHARED_DATA, TAXONOMY, sample_taxonomy
+from taxo_pipeline_tests.factories import (
+    GOOGLE_CATEGORIES,
+    GOOGLE_MAPPING,
+    SAMPLE_PRODUCTS,
+    SHARED_DATA,
+    TAXONOMY,
+    sample_taxonomy,
+)
 from taxo_pipeline_tests.sie.sie_testkit import (
     MINILM,
     TINY_CLIP,
@@ -33,6 +41,11 @@ SLOWEST_MODULES = (
     "test_main_job", "test_improved_retrieval", "test_dev_daemon", "test_text_retrieval", "test_webserver",
     "test_classify_catalogue", "test_dev_server",
 )  # fmt: skip
+
+
+# Offline, as the README's variables: every command and run of the tests (child processes inherit them).
+os.environ.setdefault("TAXO_GOOGLE_MAPPING", str(GOOGLE_MAPPING))
+os.environ.setdefault("TAXO_GOOGLE_CATEGORIES", str(GOOGLE_CATEGORIES))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

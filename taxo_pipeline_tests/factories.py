@@ -16,6 +16,9 @@ from taxo_pipeline.settings import PROJECT_ROOT
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 SAMPLE_PRODUCTS = SHARED_DATA / "shopify-product-catalogue-sample" / "sample.jsonl"
 TAXONOMY = SHARED_DATA / "shopify-taxonomy" / "categories.txt"
+GOOGLE_MAPPING = SHARED_DATA / "shopify-taxonomy" / "google-mapping" / "shopify_2025-08_to_google_2021-09-21.txt"
+GOOGLE_CATEGORIES = SHARED_DATA / "shopify-taxonomy" / "google-mapping" / "full_names.yml"
+MERCHANT_EXPORTS = SHARED_DATA / "shopify-merchant-exports" / "raw"
 
 HATS = "Apparel & Accessories > Clothing Accessories > Hats"
 PANAMA = "Apparel & Accessories > Clothing Accessories > Hats > Panama Hats"

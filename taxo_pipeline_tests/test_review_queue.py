@@ -64,7 +64,13 @@ def test_classify_products_flags_the_products_below_the_review_threshold(evaluat
     threshold = review_threshold(warehouse, _key(warehouse), 0.5)
     assert threshold is not None
     products = catalogue(tmp_path / "pets.csv", 30)
+    # a catalogue without labels of its own cannot confirm the evaluation's calibration: all to review ...
     assert classify_products(["--products", str(products), "--target-precision", "0.5"]) == 0
+    assert "every product goes to review, since this catalogue cannot confirm the calibration" in capsys.readouterr().err
+    unconfirmed = pl.read_parquet(root / "data" / run_dir(products) / "shard-00000.parquet")
+    assert unconfirmed["needs_review"].to_list() == [True] * 30
+    # ... unless the user trusts it, for a catalogue like the evaluation's products
+    assert classify_products(["--products", str(products), "--target-precision", "0.5", "--trust-evaluation"]) == 0
     printed = capsys.readouterr().out
     rows = pl.read_parquet(root / "data" / run_dir(products) / "shard-00000.parquet")
     assert rows["needs_review"].to_list() == [c < threshold for c in rows["confidence"].to_list()]
@@ -95,11 +101,13 @@ def test_a_dagster_shard_run_takes_the_target_precision_from_its_config(evaluate
     warehouse = Warehouse(environment["TAXO_WAREHOUSE"])
     threshold = review_threshold(warehouse, _key(warehouse), 0.5)
     products = catalogue(tmp_path / "ui.csv", 6)
-    assert classify_products(["--products", str(products), "--target-precision", "0.5", "--dagster"]) == 0
+    assert classify_products(["--products", str(products), "--target-precision", "0.5", "--trust-evaluation",
+                              "--dagster"]) == 0  # fmt: skip
     with dg.DagsterInstance.get() as instance:
         (run,) = [r.dagster_run for r in instance.get_run_records()]
         (record,) = instance.fetch_materializations(dg.AssetKey("catalogue_classifications"), limit=1).records
     assert run.run_config["ops"]["catalogue_classifications"]["config"]["target_precision"] == 0.5
+    assert run.run_config["ops"]["catalogue_classifications"]["config"]["trust_evaluation"] is True
     assert record.asset_materialization.metadata["review_threshold"].value == pytest.approx(threshold)
     rows = pl.read_parquet(root / "data" / run_dir(products) / "shard-00000.parquet")
     assert rows["needs_review"].to_list() == [c < threshold for c in rows["confidence"].to_list()]
@@ -110,7 +118,7 @@ def test_reviewed_products_keep_their_label_and_leave_the_queue(evaluated, monke
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     products = catalogue(tmp_path / "reviewed.csv", 12)
-    arguments = ["--products", str(products), "--target-precision", "0.5", "--shard-size", "4"]
+    arguments = ["--products", str(products), "--target-precision", "0.5", "--trust-evaluation", "--shard-size", "4"]
     assert classify_products(arguments) == 0
     shard = root / "data" / run_dir(products) / "shard-00000.parquet"
     before = {r["product_id"]: r for r in pl.read_parquet(shard).iter_rows(named=True)}

@@ -10,7 +10,9 @@ product, so a correction never votes for the evaluated product that shares its i
 
 from __future__ import annotations
 
-from dataclasses import replace
+import logging
+import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -31,7 +33,11 @@ from taxo_pipeline.retrieval.label_transfer import (
     transfer_labels,
 )
 
+log = logging.getLogger(__name__)
+
 CROSS_VALIDATED = f"{FOLDS}-fold cv"
+VOTE_BLOCK = 256
+OWN_NEIGHBOURS = 5  # queries whose similarities to a large pool (a catalogue's labelled products) are held at once
 
 
 POOL_COLUMNS = ("product_id", "product_title", "product_description", "ground_truth_category")
@@ -108,15 +114,91 @@ def classify(request: ClassifyRequest) -> Classified:
         scores, notes = cascade_scores(request, queries)
         pool_vectors, labels, weight_folds, weights = labelled_pool(request, labelled)
         weight = float(np.median(list(weights.values())))
-        scores = scores + weight * neighbour_votes(queries @ pool_vectors.T, labels, scores.shape[1]).votes
+        scores = scores + weight * pooled_votes(queries, pool_vectors, labels, scores.shape[1])
+        if (voters := request.voters) is not None:  # the catalogue's own labelled products vote among themselves
+            scores += voters.weight * pooled_votes(queries, voters.vectors, voters.labels, scores.shape[1],
+                                                   neighbours=OWN_NEIGHBOURS)
+            scores += voters.prior_weight * label_shares(voters.labels, scores.shape[1])
     notes |= {
         "neighbours": NEIGHBOURS,
         "temperature": TEMPERATURE,
         "labelled_products": labelled.height,
         "corrections": 0 if request.corrections is None else request.corrections.height,
+        "catalogue_voters": 0 if request.voters is None else len(request.voters.labels),
         "vote_weight_per_fold": _weights_table(weight_folds, weights),
     }
     return Classified(request.products["product_id"].to_list(), top_k(scores, request.taxonomy.paths, request.top_k), notes)
+
+
+def pooled_votes(
+    queries: np.ndarray,
+    pool_vectors: np.ndarray,
+    labels: np.ndarray,
+    categories: int,
+    excluded: np.ndarray | None = None,
+    neighbours: int = NEIGHBOURS,
+) -> np.ndarray:
+    """neighbour_votes over a pool of any size, VOTE_BLOCK queries at a time (memory: a block x the pool);
+    `excluded` (queries x pool, bool): pairs that may not vote, e.g. a catalogue product's own fold."""
+    votes = np.zeros((len(queries), categories))
+    for start in range(0, len(queries), VOTE_BLOCK):
+        block = slice(start, start + VOTE_BLOCK)
+        similarity = queries[block] @ pool_vectors.T
+        if excluded is not None:
+            similarity = np.where(excluded[block], -np.inf, similarity)
+        votes[block] = neighbour_votes(similarity, labels, categories, neighbours).votes
+    return votes
+
+
+def label_shares(labels: np.ndarray, categories: int) -> np.ndarray:
+    """Each category's share of the labels: a catalogue's prior (a shop sells few kinds of things)."""
+    return np.bincount(labels, minlength=categories) / max(len(labels), 1)
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """A catalogue's labelled products scored as label transfer scores a catalogue product, the evaluation's pool
+    voting with its own weight and the catalogue's labelled products, from the other folds only (their votes and
+    their category shares), with each candidate pair of weights: per product and pair, the top two categories
+    and their scores."""
+
+    weights: tuple[tuple[float, float], ...]  # (vote weight, prior weight)
+    labels: np.ndarray  # each product's category (index into taxonomy.paths)
+    folds: np.ndarray
+    top: np.ndarray  # products x weights x 2: category indices, best first
+    scores: np.ndarray  # products x weights x 2
+    vectors: np.ndarray  # the products' unit-length vectors, for Voters
+
+
+def cross_fit(
+    request: ClassifyRequest, labelled: pl.DataFrame, weights: tuple[tuple[float, float], ...], chunk: int = 512
+) -> CrossFit:
+    """`labelled` (product_id, title, description, ground_truth_category): a catalogue's own labelled products.
+    Folds by product-id hash: a product's own votes come from the other folds, so none is its own evidence."""
+    pool_vectors, pool_labels, _, pool_weights = labelled_pool(request, request.labelled)
+    pool_weight = float(np.median(list(pool_weights.values())))
+    labels, folds = _label_indices(request, labelled), assign_folds(labelled["product_id"].to_list())
+    started, n = time.perf_counter(), labelled.height
+    vectors = np.vstack([query_vectors(request, labelled.slice(s, chunk)) for s in range(0, n, chunk)] or
+                        [np.empty((0, pool_vectors.shape[1]))])  # fmt: skip
+    top, scores = np.zeros((n, len(weights), 2), dtype=np.int64), np.zeros((n, len(weights), 2))
+    categories = len(request.taxonomy.paths)
+    priors = np.vstack([label_shares(labels[folds != f], categories) for f in range(FOLDS)])  # per held-out fold
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        base, _ = cascade_scores(replace(request, products=labelled[rows]), vectors[rows])
+        base += pool_weight * pooled_votes(vectors[rows], pool_vectors, pool_labels, base.shape[1])
+        own = pooled_votes(vectors[rows], vectors, labels, base.shape[1], folds[rows, None] == folds[None, :], OWN_NEIGHBOURS)
+        prior = priors[folds[rows]]
+        for j, (weight, prior_weight) in enumerate(weights):
+            combined = base + weight * own + prior_weight * prior
+            best = np.argpartition(-combined, 1, axis=1)[:, :2]
+            picked = np.take_along_axis(combined, best, axis=1)
+            order = np.argsort(-picked, axis=1, kind="stable")
+            top[rows, j], scores[rows, j] = np.take_along_axis(best, order, 1), np.take_along_axis(picked, order, 1)
+        log.info("catalogue labels: %d of %d labelled products cross-fitted (%.0f products/s)", rows.stop, n,
+                 rows.stop / max(time.perf_counter() - started, 1e-9))  # fmt: skip
+    return CrossFit(tuple(weights), labels, folds, top, scores, vectors.astype(np.float32))
 
 
 APPROACH = Approach(

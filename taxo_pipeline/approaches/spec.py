@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from taxo_pipeline.approaches.evidence import Evidence
@@ -48,6 +49,19 @@ class ClassifyRequest:
     # Reviewers' corrections (dataset/corrections.py, the same columns as `labelled`): they join the labelled
     # pool as evidence but are never scored, so the evaluation's figures stay comparable.
     corrections: pl.DataFrame | None = None
+    # A catalogue's own labelled products (classification/catalogue_labels.py): their votes are added to the
+    # pool's with the weight chosen on them, for approaches that learn from labels.
+    voters: Voters | None = None
+
+
+@dataclass(frozen=True)
+class Voters:
+    """Labelled products outside the evaluation's pool that vote too, with their own vote weight."""
+
+    vectors: np.ndarray  # unit-length product vectors
+    labels: np.ndarray  # each one's category: an index into the request's taxonomy.paths
+    weight: float
+    prior_weight: float = 0.0  # of their category shares
 
 
 @dataclass(frozen=True)

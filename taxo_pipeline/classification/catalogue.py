@@ -1,12 +1,16 @@
 """Read a catalogue to classify in fixed-size shards without loading the file: Parquet row batches,
-CSV blocks and JSON Lines read line by line. Rows need an id and a title or a description;
-ground_truth_category and the rest are not read.
+CSV blocks and JSON Lines read line by line. Rows need an id and a title or a description; an optional
+`category` column is the merchant's own label of the product (kept beside the model's, null where empty);
+ground_truth_category and the rest are not read. A Shopify admin product export (a CSV with Handle, Title
+and Body (HTML)) is read as one product per Handle by shopify_export.py, its Product Category as the
+category.
 
 `validate_catalogue` checks the whole file in one streaming pass before anything is classified or
 written: the declared columns in every format (every JSON Lines record, not only the first), text
 that decodes as UTF-8, ids non-empty and unique, a text per row. Each error names the file, the row
-(a JSON Lines line), the value and the fix. Ids are strings as given; a JSON id that is a whole number
-is read as its decimal digits, any other non-string id (1.5, true, null, ...) is refused."""
+(a JSON Lines line; a Shopify export's product: the row of its first row), the value and the fix. Ids are
+strings as given; a JSON id that is a whole number is read as its decimal digits, any other non-string id
+(1.5, true, null, ...) is refused."""
 
 from __future__ import annotations
 
@@ -17,15 +21,16 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from taxo_pipeline.classification.shopify_export import ROW, UTF8_FIX, is_shopify_export, read_export, utf8
 from taxo_pipeline.dataset.products import CATALOGUE_COLUMNS, FORMATS, json_lines, stable_ids
 from taxo_pipeline.errors import InputError
 
@@ -33,22 +38,24 @@ log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("product_id", "row_index", "split")
 READ_BATCH = 4096
-ROW = "_row"  # where a row is in the file, for errors: its data row (1-based), or a JSON Lines line number
-UTF8_FIX = "save the file as UTF-8"
+CATEGORY = "category"  # the merchant's label of a product: optional, null where absent or empty
 
 
 @dataclass(frozen=True)
 class Shard:
     index: int
-    first_row: int  # the file row of its first product (0-based)
-    products: pl.DataFrame  # product_id, product_title, product_description (strings, never null)
+    first_row: int  # its first product's place (0-based): its file row; in a Shopify export, its product number
+    # product_id, product_title, product_description (strings, never null), category (string, null where none)
+    products: pl.DataFrame
 
     @property
     def fingerprint(self) -> str:
         """Hash of the shard's rows: a shard whose rows are unchanged is not classified again."""
         digest = hashlib.sha256()
-        for row in self.products.iter_rows():
-            digest.update("\x1f".join(row).encode() + b"\x1e")
+        for *texts, category in self.products.select("product_id", *CATALOGUE_COLUMNS, CATEGORY).iter_rows():
+            # a product without a category hashes as before there were categories: its shard is kept
+            label = b"" if category is None else b"\x1f" + category.encode()
+            digest.update("\x1f".join(texts).encode() + label + b"\x1e")
         return digest.hexdigest()[:16]
 
 
@@ -95,6 +102,11 @@ def _name_repeat(path: Path, suspects: set[int]) -> None:
         for product_id, row in hit.select("product_id", ROW).iter_rows():
             if product_id in seen:
                 unit = _unit(path)
+                if is_export(path):  # the Handle's rows are apart: the file was sorted or edited since its export
+                    raise InputError(f"products file {path}, row {row}: Handle {product_id!r} again, after other "
+                                     f"products' rows (its product starts at row {seen[product_id]}); a product's "
+                                     "rows must be consecutive: move them together, or give the other product its "
+                                     "own Handle")  # fmt: skip
                 raise InputError(f"products file {path}, {unit} {row} repeats product_id {product_id!r} (first at "
                                  f"{unit} {seen[product_id]}); ids must be unique: give each product its own id")  # fmt: skip
             seen[product_id] = row
@@ -135,13 +147,27 @@ def _unit(path: Path) -> str:
     return "line" if FORMATS.get(path.suffix.lower()) == "jsonl" else "row"
 
 
+def is_export(path: Path) -> bool:
+    """Whether the catalogue is a Shopify product export (False for a file that is missing: check_file says so)."""
+    path = Path(path)
+    return FORMATS.get(path.suffix.lower()) == "csv" and path.is_file() and is_shopify_export(_csv_header(path), path)
+
+
 def _frames(path: Path) -> Iterator[pl.DataFrame]:
-    """The file's rows in batches: `_row`, product_id, product_title, product_description, each checked."""
-    reader = {"parquet": _parquet, "csv": _csv, "jsonl": _jsonl}[check_file(path)]
+    """The file's rows in batches: `_row`, product_id, product_title, product_description, category, each
+    checked (a Shopify export's: one row per product)."""
+    fmt = check_file(path)
+    reader = {"parquet": _parquet, "csv": _csv, "jsonl": _jsonl}[fmt]
+    if fmt == "csv" and is_shopify_export(header := _csv_header(path), path):
+        reader = partial(read_export, header=header)
     offset = 0
     for raw in reader(path):
         yield _clean(raw, path, offset)
         offset += raw.height
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
 
 
 def _check_columns(path: Path, names: list[str]) -> list[str]:
@@ -149,7 +175,7 @@ def _check_columns(path: Path, names: list[str]) -> list[str]:
         raise InputError(
             f"products file {path} lacks required column(s) {', '.join(missing)} (it has: {', '.join(names) or 'none'})"
         )
-    return [c for c in (*ID_COLUMNS, *CATALOGUE_COLUMNS) if c in names]
+    return [c for c in (*ID_COLUMNS, *CATALOGUE_COLUMNS, CATEGORY) if c in names]
 
 
 def _numbered(frame: pl.DataFrame, offset: int) -> pl.DataFrame:
@@ -165,6 +191,9 @@ def _parquet(path: Path) -> Iterator[pl.DataFrame]:
             if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)):
                 raise InputError(f"products file {path}: column {name} holds {kind} values; ids must be strings or "
                                  "whole numbers (read as their digits): store them as strings")  # fmt: skip
+        if CATEGORY in columns and not _is_text(kind := file.schema_arrow.field(CATEGORY).type):
+            raise InputError(f"products file {path}: column {CATEGORY} holds {kind} values; a category is a text "
+                             "(a taxonomy path, or null for none): store it as strings")  # fmt: skip
         rows = 0
         for batch in file.iter_batches(batch_size=READ_BATCH, columns=columns):
             frame = pl.from_arrow(pa.Table.from_batches([batch])).with_columns(pl.col(columns).cast(pl.String))
@@ -195,34 +224,22 @@ def _csv(path: Path) -> Iterator[pl.DataFrame]:
         batches = pacsv.open_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True),
                                  convert_options=convert)  # fmt: skip
         for batch in batches:
-            frame = pl.DataFrame({c: pl.from_arrow(_utf8(batch.column(c), path, c, rows)) for c in columns})
+            frame = pl.DataFrame({c: pl.from_arrow(utf8(batch.column(c), path, c, rows)) for c in columns})
             yield _numbered(frame, rows)
             rows += frame.height
     except pa.ArrowInvalid as exc:
         raise InputError(f"products file {path} is not a readable CSV file: {exc}") from exc
 
 
-def _utf8(column: pa.Array, path: Path, name: str, offset: int) -> pa.Array:
-    try:
-        return pc.cast(column, pa.string())
-    except pa.ArrowInvalid:
-        for i, value in enumerate(column.to_pylist()):
-            try:
-                (value or b"").decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"products file {path}, row {offset + i + 1}: {name} is not valid UTF-8 at byte "
-                                 f"{exc.start} ({value[max(exc.start - 20, 0):exc.end + 20]!r}): {UTF8_FIX}") from None  # fmt: skip
-        raise
-
-
 def _jsonl(path: Path) -> Iterator[pl.DataFrame]:
-    """Every record must carry the text fields and the same id fields as the first (product_id, or none)."""
+    """Every record must carry the text fields and the same id fields as the first (product_id, or none); any
+    may carry a category."""
     records: list[dict] = []
     first: tuple[int, list[str]] | None = None
     for number, record in json_lines(path):
         ids = [c for c in ID_COLUMNS if c in record]
         if first is None:
-            first, columns = (number, ids), _check_columns(path, list(record))
+            first, columns = (number, ids), [c for c in _check_columns(path, list(record)) if c != CATEGORY]
         elif ids != first[1]:
             raise InputError(f"products file {path}, line {number} has id field(s) {', '.join(ids) or 'none'} but line "
                              f"{first[0]} has {', '.join(first[1]) or 'none'}: give every record the same id fields "
@@ -230,17 +247,19 @@ def _jsonl(path: Path) -> Iterator[pl.DataFrame]:
         if missing := [c for c in CATALOGUE_COLUMNS if c not in record]:
             raise InputError(f"products file {path}, line {number} lacks {', '.join(missing)}: every record needs "
                              f"{' and '.join(CATALOGUE_COLUMNS)} (one of them may be empty)")  # fmt: skip
-        records.append({ROW: number, **{c: _json_value(record[c], path, number, c) for c in columns}})
+        records.append({ROW: number, **{c: _json_value(record[c], path, number, c) for c in columns},
+                        CATEGORY: _json_value(record.get(CATEGORY), path, number, CATEGORY)})  # fmt: skip
         if len(records) == READ_BATCH:
-            yield pl.DataFrame(records, schema={ROW: pl.Int64, **dict.fromkeys(columns, pl.String)})
+            yield pl.DataFrame(records, schema={ROW: pl.Int64, **dict.fromkeys([*columns, CATEGORY], pl.String)})
             records = []
     if records:
-        yield pl.DataFrame(records, schema={ROW: pl.Int64, **dict.fromkeys(columns, pl.String)})
+        yield pl.DataFrame(records, schema={ROW: pl.Int64, **dict.fromkeys([*columns, CATEGORY], pl.String)})
 
 
 def _json_value(value, path: Path, line: int, name: str) -> str | None:
-    """Texts are strings (null: empty); ids are strings, or whole numbers read as their decimal digits."""
-    if isinstance(value, str) or (value is None and name in CATALOGUE_COLUMNS):
+    """Texts and the category are strings (null: empty); ids are strings, or whole numbers read as their decimal
+    digits."""
+    if isinstance(value, str) or (value is None and name in (*CATALOGUE_COLUMNS, CATEGORY)):
         return value
     if name in ("product_id", "row_index") and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
@@ -250,9 +269,12 @@ def _json_value(value, path: Path, line: int, name: str) -> str | None:
 
 
 def _clean(raw: pl.DataFrame, path: Path, offset: int) -> pl.DataFrame:
-    """`_row`, ids and texts of rows `offset`.. of the file; an empty id or a row with neither text is an error."""
+    """`_row`, ids, texts and categories of rows `offset`.. of the file; an empty id or a row with neither text is
+    an error."""
+    category = raw[CATEGORY] if CATEGORY in raw.columns else pl.Series(CATEGORY, [None] * raw.height, pl.String)
     frame = pl.DataFrame([raw[ROW], stable_ids(raw, offset).alias("product_id"),
-                          *(raw[c].cast(pl.String).fill_null("") for c in CATALOGUE_COLUMNS)])  # fmt: skip
+                          *(raw[c].cast(pl.String).fill_null("") for c in CATALOGUE_COLUMNS),
+                          category.cast(pl.String).str.strip_chars().replace("", None).alias(CATEGORY)])  # fmt: skip
     blank = frame["product_id"].is_null() | (frame["product_id"].str.strip_chars() == "")
     if blank.any():
         row, value = frame.filter(blank).select(ROW, "product_id").row(0)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from taxo_pipeline.classification.coverage import coverage_lines
-from taxo_pipeline.classification.shards import REVIEWED
+from taxo_pipeline.classification.shards import MERCHANT, PREDICTED, REVIEWER, SOURCE
 from taxo_pipeline.warehouse import Warehouse
 
 NEEDS_REVIEW = "needs_review"
@@ -69,10 +69,10 @@ def needs_review(confidence: np.ndarray, threshold: float | None, target_precisi
 
 def with_review(table: pa.Table, threshold: float | None, target_precision: float | None) -> pa.Table:
     """A shard table with its `needs_review` column (NULL without a target precision; false for a product
-    a person already reviewed)."""
+    whose category a person set: a reviewer or the merchant)."""
     flags = needs_review(table["confidence"].to_numpy(zero_copy_only=False), threshold, target_precision)
     if flags is not None:
-        flags &= ~table[REVIEWED].to_numpy(zero_copy_only=False)
+        flags &= np.array([s not in (MERCHANT, REVIEWER) for s in table[SOURCE].to_pylist()], dtype=bool)
     column = pa.array(flags if flags is not None else [None] * table.num_rows, pa.bool_())
     return table.append_column(NEEDS_REVIEW, column)
 
@@ -90,10 +90,20 @@ def catalogue_confidences(files: Sequence[Path]) -> np.ndarray:
     return np.concatenate(columns).astype(np.float64) if columns else np.empty(0)
 
 
-def reviewed_products(files: Sequence[Path]) -> int:
-    """Products of a run's shard files that kept a reviewer's category (a shard of an earlier format: none)."""
-    tables = (pq.read_table(f, columns=[REVIEWED]) for f in files if REVIEWED in pq.read_schema(f).names)
-    return sum(int(t[REVIEWED].to_numpy(zero_copy_only=False).sum()) for t in tables)
+def accepted_categories(files: Sequence[Path]) -> dict[str, str]:
+    """product id -> category of the predicted products a target precision accepted (needs_review false)."""
+    found: dict[str, str] = {}
+    for file in files:
+        table = pq.read_table(file, columns=["product_id", "category", SOURCE, NEEDS_REVIEW])
+        for product_id, category, source, review in zip(*(table[c].to_pylist() for c in table.column_names)):
+            if source == PREDICTED and review is False:
+                found[product_id] = category
+    return found
+
+
+def known_products(files: Sequence[Path], source: str) -> int:
+    """Products of a run's shard files whose category came from `source` (merchant, reviewer)."""
+    return sum(pq.read_table(f, columns=[SOURCE])[SOURCE].to_pylist().count(source) for f in files)
 
 
 def run_summary(
@@ -102,6 +112,8 @@ def run_summary(
     """The lines classify-products ends with: per target precision, the threshold, the share of this
     catalogue's products at or above it, and the held-out precision there; how many a person reviewed."""
     lines = coverage_lines(confidence, correct, catalogue_confidences(files), targets)
-    if reviewed := reviewed_products(files):
+    if merchant := known_products(files, MERCHANT):
+        lines.append(f"{merchant} products keep the category the merchant set: confidence 1, never queued")
+    if reviewed := known_products(files, REVIEWER):
         lines.append(f"{reviewed} products keep a reviewer's category (TAXO_CORRECTIONS): confidence 1, never queued")
     return lines

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,11 @@ import polars as pl
 
 from taxo_pipeline import settings
 from taxo_pipeline.approaches.registry import approach as approach_named
-from taxo_pipeline.approaches.spec import Classified
-from taxo_pipeline.classification.calibration import ECE_BINS, Calibration, features
+from taxo_pipeline.approaches.registry import approaches
+from taxo_pipeline.approaches.spec import Classified, Voters
+from taxo_pipeline.classification.calibration import ECE_BINS, FOLDS, Calibration, deciles, features
 from taxo_pipeline.classification.catalogue import CatalogueCheck, Shard, check_file, read_shards, validate_catalogue
+from taxo_pipeline.classification.catalogue_labels import MIN_LABELLED, CatalogueLabels, Learned, read_labels
 from taxo_pipeline.classification.coverage import review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.classification.review import with_review
@@ -41,7 +43,8 @@ from taxo_pipeline.classification.shards import (
     write_shard,
 )
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
-from taxo_pipeline.dataset.tables import load_corrections
+from taxo_pipeline.dataset.google_mapping import GoogleMapping, google_mapping
+from taxo_pipeline.dataset.tables import load_corrections, load_taxonomy_l3
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.files import file_sha256
@@ -70,6 +73,15 @@ class CatalogueRun:
     review_threshold: float | None = None  # None with a target: no threshold reaches it, all need review
     corrections: str = NONE  # the fingerprint of the reviewers' corrections a label-learning approach votes with
     reviewed: Reviews = field(default_factory=dict)  # the corrections' labels by product id (classification/reviewed.py)
+    labels: CatalogueLabels | None = None  # the categories the catalogue already carries (catalogue_labels.py)
+    # Without enough labels of its own, a catalogue cannot confirm the evaluation's calibration: with a target
+    # precision every product goes to review unless the user trusts the evaluation's threshold.
+    trust_evaluation: bool = False
+    google: GoogleMapping | None = None  # Shopify -> Google product categories for the output
+    # What the labels taught (catalogue_labels.learn_from_catalogue): derived from the fields above, so not
+    # part of the fingerprint; set by with_learning before any shard is classified.
+    voters: Voters | None = None
+    learned: Learned | None = None
 
     def shard_fingerprint(self, shard: Shard) -> str:
         """The shard's rows and the reviews that match them: a new review rewrites only its shards."""
@@ -88,7 +100,40 @@ class CatalogueRun:
             parts["review"] = [self.target_precision, self.review_threshold]
         if self.corrections != NONE:  # new corrections reclassify every shard of an approach that learns from them
             parts["corrections"] = self.corrections
+        if self.labels is not None and self.labels.count:
+            parts["labels"] = [self.labels.fingerprint, self.learns]
+        if self.trust_evaluation:
+            parts["trust_evaluation"] = True
+        if self.google is not None:
+            parts["google"] = self.google.fingerprint
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def learns(self) -> bool:
+        """The approach learns from labels and the catalogue has some: they vote, and may set the calibration."""
+        return approach_named(self.key.approach).needs_labels and self.labels is not None and self.labels.count > 0
+
+    @property
+    def confirmed(self) -> bool:
+        """The confidence is calibrated on this catalogue's own labelled products."""
+        return self.learned is not None
+
+    @property
+    def confidence_calibration(self) -> Calibration:
+        return self.learned.calibration if self.learned else self.calibration
+
+    @property
+    def threshold(self) -> float | None:
+        """The review threshold in force: the catalogue's own, else the evaluation's if trusted; None with a
+        target precision sends every product to review."""
+        if self.target_precision is None:
+            return None
+        if self.learned is not None:
+            return self.learned.review_threshold(self.target_precision)
+        return self.review_threshold if self.trust_evaluation else None
+
+    def with_learning(self, voters: Voters | None, learned: Learned | None) -> CatalogueRun:
+        return replace(self, voters=voters, learned=learned)
 
 
 CATALOGUE_VAR = "TAXO_CATALOGUE"
@@ -116,6 +161,21 @@ class Choices:
     part: int = 0
     parts: int = 1
     target_precision: float | None = None
+    trust_evaluation: bool = False
+
+
+def _approach_for(warehouse: Warehouse, enabled: list[str], choices: Choices, labels: CatalogueLabels) -> str | None:
+    """The approach named, else, for a catalogue with labels of its own, the best evaluated approach that learns
+    from labels (None: the leaderboard's best)."""
+    if choices.approach or not labels.count:
+        return choices.approach
+    learning = []
+    for candidate in (a.name for a in approaches() if a.needs_labels):
+        try:
+            learning.append(choose(warehouse, enabled, candidate, choices.model, choices.variant))
+        except InputError:  # not evaluated with these models
+            continue
+    return max(learning, key=lambda c: c.strict_f1).key.approach if learning else None
 
 
 def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: Choices) -> CatalogueRun:
@@ -124,17 +184,22 @@ def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: C
     products = Path(products)
     check_file(products)
     enabled = [spec.id for spec in load_catalogue().enabled()]
-    choice = choose(warehouse, enabled, choices.approach, choices.model, choices.variant)
+    choice = choose(warehouse, enabled, choices.approach, choices.model, choices.variant)  # the evaluation is there
+    labels = read_labels(products, choices.shard_size, load_taxonomy_l3(data_dir))  # every row checked on the way
+    if (preferred := _approach_for(warehouse, enabled, choices, labels)) not in (None, choice.key.approach):
+        choice = choose(warehouse, enabled, preferred, choices.model, choices.variant)
     log.info("classifying with %s (strict hF1 %.3f on the evaluation set)", choice.key, choice.strict_f1)
     calibration = load_calibration(warehouse, choice.key)
     target = choices.target_precision
     threshold = review_threshold(warehouse, choice.key, target) if target is not None else None
     learns = approach_named(choice.key.approach).needs_labels
     corrections = load_corrections(data_dir)  # validated before anything is classified
+    google = google_mapping(data_dir, settings.current().google_mapping, settings.current().google_categories)
     return CatalogueRun(
         products, catalogue_name(products), file_sha256(products)[:16], choice.key, calibration, data_dir,
         choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts, target, threshold,
         corrections_fingerprint(settings.current().corrections) if learns else NONE, reviews(corrections),
+        labels, choices.trust_evaluation, google,
     )  # fmt: skip
 
 
@@ -167,8 +232,10 @@ def classify_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> Shard
         chunk_ranked, chunk_skipped = classify_chunk(shard.products.slice(start, run.chunk_size), classify, run.top_k)
         ranked += chunk_ranked
         skipped += chunk_skipped
-    rows = ShardRows(shard.products["product_id"].to_list(), ranked, run.calibration.confidence(features(ranked)), skipped)
-    return rows.with_reviews(reviewed_categories(shard.products, run.reviewed))
+    ids = shard.products["product_id"].to_list()
+    rows = ShardRows(ids, ranked, run.confidence_calibration.confidence(features(ranked)), skipped)
+    merchant = run.labels.usable(ids, shard.products["category"].to_list()) if run.labels is not None else ()
+    return rows.with_known(reviewed_categories(shard.products, run.reviewed), merchant)
 
 
 @dataclass(frozen=True)
@@ -197,11 +264,13 @@ def run_shard(shard: Shard, run: CatalogueRun, classify: Classify) -> ShardOutco
     fingerprint = run.shard_fingerprint(shard)
     if keep_if_done(shard.index, fingerprint, run):
         return ShardOutcome(shard.index, path, size, classified=False)
+    if run.learns and run.voters is None:
+        raise RuntimeError(f"{run.catalogue}: the catalogue's labels are not learned yet (with_learning)")
     rows = classify_shard(shard, run, classify)
-    table = shard_table(run.key, run.catalogue, run.catalogue_fingerprint, shard.index, rows)
-    write_shard(path, with_review(table, run.review_threshold, run.target_precision), fingerprint, run.fingerprint)
+    table = shard_table(run.key, run.catalogue, run.catalogue_fingerprint, shard.index, rows, run.google)
+    write_shard(path, with_review(table, run.threshold, run.target_precision), fingerprint, run.fingerprint)
     answered = np.array([bool(r) for r in rows.ranked], dtype=bool)
-    by_model = answered & np.array([c is None for c in rows.categories_reviewed], dtype=bool)  # the model's own
+    by_model = answered & np.array([c is None for c, _ in rows.known], dtype=bool)  # the model's own
     mean = float(rows.confidence[by_model].mean()) if by_model.any() else None
     log.info("shard %d: %d products classified -> %s", shard.index, size, path)
     return ShardOutcome(shard.index, path, size, True, int((~answered).sum()), mean)
@@ -267,10 +336,37 @@ def _remove_beyond(run: CatalogueRun, shards: int) -> None:
         log.info("removed %d shard files beyond the catalogue's %d shards", len(stale), shards)
 
 
-def confidence_summary(calibration: Calibration) -> str:
-    lines = [f"calibration: {calibration.method} (chosen on the dev part), {calibration.products} labelled products, "
-             f"exact top-1 accuracy {calibration.accuracy:.3f}; held-out ECE {calibration.ece:.3f} ({ECE_BINS} bins)",
-             "held-out reliability: confidence range, products, predicted, observed"]  # fmt: skip
-    lines += [f"  {b['low']:.2f}-{b['high']:.2f}\t{b['products']}\t{b['predicted']:.3f}\t{b['observed']:.3f}"
-              for b in calibration.reliability]  # fmt: skip
-    return "\n".join(lines)
+def labels_summary(run: CatalogueRun) -> list[str]:
+    """What the catalogue's own labels gave the run, and where its confidence comes from."""
+    labels, lines = run.labels, []
+    if labels is not None and labels.count:
+        lines += labels.report()
+    elif labels is not None and labels.unrecognised:
+        lines += labels.report()[1:]
+    if run.learned is not None:
+        f = run.learned.figures()
+        lines.append(f"learned from the catalogue's {f['labelled']} labelled products ({FOLDS}-fold cross-fitting, each "
+                     f"fold scored by weights and a calibration chosen on the others): exact accuracy "
+                     f"{f['exact_accuracy']:.3f}, L1 accuracy {f['l1_accuracy']:.3f}, ECE {f['ece']:.3f} ({ECE_BINS} "
+                     f"bins), largest decile gap {f['max_decile_gap']:.3f}; vote weight {f['vote_weight']:g}, "
+                     f"category prior {f['prior_weight']:g}, calibration {f['calibration']}")  # fmt: skip
+    elif run.learns:
+        lines.append(f"{run.labels.count} labelled products are too few to learn from (fewer than {MIN_LABELLED}): "
+                     "they vote with a fixed weight, and the confidence is the evaluation's, unconfirmed here")  # fmt: skip
+    elif labels is not None and labels.count:
+        lines.append(f"{run.key.approach} does not learn from labels: the labelled products only keep their category")
+    else:
+        lines.append("no product carries a category of its own: the confidence is calibrated on the evaluation's "
+                     "products, unconfirmed on this catalogue")  # fmt: skip
+    if run.target_precision is not None and not run.confirmed and not run.trust_evaluation:
+        lines.append(f"--target-precision {run.target_precision}: every product goes to review, since this catalogue "
+                     f"cannot confirm the calibration; give at least {MIN_LABELLED} products their category (a "
+                     "`category` column, or `Product Category` in a Shopify export) to learn its own threshold, "
+                     "or pass --trust-evaluation for a catalogue like the evaluation's products")  # fmt: skip
+    calibration = run.confidence_calibration
+    where = "this catalogue's labelled products" if run.confirmed else "the evaluation's products"
+    lines += [f"confidence: {calibration.method} calibration fitted on {calibration.products} of {where}; held-out "
+              "reliability: confidence range, products, predicted, observed"]  # fmt: skip
+    bins = deciles(run.learned.confidence, run.learned.correct[:, 2].astype(float)) if run.learned else calibration.reliability
+    lines += [f"  {b['low']:.2f}-{b['high']:.2f}\t{b['products']}\t{b['predicted']:.3f}\t{b['observed']:.3f}" for b in bins]
+    return lines

@@ -15,7 +15,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from taxo_pipeline.dataset.google_mapping import GoogleMapping
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.files import write_atomic, write_parquet_atomic
@@ -80,7 +81,9 @@ def is_done(path: Path, shard_fingerprint: str, run_fingerprint: str) -> bool:
 
 
 REVIEWED = "reviewed"  # the column: the category is a reviewer's (TAXO_CORRECTIONS)
-SHARD_COLUMNS = 2  # part of a run's fingerprint: a shard written with other columns is written again
+SOURCE = "category_source"  # the column: merchant (the catalogue's own label), reviewer or predicted
+MERCHANT, REVIEWER, PREDICTED = "merchant", "reviewer", "predicted"
+SHARD_COLUMNS = 3  # part of a run's fingerprint: a shard written with other columns is written again
 
 
 @dataclass(frozen=True)
@@ -90,17 +93,26 @@ class ShardRows:
     confidence: np.ndarray
     skipped: list[str | None]  # why a product got no prediction
     reviewed: Sequence[str | None] = ()  # a reviewer's category (classification/reviewed.py), else None
+    merchant: Sequence[str | None] = ()  # the catalogue's own label at the run's depth, else None
 
     @property
     def categories_reviewed(self) -> list[str | None]:
         """Per product, the reviewer's category or None (all None for rows never given reviews)."""
         return list(self.reviewed) or [None] * len(self.product_ids)
 
-    def with_reviews(self, categories: Sequence[str | None]) -> ShardRows:
-        """Reviewed products: confidence 1 and never skipped (the category is the reviewer's)."""
-        confidence = np.where([c is not None for c in categories], 1.0, self.confidence)
-        skipped = [None if c is not None else s for c, s in zip(categories, self.skipped, strict=True)]
-        return ShardRows(self.product_ids, self.ranked, confidence, skipped, list(categories))
+    @property
+    def known(self) -> list[tuple[str | None, str | None]]:
+        """Per product, (category, source) where a person set it: a reviewer first, then the merchant."""
+        merchant = list(self.merchant) or [None] * len(self.product_ids)
+        return [(r, REVIEWER) if r is not None else (m, MERCHANT) if m is not None else (None, None)
+                for r, m in zip(self.categories_reviewed, merchant, strict=True)]  # fmt: skip
+
+    def with_known(self, reviewed: Sequence[str | None], merchant: Sequence[str | None] = ()) -> ShardRows:
+        """Products whose category a person set (a review, the merchant's label): confidence 1, never skipped."""
+        rows = ShardRows(self.product_ids, self.ranked, self.confidence, self.skipped, list(reviewed), list(merchant))
+        set_by_person = np.array([c is not None for c, _ in rows.known], dtype=bool)
+        skipped = [None if known else s for known, s in zip(set_by_person, self.skipped, strict=True)]
+        return replace(rows, confidence=np.where(set_by_person, 1.0, self.confidence), skipped=skipped)
 
 
 def _levels(category: str | None) -> list[str | None]:
@@ -108,11 +120,17 @@ def _levels(category: str | None) -> list[str | None]:
     return [" > ".join(parts[:level]) if len(parts) >= level else None for level in (1, 2, 3)]
 
 
-def shard_table(key: ResultKey, catalogue: str, catalogue_fingerprint: str, index: int, rows: ShardRows) -> pa.Table:
+def shard_table(
+    key: ResultKey, catalogue: str, catalogue_fingerprint: str, index: int, rows: ShardRows,
+    google: GoogleMapping | None = None,
+) -> pa.Table:  # fmt: skip
+    """One shard's rows; `google`: the Shopify -> Google mapping for the google_category columns (NULL without)."""
     n = len(rows.product_ids)
-    reviewed = rows.categories_reviewed
-    top1 = [(c, None) if c is not None else r[0] if r else (None, None) for c, r in zip(reviewed, rows.ranked)]
+    known = rows.known
+    top1 = [(c, None) if c is not None else r[0] if r else (None, None) for (c, _), r in zip(known, rows.ranked)]
+    sources = [s if s is not None else PREDICTED if r else None for (_, s), r in zip(known, rows.ranked)]
     levels = list(zip(*(_levels(c) for c, _ in top1))) if n else [[], [], []]
+    google_ids, google_names = google.google_columns([c for c, _ in top1]) if google else ([None] * n, [None] * n)
     constant = {"approach": key.approach, "model": key.model, "reranker": key.reranker, "variant": key.variant,
                 "catalogue": catalogue, "catalogue_fingerprint": catalogue_fingerprint}  # fmt: skip
     return pa.table(
@@ -121,13 +139,16 @@ def shard_table(key: ResultKey, catalogue: str, catalogue_fingerprint: str, inde
             "shard": pa.array([index] * n, pa.int32()),
             "product_id": pa.array(rows.product_ids, pa.string()),
             "category": pa.array([c for c, _ in top1], pa.string()),
+            SOURCE: pa.array(sources, pa.string()),
             "score": pa.array([s for _, s in top1], pa.float64()),
             "l1": pa.array(levels[0], pa.string()),
             "l2": pa.array(levels[1], pa.string()),
             "l3": pa.array(levels[2], pa.string()),
+            "google_category_id": pa.array(google_ids, pa.int64()),
+            "google_category": pa.array(google_names, pa.string()),
             "confidence": pa.array(np.where([c is not None for c, _ in top1], rows.confidence, np.nan), pa.float64(),
                                    from_pandas=True),  # fmt: skip
-            REVIEWED: pa.array([c is not None for c in reviewed], pa.bool_()),
+            REVIEWED: pa.array([s == REVIEWER for _, s in known], pa.bool_()),
             "top_k": pa.array([[{"category": c, "score": s} for c, s in r] for r in rows.ranked], pa.list_(CANDIDATE)),
             "skipped": pa.array(rows.skipped, pa.string()),
             "classified_at": pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),

@@ -14,22 +14,33 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from taxo_pipeline import settings
-from taxo_pipeline.classification.classifier import catalogue_classifier
+from taxo_pipeline.classification.catalogue import is_export
+from taxo_pipeline.classification.catalogue_labels import MIN_LABELLED, refresh_learning_view
+from taxo_pipeline.classification.classifier import cached_learning, catalogue_classifier, learned_run
 from taxo_pipeline.classification.coverage import TARGETS, held_out
-from taxo_pipeline.classification.review import refresh_review_queue, run_summary
+from taxo_pipeline.classification.review import accepted_categories, refresh_review_queue, run_summary
 from taxo_pipeline.classification.run import (
     CatalogueRun,
     Choices,
     Progress,
     classify_catalogue,
-    confidence_summary,
+    labels_summary,
     plan_shards,
     prepare_run,
     publish_run,
 )
-from taxo_pipeline.classification.shards import check_output, export, refresh_view, shard_files, shard_key
+from taxo_pipeline.classification.shards import (
+    check_output,
+    classifications_root,
+    export,
+    refresh_view,
+    shard_files,
+    shard_key,
+)
+from taxo_pipeline.classification.shopify_import import write_shopify_import
 from taxo_pipeline.cli.arguments import model_id, positive_int
 from taxo_pipeline.cli.common import run_command
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
@@ -65,8 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "as a Dagster run of catalogue_classifications in the instance (DAGSTER_HOME)")  # fmt: skip
     parser.add_argument("--target-precision", type=_precision, metavar="P",
                         help="mark needs_review on the products below the confidence threshold whose held-out "
-                             "labelled products reach precision P, observed and in mean confidence (0 < P <= 1); "
-                             "view `review_queue`")  # fmt: skip
+                             "labelled products reach precision P, observed and in mean confidence (0 < P <= 1): "
+                             "the catalogue's own labelled products (k-fold), else every product; view "
+                             "`review_queue`")  # fmt: skip
+    parser.add_argument("--trust-evaluation", action="store_true",
+                        help=f"with fewer than {MIN_LABELLED} labelled products in the catalogue, accept products by "
+                             "the evaluation's threshold instead of sending every one to review (for catalogues "
+                             "like the evaluation's products; on merchant catalogues it over-promises, "
+                             "bench/merchant.py)")  # fmt: skip
     return parser
 
 
@@ -82,29 +99,47 @@ def _precision(text: str) -> float:
 
 def run_classify(args: argparse.Namespace) -> int:
     """Output, approach and the whole catalogue are checked before the SIE server starts or anything is
-    written; the server starts only if a shard needs classifying."""
+    written; the server starts only if a shard needs classifying or the catalogue's labels need learning."""
     store = StorageResource()
     warehouse, data_dir = store.warehouse(), store.data_path("")
+    shopify_import = args.output is not None and args.output.suffix.lower() == ".csv" and is_export(args.products)
     if args.output:
         check_output(args.output)
+    if shopify_import and args.target_precision is None:
+        raise InputError(f"--output {args.output}: for a Shopify export a .csv output is the file Shopify's product "
+                         "import takes, which holds only the products accepted at --target-precision: give one "
+                         "(e.g. --target-precision 0.9), or write .parquet or .jsonl for every row")  # fmt: skip
     choices = Choices(args.approach, args.model, args.variant, args.top_k, args.shard_size, args.chunk_size, *args.part,
-                      target_precision=args.target_precision)  # fmt: skip
-    run = prepare_run(warehouse, data_dir, args.products, choices)
-    print(confidence_summary(run.calibration), file=sys.stderr)
+                      target_precision=args.target_precision, trust_evaluation=args.trust_evaluation)  # fmt: skip
+    run = cached_learning(prepare_run(warehouse, data_dir, args.products, choices))
     started, models = time.perf_counter(), [m for m in (run.key.model, run.key.reranker) if m]
     progress, pending = plan_shards(run)
     if args.dagster:
         _through_dagster(run, models, progress, pending)
-    elif pending:
+        run = cached_learning(run)
+    elif pending or (run.learns and run.voters is None):
         with ensure_sie(models=models, logger=log) as url:
             with InferenceClient(url, cache=EmbeddingCache(warehouse, read_only=True), logger=log) as client:
-                classify_catalogue(run, progress, pending, catalogue_classifier(run, store, client))
+                run = learned_run(run, store, client)
+                if pending:
+                    classify_catalogue(run, progress, pending, catalogue_classifier(run, store, client))
+    print(*labels_summary(run), sep="\n", file=sys.stderr)
     if snapshot := publish_run(run, progress.fingerprints):
         refresh_view(warehouse, data_dir)
         refresh_review_queue(warehouse)
-    _report(run, progress, time.perf_counter() - started, args.output, snapshot)
+        refresh_learning_view(warehouse, classifications_root(data_dir))
+    _report(run, progress, time.perf_counter() - started, None if shopify_import else args.output, snapshot)
     targets = TARGETS if run.target_precision is None else (run.target_precision,)
-    print(*run_summary(*held_out(warehouse, run.key), shard_files(run.directory), targets), sep="\n")
+    if run.target_precision is not None and run.threshold is None and not run.confirmed and not run.trust_evaluation:
+        targets = ()  # every product goes to review: labels_summary said why
+    confidence, correct = (run.learned.confidence, run.learned.correct) if run.learned else held_out(warehouse, run.key)
+    print(*run_summary(confidence, correct, shard_files(run.directory), targets), sep="\n")
+    if shopify_import and snapshot:
+        accepted = accepted_categories(shard_files(snapshot))
+        written = write_shopify_import(args.products, accepted, args.output)
+        print(f"{written} products with a category accepted at precision {run.target_precision} -> {args.output} "
+              "(Shopify admin: Products > Import, overwrite products with matching handles); the others are "
+              "in the review_queue view")  # fmt: skip
     return 0
 
 

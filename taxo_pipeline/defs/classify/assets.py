@@ -7,9 +7,10 @@ import dagster as dg
 from pydantic import Field
 
 from taxo_pipeline import settings
-from taxo_pipeline.classification.classifier import catalogue_classifier
+from taxo_pipeline.classification.catalogue_labels import refresh_learning_view
+from taxo_pipeline.classification.classifier import catalogue_classifier, learned_run
 from taxo_pipeline.classification.review import VIEW as REVIEW_VIEW
-from taxo_pipeline.classification.review import refresh_review_queue, reviewed_products
+from taxo_pipeline.classification.review import known_products, refresh_review_queue
 from taxo_pipeline.classification.run import (
     CatalogueRun,
     Choices,
@@ -19,7 +20,7 @@ from taxo_pipeline.classification.run import (
     publish_run,
     run_shard,
 )
-from taxo_pipeline.classification.shards import refresh_view
+from taxo_pipeline.classification.shards import MERCHANT, REVIEWER, classifications_root, refresh_view
 from taxo_pipeline.defs.classify.partitions import catalogue_shards
 from taxo_pipeline.defs.ingest.assets import products_experiment_l3, taxonomy_full_depth, taxonomy_l3
 from taxo_pipeline.resources import StorageResource
@@ -41,12 +42,18 @@ class ClassifyConfig(dg.Config):
         description="Mark needs_review on the products below the confidence threshold whose held-out labelled "
         "products reach this precision, observed and in mean confidence (unset: no review flag).",
     )  # fmt: skip
+    trust_evaluation: bool = Field(
+        default=False,
+        description="With too few labelled products in the catalogue to confirm the calibration, accept products by "
+        "the evaluation's threshold instead of sending every one to review.",
+    )
 
     def choices(self) -> Choices:
         return Choices(
             self.approach, self.model, self.variant, self.top_k,
             self.shard_size or settings.current().shard_size,
             self.chunk_size or settings.current().classify_chunk, target_precision=self.target_precision,
+            trust_evaluation=self.trust_evaluation,
         )  # fmt: skip
 
 
@@ -55,6 +62,7 @@ def run_config(run: CatalogueRun) -> dict:
     config = {"products": str(run.products), "approach": run.key.approach, "model": run.key.model,
               "variant": run.key.variant, "top_k": run.top_k, "shard_size": run.shard_size, "chunk_size": run.chunk_size}  # fmt: skip
     config["target_precision"] = run.target_precision
+    config["trust_evaluation"] = run.trust_evaluation
     return {"ops": {"catalogue_classifications": {"config": config}}}
 
 
@@ -71,10 +79,12 @@ def catalogue_classifications(
     run = prepare_run(storage.warehouse(), storage.data_path(""), catalogue_setting(config.products), config.choices())
     shard, check = find_shard(run, int(context.partition_key))
     with sie.client(logger=context.log, store_vectors=False) as client:
+        run = learned_run(run, storage, client)  # the first shard run learns the catalogue's labels, the rest read it
         outcome = run_shard(shard, run, catalogue_classifier(run, storage, client))
     # the run that completes the catalogue publishes its shards (one brief warehouse write: the view)
     if publish_run(run, check.fingerprints):
         refresh_view(storage.warehouse(), storage.data_path(""))
+        refresh_learning_view(storage.warehouse(), classifications_root(storage.data_path("")))
     if not storage.warehouse().table_exists(REVIEW_VIEW):
         refresh_review_queue(storage.warehouse())
     context.log.info(f"shard {context.partition_key}: {'classified' if outcome.classified else 'kept'} -> {outcome.path}")
@@ -83,9 +93,11 @@ def catalogue_classifications(
             "dagster/row_count": outcome.products,
             "classified": outcome.classified,
             "skipped_products": outcome.skipped,
-            "reviewed_products": reviewed_products([outcome.path]),
+            "reviewed_products": known_products([outcome.path], REVIEWER),
+            "merchant_labelled_products": known_products([outcome.path], MERCHANT),
             **({"mean_confidence": outcome.mean_confidence} if outcome.mean_confidence is not None else {}),
-            **({"review_threshold": run.review_threshold} if run.review_threshold is not None else {}),
+            **({"review_threshold": run.threshold} if run.threshold is not None else {}),
+            **({"catalogue_learning": run.learned.figures()} if run.learned is not None else {}),
             "approach": run.key.approach,
             "model": run.key.model,
             "variant": run.key.variant,
