@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from taxo_pipeline.approaches.label_transfer import CrossFit, label_shares
+from taxo_pipeline.approaches.label_transfer import CrossFit, label_shares, pooled_votes
 from taxo_pipeline.approaches.spec import Voters
 from taxo_pipeline.classification.catalogue_labels import (
     CatalogueLabels,
@@ -25,6 +25,7 @@ from taxo_pipeline.classification.shards import ShardRows, shard_table, write_sh
 from taxo_pipeline.dataset.google_mapping import GoogleMapping
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.retrieval.label_transfer import neighbour_votes
 from taxo_pipeline.warehouse import Warehouse
 
 HOME, PLANTS = "Home & Garden", "Home & Garden > Plants"
@@ -73,13 +74,14 @@ def _cross_fit() -> CrossFit:
         top[:, weight, 1] = wrong
     scores = np.zeros((10, 2, 2))
     scores[:, :, 0] = np.linspace(0.5, 2.0, 10)[:, None]
-    return CrossFit(((0.0, 0.0), (1.0, 0.0)), labels, np.array([0, 1] * 5), top, scores, np.eye(10, 4))
+    ids = np.array([f"p{i}" for i in range(10)], dtype=object)
+    return CrossFit(((0.0, 0.0, 1.0), (1.0, 0.0, 1.0)), labels, np.array([0, 1] * 5), top, scores, np.eye(10, 4), ids)
 
 
 def test_learn_chooses_the_weights_on_the_other_folds_and_reports_the_held_out_figures():
     fit = _cross_fit()
     learned = learn(fit, [f"p{i}" for i in range(10)], TAXONOMY.paths)
-    assert learned.weights == (1.0, 0.0) and learned.fold_weights == {0: (1.0, 0.0), 1: (1.0, 0.0)}
+    assert learned.weights == (1.0, 0.0, 1.0) and learned.fold_weights == {0: (1.0, 0.0, 1.0), 1: (1.0, 0.0, 1.0)}
     assert learned.correct[:, 2].tolist() == [True] * 8 + [False] * 2  # exact, at the fold's own choice
     assert learned.correct[:, 0].all()  # every prediction is under Home & Garden
     assert learned.figures()["exact_accuracy"] == 0.8 and learned.figures()["l1_accuracy"] == 1.0
@@ -89,7 +91,7 @@ def test_learn_chooses_the_weights_on_the_other_folds_and_reports_the_held_out_f
 def test_a_tie_between_weights_goes_to_the_smallest():
     fit = _cross_fit()
     fit.top[:, 1] = fit.top[:, 0]  # both pairs now get the same products right
-    assert learn(fit, [f"p{i}" for i in range(10)], TAXONOMY.paths).weights == (0.0, 0.0)
+    assert learn(fit, [f"p{i}" for i in range(10)], TAXONOMY.paths).weights == (0.0, 0.0, 1.0)
 
 
 def test_label_shares_are_the_catalogue_prior():
@@ -101,15 +103,20 @@ def test_saved_learning_is_read_back_only_under_the_same_fingerprint(tmp_path):
     labels = CatalogueLabels(pl.DataFrame({"product_id": ["a"], "product_title": ["t"], "product_description": ["d"],
                                            "ground_truth_category": [FLOWERS]}), {"Uncategorized": 3})  # fmt: skip
     learned = learn(_cross_fit(), [f"p{i}" for i in range(10)], TAXONOMY.paths)
-    voters = Voters(np.eye(2, 3, dtype=np.float32), np.array([4, 1]), 1.0, 0.5)
+    voters = Voters(np.eye(2, 3, dtype=np.float32), np.array([4, 1]), np.array(["a", "b"], dtype=object), 1.0, 0.5, 0.0)
     save_learning(tmp_path / "run", "fp1", labels, voters, learned, {"catalogue": "c", **KEY.columns, "products": "c.csv"})
     back_voters, back = load_learning(tmp_path / "run", "fp1")
-    assert back_voters.labels.tolist() == [4, 1] and (back_voters.weight, back_voters.prior_weight) == (1.0, 0.5)
+    assert back_voters.labels.tolist() == [4, 1] and (back_voters.weight, back_voters.prior_weight, back_voters.pool_scale) == (1.0, 0.5, 0.0)
     assert np.array_equal(back_voters.vectors, voters.vectors) and back.weights == learned.weights
+    assert back_voters.ids.tolist() == ["a", "b"]
     assert np.allclose(back.confidence, learned.confidence) and np.array_equal(back.correct, learned.correct)
     assert load_learning(tmp_path / "run", "fp2") is None and load_learning(tmp_path / "none", "fp1") is None
     record = json.loads((tmp_path / "run" / "learned.json").read_text())
     assert record["unrecognised_labels"] == [{"label": "Uncategorized", "products": 3}] and record["labelled"] == 1
+    assert record["coverage"][-1]["coverage"] == 1.0 and record["coverage"][-1]["precision_exact"] == 0.8
+    (tmp_path / "run" / "learned.json").write_text("{not json")  # unreadable: learned again, never a crash
+    assert load_learning(tmp_path / "run", "fp1") is None
+    save_learning(tmp_path / "run", "fp1", labels, voters, learned, {"catalogue": "c", **KEY.columns, "products": "c.csv"})
 
     warehouse = Warehouse(tmp_path / "w.duckdb")
     refresh_learning_view(warehouse, tmp_path)  # <root>/*/*/learned.json
@@ -117,9 +124,9 @@ def test_saved_learning_is_read_back_only_under_the_same_fingerprint(tmp_path):
     (tmp_path / "run").rename(tmp_path / "cat" / "run")
     refresh_learning_view(warehouse, tmp_path)
     with warehouse.connect(read_only=True) as con:
-        row = con.execute("SELECT catalogue, labelled, exact_accuracy, vote_weight, unrecognised_labels[1].label "
-                          "FROM catalogue_learning").fetchone()  # fmt: skip
-    assert row == ("c", 1, 0.8, 1.0, "Uncategorized")
+        row = con.execute("SELECT catalogue, labelled, exact_accuracy, vote_weight, unrecognised_labels[1].label, "
+                          "coverage[-1].precision_exact FROM catalogue_learning").fetchone()  # fmt: skip
+    assert row == ("c", 1, 0.8, 1.0, "Uncategorized", 0.8)
 
 
 def test_merchant_and_reviewer_categories_are_kept_and_never_queued(tmp_path):
@@ -145,3 +152,18 @@ def test_predicted_products_follow_the_threshold(threshold, flagged):
     rows = ShardRows(["a", "b"], [[(PLANTS, 1.0)], [(PLANTS, 0.1)]], np.array([0.8, 0.2]), [None, None]).with_known([None, None])
     table = with_review(shard_table(KEY, "cat", "f", 0, rows), threshold=threshold, target_precision=0.9)
     assert table["needs_review"].to_pylist() == flagged and table["google_category_id"].to_pylist() == [None, None]
+
+
+def test_pooled_votes_never_let_a_member_vote_for_a_query_with_its_key():
+    pool = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    labels = np.array([0, 1, 2])
+    query = pool[:1]  # the first member itself (a product and its own correction, or its own fold)
+    free = pooled_votes(query, pool, labels, 3, neighbours=2)
+    assert free[0].argmax() == 0 and free[0, 2] == 0.0  # its own label leads; the farthest member is not a neighbour
+    own = pooled_votes(query, pool, labels, 3, neighbours=2, keys=(np.array(["a"]), np.array(["a", "b", "c"])))
+    assert own[0, 0] == 0.0 and own[0, 1] > own[0, 2] > 0 and own[0].sum() == pytest.approx(1.0)
+    alone = pooled_votes(query, pool, labels, 3, keys=(np.array([0]), np.array([0, 0, 0])))
+    assert alone.tolist() == [[0.0, 0.0, 0.0]]  # every member excluded: no votes, and no NaN
+    queries = np.array([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0]])
+    assert np.allclose(pooled_votes(queries, pool, labels, 3, neighbours=2),
+                       neighbour_votes(queries @ pool.T, labels, 3, neighbours=2).votes)  # fmt: skip

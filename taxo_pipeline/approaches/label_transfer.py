@@ -29,15 +29,13 @@ from taxo_pipeline.retrieval.label_transfer import (
     NEIGHBOURS,
     TEMPERATURE,
     assign_folds,
-    neighbour_votes,
     transfer_labels,
 )
 
 log = logging.getLogger(__name__)
 
 CROSS_VALIDATED = f"{FOLDS}-fold cv"
-VOTE_BLOCK = 256
-OWN_NEIGHBOURS = 5  # queries whose similarities to a large pool (a catalogue's labelled products) are held at once
+OWN_NEIGHBOURS = 5  # a catalogue's labelled products that vote for each product (as the shop-only baseline)
 
 
 POOL_COLUMNS = ("product_id", "product_title", "product_description", "ground_truth_category")
@@ -114,11 +112,13 @@ def classify(request: ClassifyRequest) -> Classified:
         scores, notes = cascade_scores(request, queries)
         pool_vectors, labels, weight_folds, weights = labelled_pool(request, labelled)
         weight = float(np.median(list(weights.values())))
-        scores = scores + weight * pooled_votes(queries, pool_vectors, labels, scores.shape[1])
         if (voters := request.voters) is not None:  # the catalogue's own labelled products vote among themselves
+            weight *= voters.pool_scale
+            own_keys = (np.array(request.products["product_id"].to_list(), dtype=object), voters.ids)
             scores += voters.weight * pooled_votes(queries, voters.vectors, voters.labels, scores.shape[1],
-                                                   neighbours=OWN_NEIGHBOURS)
+                                                   OWN_NEIGHBOURS, own_keys)  # a labelled product never its own voter
             scores += voters.prior_weight * label_shares(voters.labels, scores.shape[1])
+        scores = scores + weight * pooled_votes(queries, pool_vectors, labels, scores.shape[1])
     notes |= {
         "neighbours": NEIGHBOURS,
         "temperature": TEMPERATURE,
@@ -135,18 +135,32 @@ def pooled_votes(
     pool_vectors: np.ndarray,
     labels: np.ndarray,
     categories: int,
-    excluded: np.ndarray | None = None,
     neighbours: int = NEIGHBOURS,
+    keys: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """neighbour_votes over a pool of any size, VOTE_BLOCK queries at a time (memory: a block x the pool);
-    `excluded` (queries x pool, bool): pairs that may not vote, e.g. a catalogue product's own fold."""
+    """neighbour_votes over a pool of any size (a catalogue's labelled products): the `neighbours` nearest by
+    argpartition, a block of queries at a time, so memory stays at about 4M similarities whatever the pool.
+    `keys` (per query, per pool member): a member whose key equals the query's does not vote for it (its own
+    fold, its own product id). Ties at the k-th neighbour may pick another of the tied members than
+    neighbour_votes' stable sort would."""
     votes = np.zeros((len(queries), categories))
-    for start in range(0, len(queries), VOTE_BLOCK):
-        block = slice(start, start + VOTE_BLOCK)
+    m = len(pool_vectors)
+    k = min(neighbours, m)
+    if k == 0:
+        return votes
+    step = max(16, (1 << 22) // max(m, 1))
+    for start in range(0, len(queries), step):
+        block = slice(start, start + step)
         similarity = queries[block] @ pool_vectors.T
-        if excluded is not None:
-            similarity = np.where(excluded[block], -np.inf, similarity)
-        votes[block] = neighbour_votes(similarity, labels, categories, neighbours).votes
+        if keys is not None:
+            similarity[keys[0][block, None] == keys[1][None, :]] = -np.inf
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (len(similarity), 1))
+        near = np.take_along_axis(similarity, nearest, axis=1)
+        with np.errstate(invalid="ignore"):  # a query whose every member is excluded gets no votes, not NaN
+            weights = np.exp((near - near.max(axis=1, keepdims=True)) / TEMPERATURE)
+            weights = np.nan_to_num(weights / weights.sum(axis=1, keepdims=True), nan=0.0)
+        rows = np.broadcast_to(np.arange(len(near))[:, None], nearest.shape)
+        np.add.at(votes[block], (rows, labels[nearest]), weights)
     return votes
 
 
@@ -158,47 +172,51 @@ def label_shares(labels: np.ndarray, categories: int) -> np.ndarray:
 @dataclass(frozen=True)
 class CrossFit:
     """A catalogue's labelled products scored as label transfer scores a catalogue product, the evaluation's pool
-    voting with its own weight and the catalogue's labelled products, from the other folds only (their votes and
-    their category shares), with each candidate pair of weights: per product and pair, the top two categories
-    and their scores."""
+    voting with its own weight or not at all and the catalogue's labelled products, from the other folds only
+    (their votes and their category shares), with each candidate set of weights: per product and set, the top
+    two categories and their scores."""
 
-    weights: tuple[tuple[float, float], ...]  # (vote weight, prior weight)
+    weights: tuple[tuple[float, float, float], ...]  # (vote weight, prior weight, the pool's weight's scale)
     labels: np.ndarray  # each product's category (index into taxonomy.paths)
     folds: np.ndarray
     top: np.ndarray  # products x weights x 2: category indices, best first
     scores: np.ndarray  # products x weights x 2
     vectors: np.ndarray  # the products' unit-length vectors, for Voters
+    ids: np.ndarray  # the products' ids, for Voters
 
 
 def cross_fit(
-    request: ClassifyRequest, labelled: pl.DataFrame, weights: tuple[tuple[float, float], ...], chunk: int = 512
+    request: ClassifyRequest, labelled: pl.DataFrame, weights: tuple[tuple[float, float, float], ...], chunk: int = 512
 ) -> CrossFit:
     """`labelled` (product_id, title, description, ground_truth_category): a catalogue's own labelled products.
     Folds by product-id hash: a product's own votes come from the other folds, so none is its own evidence."""
     pool_vectors, pool_labels, _, pool_weights = labelled_pool(request, request.labelled)
     pool_weight = float(np.median(list(pool_weights.values())))
+    # a reviewer's correction of a catalogue product sits in the pool under its id: never its own evidence
+    pool_ids = np.array(with_corrections(request, request.labelled)[0]["product_id"].to_list(), dtype=object)
+    ids = np.array(labelled["product_id"].to_list(), dtype=object)
     labels, folds = _label_indices(request, labelled), assign_folds(labelled["product_id"].to_list())
     started, n = time.perf_counter(), labelled.height
     vectors = np.vstack([query_vectors(request, labelled.slice(s, chunk)) for s in range(0, n, chunk)] or
                         [np.empty((0, pool_vectors.shape[1]))])  # fmt: skip
-    top, scores = np.zeros((n, len(weights), 2), dtype=np.int64), np.zeros((n, len(weights), 2))
+    top, scores = np.zeros((n, len(weights), 2), dtype=np.int32), np.zeros((n, len(weights), 2), dtype=np.float32)
     categories = len(request.taxonomy.paths)
     priors = np.vstack([label_shares(labels[folds != f], categories) for f in range(FOLDS)])  # per held-out fold
     for start in range(0, n, chunk):
         rows = slice(start, min(start + chunk, n))
         base, _ = cascade_scores(replace(request, products=labelled[rows]), vectors[rows])
-        base += pool_weight * pooled_votes(vectors[rows], pool_vectors, pool_labels, base.shape[1])
-        own = pooled_votes(vectors[rows], vectors, labels, base.shape[1], folds[rows, None] == folds[None, :], OWN_NEIGHBOURS)
+        pool = pool_weight * pooled_votes(vectors[rows], pool_vectors, pool_labels, base.shape[1], keys=(ids[rows], pool_ids))
+        own = pooled_votes(vectors[rows], vectors, labels, base.shape[1], OWN_NEIGHBOURS, (folds[rows], folds))
         prior = priors[folds[rows]]
-        for j, (weight, prior_weight) in enumerate(weights):
-            combined = base + weight * own + prior_weight * prior
+        for j, (weight, prior_weight, pool_scale) in enumerate(weights):
+            combined = base + weight * own + prior_weight * prior + pool_scale * pool
             best = np.argpartition(-combined, 1, axis=1)[:, :2]
             picked = np.take_along_axis(combined, best, axis=1)
             order = np.argsort(-picked, axis=1, kind="stable")
             top[rows, j], scores[rows, j] = np.take_along_axis(best, order, 1), np.take_along_axis(picked, order, 1)
         log.info("catalogue labels: %d of %d labelled products cross-fitted (%.0f products/s)", rows.stop, n,
                  rows.stop / max(time.perf_counter() - started, 1e-9))  # fmt: skip
-    return CrossFit(tuple(weights), labels, folds, top, scores, vectors.astype(np.float32))
+    return CrossFit(tuple(weights), labels, folds, top, scores, vectors.astype(np.float32), ids)
 
 
 APPROACH = Approach(

@@ -60,8 +60,10 @@ class Voters:
 
     vectors: np.ndarray  # unit-length product vectors
     labels: np.ndarray  # each one's category: an index into the request's taxonomy.paths
+    ids: np.ndarray  # each one's product id: a product is never its own voter
     weight: float
     prior_weight: float = 0.0  # of their category shares
+    pool_scale: float = 1.0  # the evaluation's pool votes with its own weight times this (0: not at all)
 
 
 @dataclass(frozen=True)

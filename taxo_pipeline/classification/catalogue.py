@@ -53,7 +53,7 @@ class Shard:
         """Hash of the shard's rows: a shard whose rows are unchanged is not classified again."""
         digest = hashlib.sha256()
         for *texts, category in self.products.select("product_id", *CATALOGUE_COLUMNS, CATEGORY).iter_rows():
-            # a product without a category hashes as before there were categories: its shard is kept
+            # a product without a category hashes as its texts alone did before categories were read
             label = b"" if category is None else b"\x1f" + category.encode()
             digest.update("\x1f".join(texts).encode() + label + b"\x1e")
         return digest.hexdigest()[:16]

@@ -15,6 +15,7 @@ calibrator applied to a fold were chosen and fitted on the other folds alone.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import Counter
@@ -36,7 +37,7 @@ from taxo_pipeline.classification.calibration import (
     max_gap,
 )
 from taxo_pipeline.classification.catalogue import read_shards
-from taxo_pipeline.classification.coverage import correct_by_level, threshold_for_precision
+from taxo_pipeline.classification.coverage import correct_by_level, coverage_table, threshold_for_precision
 from taxo_pipeline.dataset.taxonomy import SEPARATOR, TaxonomyL3, trim_path
 from taxo_pipeline.files import write_atomic
 from taxo_pipeline.retrieval.label_transfer import VOTE_WEIGHTS
@@ -45,11 +46,14 @@ from taxo_pipeline.warehouse import Warehouse
 # Shop labels are close neighbours (a shop's products look alike), so their votes may outweigh retrieval
 # by more than the evaluation's pool ever did: one doubling beyond its grid.
 CATALOGUE_VOTE_WEIGHTS = (*VOTE_WEIGHTS, 8.0, 16.0)
-PRIOR_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
-WEIGHT_PAIRS = tuple((v, p) for v in CATALOGUE_VOTE_WEIGHTS for p in PRIOR_WEIGHTS)
-FEW_LABELS_WEIGHTS = (4.0, 0.0)
+PRIOR_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)  # the catalogue's category shares, in the same units
+# Whether the evaluation's labelled products still vote (with the weight the evaluation chose): another shop's
+# products may be no evidence for this one.
+POOL_SCALES = (0.0, 1.0)
+WEIGHTS = tuple((v, p, s) for v in CATALOGUE_VOTE_WEIGHTS for p in PRIOR_WEIGHTS for s in POOL_SCALES)
+FEW_LABELS_WEIGHTS = (4.0, 0.0, 1.0)  # nothing to choose them on: the labels vote, the pool as in the evaluation
 # Below this many labelled products, cross-fitting cannot choose a weight or confirm a calibration: the
-# labels still vote (with the evaluation's weight) and keep their category, the confidence stays the safe one.
+# labels still vote (FEW_LABELS_WEIGHTS) and keep their category; the confidence is the evaluation's, unconfirmed.
 MIN_LABELLED = 20
 UNCATEGORIZED = "Uncategorized"
 LABEL_COLUMNS = ("product_id", "product_title", "product_description", "ground_truth_category")
@@ -69,7 +73,7 @@ class CatalogueLabels:
     def count(self) -> int:
         return self.products.height
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """Of the labelled products' ids, texts and labels: what learning reads from the catalogue."""
         digest = hashlib.sha256()
@@ -121,11 +125,11 @@ class Learned:
     """What the catalogue's labelled products taught: the vote weight, the calibration (fitted on every
     labelled product), and their nested held-out confidence and correctness (L1, L2, exact)."""
 
-    weights: tuple[float, float]  # (vote weight, prior weight)
+    weights: tuple[float, float, float]  # (vote weight, prior weight, pool scale): approaches/spec.py's Voters
     calibration: Calibration
     confidence: np.ndarray
     correct: np.ndarray  # labelled x (L1, L2, exact)
-    fold_weights: dict[int, tuple[float, float]]
+    fold_weights: dict[int, tuple[float, float, float]]
 
     @property
     def labelled(self) -> int:
@@ -138,7 +142,7 @@ class Learned:
         bins = deciles(self.confidence, self.correct[:, 2].astype(float))
         return {"labelled": self.labelled, "exact_accuracy": float(self.correct[:, 2].mean()),
                 "l1_accuracy": float(self.correct[:, 0].mean()), "ece": ece(bins), "max_decile_gap": max_gap(bins),
-                "vote_weight": self.weights[0], "prior_weight": self.weights[1],
+                "vote_weight": self.weights[0], "prior_weight": self.weights[1], "pool_scale": self.weights[2],
                 "calibration": self.calibration.method}  # fmt: skip
 
     def to_dict(self) -> dict:
@@ -161,8 +165,10 @@ def _features(fit: CrossFit, rows: np.ndarray, weight: int, paths: Sequence[str]
 
 
 def learn(fit: CrossFit, product_ids: Sequence[str], paths: Sequence[str]) -> Learned:
-    """The weight with the best exact accuracy over the cross-fitted labelled products (ties: the smallest),
-    the calibration of its scores; and, per fold, the same choices made on the other folds alone."""
+    """The weights with the best exact accuracy over the cross-fitted labelled products (ties: the smallest),
+    the calibration of their scores; and, per fold, the same choices made on the other folds' rows (whose own
+    scores took votes from every other fold, this one's included: the labels of a fold never reach its own
+    products' scores, but do reach the rows its weights are chosen on). Needs two folds or more."""
     right = fit.top[:, :, 0] == fit.labels[:, None]  # products x weights
     ids = list(product_ids)
 
@@ -177,7 +183,8 @@ def learn(fit: CrossFit, product_ids: Sequence[str], paths: Sequence[str]) -> Le
     confidence, predicted, fold_weights = np.empty(len(ids)), [""] * len(ids), {}
     for fold in np.unique(fit.folds):
         test, train = np.flatnonzero(fit.folds == fold), np.flatnonzero(fit.folds != fold)
-        train = train if len(train) else test  # one fold only: a set too small for honest figures anyway
+        if not len(train):
+            raise ValueError("learning from a catalogue's labels needs products in two folds or more")
         weight = choose(train)
         fold_weights[int(fold)] = fit.weights[weight]
         confidence[test] = calibrate(train, weight).confidence(_features(fit, test, weight, paths))
@@ -193,46 +200,78 @@ def learn_from_catalogue(request: ClassifyRequest, labels: CatalogueLabels) -> t
     calibration learned on them when there are MIN_LABELLED or more; (None, None) without labels."""
     if labels.count == 0:
         return None, None
-    fit = cross_fit(request, labels.products, WEIGHT_PAIRS)
-    if labels.count < MIN_LABELLED:
-        return Voters(fit.vectors, fit.labels, *FEW_LABELS_WEIGHTS), None
+    fit = cross_fit(request, labels.products, WEIGHTS)
+    if labels.count < MIN_LABELLED or len(np.unique(fit.folds)) < 2:
+        return Voters(fit.vectors, fit.labels, fit.ids, *FEW_LABELS_WEIGHTS), None
     learned = learn(fit, labels.products["product_id"].to_list(), request.taxonomy.paths)
-    return Voters(fit.vectors, fit.labels, *learned.weights), learned
+    return Voters(fit.vectors, fit.labels, fit.ids, *learned.weights), learned
 
 
-LEARNED_FILE, VOTERS_FILE = "learned.json", "voters.npz"  # in the run's results folder
+# How learning works: part of the learning fingerprint, so a results folder never reuses what an earlier
+# version of this module learned.
+LEARNING_VERSION = 2
+LEARNED_FILE = "learned.json"  # in the run's results folder; the voters in voters-<fingerprint>.npz beside it
+
+
+def learning_fingerprint(parts: dict) -> str:
+    """Of everything learning reads (the result key, the evaluation's calibration, the corrections, the labels,
+    the taxonomy's paths: voters' labels index them), and LEARNING_VERSION."""
+    return hashlib.sha256(json.dumps({**parts, "version": LEARNING_VERSION}, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def save_learning(directory: Path, fingerprint: str, labels: CatalogueLabels, voters: Voters, learned: Learned | None,
                   about: dict) -> None:  # fmt: skip
-    """What a run learned, for its later runs and shards (valid while the run's fingerprint is), and the
-    `catalogue_learning` view: the voters first, so a record never names voters that are not there."""
+    """What a run learned, for its later runs and shards and the `catalogue_learning` view. The voters' file is
+    named by the fingerprint, so concurrent runs (parts, shard runs) that learn the same thing write the same
+    file, and a record never pairs with another learning's voters."""
     directory.mkdir(parents=True, exist_ok=True)
 
     def vectors(tmp: Path) -> None:
         with tmp.open("wb") as handle:
-            np.savez(handle, vectors=voters.vectors, labels=voters.labels,
-                     weights=np.array([voters.weight, voters.prior_weight]))  # fmt: skip
+            np.savez(handle, vectors=voters.vectors, labels=voters.labels, ids=voters.ids.astype(str),
+                     weights=np.array([voters.weight, voters.prior_weight, voters.pool_scale]))  # fmt: skip
 
-    write_atomic(directory / VOTERS_FILE, vectors)
+    write_atomic(directory / f"voters-{fingerprint}.npz", vectors)
+    save_record(directory, fingerprint, labels, learned, about)
+    for old in directory.glob("voters-*.npz"):
+        if old.name != f"voters-{fingerprint}.npz":
+            old.unlink(missing_ok=True)
+
+
+def save_record(directory: Path, fingerprint: str, labels: CatalogueLabels, learned: Learned | None, about: dict) -> None:
+    """learned.json: what was learned, with `about` the run (catalogue, key, target precision, review
+    threshold) and the held-out precision at coverage, which the `catalogue_learning` view reads."""
+    coverage = coverage_table(learned.confidence, learned.correct) if learned else None
     record = {**about, "fingerprint": fingerprint, "labelled": labels.count,
               "unrecognised_labels": [{"label": k, "products": v} for k, v in sorted(labels.unrecognised.items())],
-              "figures": learned.figures() if learned else None,
+              "figures": learned.figures() if learned else None, "coverage": coverage,
               "learned": learned.to_dict() if learned else None}  # fmt: skip
     write_atomic(directory / LEARNED_FILE, lambda tmp: tmp.write_text(json.dumps(record)))
 
 
+def saved_about(directory: Path) -> dict:
+    """The `about` part of learned.json (empty if there is none)."""
+    try:
+        record = json.loads((directory / LEARNED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in record.items() if k not in ("fingerprint", "labelled", "unrecognised_labels", "figures",
+                                                          "coverage", "learned")}  # fmt: skip
+
+
 def load_learning(directory: Path, fingerprint: str) -> tuple[Voters, Learned | None] | None:
-    """The voters and what was learned, if a run with this fingerprint saved them."""
+    """The voters and what was learned, if a run with this fingerprint saved them; None for anything missing,
+    stale or unreadable (it is learned again)."""
     try:
         record = json.loads((directory / LEARNED_FILE).read_text())
         if record.get("fingerprint") != fingerprint:
             return None
-        with np.load(directory / VOTERS_FILE) as saved:
-            voters = Voters(saved["vectors"], saved["labels"], *saved["weights"].tolist())
-    except (OSError, ValueError, KeyError):
+        with np.load(directory / f"voters-{fingerprint}.npz") as saved:
+            ids = saved["ids"].astype(object)
+            voters = Voters(saved["vectors"], saved["labels"], ids, *saved["weights"].tolist())
+        return voters, Learned.from_dict(record["learned"]) if record["learned"] else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    return voters, Learned.from_dict(record["learned"]) if record["learned"] else None
 
 
 LEARNING_VIEW = "catalogue_learning"
@@ -240,23 +279,26 @@ _LEARNED_COLUMNS = {
     "catalogue": "VARCHAR", "approach": "VARCHAR", "model": "VARCHAR", "reranker": "VARCHAR", "variant": "VARCHAR",
     "products": "VARCHAR", "target_precision": "DOUBLE", "review_threshold": "DOUBLE", "labelled": "BIGINT",
     "unrecognised_labels": "STRUCT(label VARCHAR, products BIGINT)[]",
+    "coverage": "STRUCT(threshold DOUBLE, products BIGINT, coverage DOUBLE, precision_l1 DOUBLE, precision_l2 DOUBLE, "
+                "precision_exact DOUBLE)[]",
     "figures": "STRUCT(labelled BIGINT, exact_accuracy DOUBLE, l1_accuracy DOUBLE, ece DOUBLE, max_decile_gap DOUBLE, "
-               "vote_weight DOUBLE, prior_weight DOUBLE, calibration VARCHAR)",
+               "vote_weight DOUBLE, prior_weight DOUBLE, pool_scale DOUBLE, calibration VARCHAR)",
 }  # fmt: skip
 
 
 def refresh_learning_view(warehouse: Warehouse, root: Path) -> None:
-    """`catalogue_learning`: per catalogue and approach, what its labelled products taught (k-fold figures,
-    NULL with too few labels) and the label values that are not taxonomy paths; once one run saved any."""
+    """`catalogue_learning`: per catalogue and approach, what its labelled products taught (k-fold figures and
+    held-out precision at coverage, NULL with too few labels), the review threshold of the last target precision,
+    and the label values that are not taxonomy paths; once one run saved any."""
     if not any(Path(root).glob(f"*/*/{LEARNED_FILE}")):
         return
     pattern = str(Path(root) / "*" / "*" / LEARNED_FILE).replace("'", "''")
     columns = ", ".join(f"{name}: '{kind}'" for name, kind in _LEARNED_COLUMNS.items())
     figures = ", ".join(f"figures.{f} AS {f}" for f in ("exact_accuracy", "l1_accuracy", "ece", "max_decile_gap",
-                                                          "vote_weight", "prior_weight", "calibration"))  # fmt: skip
+                                                          "vote_weight", "prior_weight", "pool_scale", "calibration"))  # fmt: skip
     with warehouse.transaction() as con:
         con.execute(f"""CREATE OR REPLACE VIEW {LEARNING_VIEW} AS
                         SELECT catalogue, approach, model, reranker, variant, products, labelled, {figures},
-                               target_precision, review_threshold, unrecognised_labels
+                               target_precision, review_threshold, coverage, unrecognised_labels
                         FROM read_json('{pattern}', columns = {{{columns}}})
                         ORDER BY catalogue, approach, model, variant""")

@@ -12,7 +12,13 @@ import polars as pl
 from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.spec import Approach, Classified, ClassifyRequest
-from taxo_pipeline.classification.catalogue_labels import learn_from_catalogue, load_learning, save_learning
+from taxo_pipeline.classification.catalogue_labels import (
+    learn_from_catalogue,
+    load_learning,
+    save_learning,
+    save_record,
+    saved_about,
+)
 from taxo_pipeline.classification.run import CatalogueRun, Classify
 from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.evaluation.keys import ResultKey
@@ -40,24 +46,28 @@ def classify_request(
 
 def cached_learning(run: CatalogueRun) -> CatalogueRun:
     """The run with what an earlier run learned from the same labels and settings, where it saved it."""
-    if not run.learns or run.voters is not None or (saved := load_learning(run.directory, run.fingerprint)) is None:
+    if not run.learns or run.voters is not None or (saved := load_learning(run.directory, run.learning_fingerprint)) is None:
         return run
     return run.with_learning(*saved)
 
 
 def learned_run(run: CatalogueRun, storage: StorageResource, client: InferenceClient) -> CatalogueRun:
-    """The run with what the catalogue's own labels teach (catalogue_labels.py), learned now unless saved."""
+    """The run with what the catalogue's own labels teach (catalogue_labels.py), learned now unless saved; the
+    saved record names this run's target precision and threshold."""
     run = cached_learning(run)
-    if not run.learns or run.voters is not None:
+    if not run.learns:
         return run
-    _, request = classify_request(run.key, storage, client, run.top_k)
-    voters, learned = learn_from_catalogue(request, run.labels)
     about = {"catalogue": run.catalogue, **run.key.columns, "products": str(run.products),
-             "target_precision": run.target_precision}  # fmt: skip
-    if learned is not None and run.target_precision is not None:
-        about["review_threshold"] = learned.review_threshold(run.target_precision)
-    save_learning(run.directory, run.fingerprint, run.labels, voters, learned, about)
-    return run.with_learning(voters, learned)
+             "target_precision": run.target_precision, "review_threshold": run.threshold}  # fmt: skip
+    if run.voters is None:
+        _, request = classify_request(run.key, storage, client, run.top_k)
+        voters, learned = learn_from_catalogue(request, run.labels)
+        run = run.with_learning(voters, learned)
+        about["review_threshold"] = run.threshold
+        save_learning(run.directory, run.learning_fingerprint, run.labels, voters, learned, about)
+    elif saved_about(run.directory) != about:
+        save_record(run.directory, run.learning_fingerprint, run.labels, run.learned, about)
+    return run
 
 
 def catalogue_classifier(run: CatalogueRun, storage: StorageResource, client: InferenceClient) -> Classify:

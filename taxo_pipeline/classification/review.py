@@ -85,8 +85,13 @@ def refresh_review_queue(warehouse: Warehouse) -> None:
 
 
 def catalogue_confidences(files: Sequence[Path]) -> np.ndarray:
-    """Every product's confidence in a run's shard files (nan: no prediction)."""
-    columns = [pq.read_table(f, columns=["confidence"])["confidence"].to_numpy(zero_copy_only=False) for f in files]
+    """The confidence of every product the model classified in a run's shard files (nan: no prediction); the
+    products whose category a person set (merchant, reviewer) are not the threshold's to accept."""
+    columns = []
+    for file in files:
+        table = pq.read_table(file, columns=["confidence", SOURCE])
+        by_model = np.array([s not in (MERCHANT, REVIEWER) for s in table[SOURCE].to_pylist()], dtype=bool)
+        columns.append(table["confidence"].to_numpy(zero_copy_only=False)[by_model])
     return np.concatenate(columns).astype(np.float64) if columns else np.empty(0)
 
 

@@ -23,7 +23,13 @@ from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import Classified, Voters
 from taxo_pipeline.classification.calibration import ECE_BINS, FOLDS, Calibration, deciles, features
 from taxo_pipeline.classification.catalogue import CatalogueCheck, Shard, check_file, read_shards, validate_catalogue
-from taxo_pipeline.classification.catalogue_labels import MIN_LABELLED, CatalogueLabels, Learned, read_labels
+from taxo_pipeline.classification.catalogue_labels import (
+    MIN_LABELLED,
+    CatalogueLabels,
+    Learned,
+    learning_fingerprint,
+    read_labels,
+)
 from taxo_pipeline.classification.coverage import review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.classification.review import with_review
@@ -45,6 +51,7 @@ from taxo_pipeline.classification.shards import (
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
 from taxo_pipeline.dataset.google_mapping import GoogleMapping, google_mapping
 from taxo_pipeline.dataset.tables import load_corrections, load_taxonomy_l3
+from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.files import file_sha256
@@ -78,6 +85,7 @@ class CatalogueRun:
     # precision every product goes to review unless the user trusts the evaluation's threshold.
     trust_evaluation: bool = False
     google: GoogleMapping | None = None  # Shopify -> Google product categories for the output
+    taxonomy_fingerprint: str = ""  # of the taxonomy's paths at the run's depth (learned voters index them)
     # What the labels taught (catalogue_labels.learn_from_catalogue): derived from the fields above, so not
     # part of the fingerprint; set by with_learning before any shard is classified.
     voters: Voters | None = None
@@ -101,12 +109,19 @@ class CatalogueRun:
         if self.corrections != NONE:  # new corrections reclassify every shard of an approach that learns from them
             parts["corrections"] = self.corrections
         if self.labels is not None and self.labels.count:
-            parts["labels"] = [self.labels.fingerprint, self.learns]
+            parts["labels"] = [self.learning_fingerprint, self.learns]
         if self.trust_evaluation:
             parts["trust_evaluation"] = True
         if self.google is not None:
             parts["google"] = self.google.fingerprint
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def learning_fingerprint(self) -> str:
+        """What learning from the catalogue's labels reads: a later run or shard with the same reuses it."""
+        return learning_fingerprint({"key": self.key.columns, "calibration": self.calibration.to_dict(),
+                                     "corrections": self.corrections, "taxonomy": self.taxonomy_fingerprint,
+                                     "labels": self.labels.fingerprint if self.labels is not None else None})  # fmt: skip
 
     @property
     def learns(self) -> bool:
@@ -178,6 +193,25 @@ def _approach_for(warehouse: Warehouse, enabled: list[str], choices: Choices, la
     return max(learning, key=lambda c: c.strict_f1).key.approach if learning else None
 
 
+# The last catalogues' labels by file content: the catalogue sensor prepares a run every tick, and an unchanged
+# 100,000-product export is not parsed again for them.
+_LABELS: dict[tuple, CatalogueLabels] = {}
+
+
+def _paths_fingerprint(paths: list[str]) -> str:
+    return hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
+
+
+def _labels(products: Path, fingerprint: str, shard_size: int, taxonomy: TaxonomyL3) -> CatalogueLabels:
+    """read_labels (every row checked on the way), once per content of the file and taxonomy."""
+    key = (str(products.resolve()), fingerprint, shard_size, taxonomy.depth, tuple(taxonomy.paths))
+    if key not in _LABELS:
+        while len(_LABELS) >= 2:
+            _LABELS.pop(next(iter(_LABELS)))
+        _LABELS[key] = read_labels(products, shard_size, taxonomy)
+    return _LABELS[key]
+
+
 def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: Choices) -> CatalogueRun:
     """The catalogue run the evaluation in `warehouse` picks (the leaderboard's best among enabled models
     unless named), with the calibration stored when that approach was scored."""
@@ -185,7 +219,8 @@ def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: C
     check_file(products)
     enabled = [spec.id for spec in load_catalogue().enabled()]
     choice = choose(warehouse, enabled, choices.approach, choices.model, choices.variant)  # the evaluation is there
-    labels = read_labels(products, choices.shard_size, load_taxonomy_l3(data_dir))  # every row checked on the way
+    catalogue_fingerprint, taxonomy = file_sha256(products)[:16], load_taxonomy_l3(data_dir)
+    labels = _labels(products, catalogue_fingerprint, choices.shard_size, taxonomy)
     if (preferred := _approach_for(warehouse, enabled, choices, labels)) not in (None, choice.key.approach):
         choice = choose(warehouse, enabled, preferred, choices.model, choices.variant)
     log.info("classifying with %s (strict hF1 %.3f on the evaluation set)", choice.key, choice.strict_f1)
@@ -196,10 +231,10 @@ def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: C
     corrections = load_corrections(data_dir)  # validated before anything is classified
     google = google_mapping(data_dir, settings.current().google_mapping, settings.current().google_categories)
     return CatalogueRun(
-        products, catalogue_name(products), file_sha256(products)[:16], choice.key, calibration, data_dir,
+        products, catalogue_name(products), catalogue_fingerprint, choice.key, calibration, data_dir,
         choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts, target, threshold,
         corrections_fingerprint(settings.current().corrections) if learns else NONE, reviews(corrections),
-        labels, choices.trust_evaluation, google,
+        labels, choices.trust_evaluation, google, _paths_fingerprint(taxonomy.paths),
     )  # fmt: skip
 
 
@@ -349,20 +384,28 @@ def labels_summary(run: CatalogueRun) -> list[str]:
                      f"fold scored by weights and a calibration chosen on the others): exact accuracy "
                      f"{f['exact_accuracy']:.3f}, L1 accuracy {f['l1_accuracy']:.3f}, ECE {f['ece']:.3f} ({ECE_BINS} "
                      f"bins), largest decile gap {f['max_decile_gap']:.3f}; vote weight {f['vote_weight']:g}, "
-                     f"category prior {f['prior_weight']:g}, calibration {f['calibration']}")  # fmt: skip
+                     f"category prior {f['prior_weight']:g}, evaluation's votes x{f['pool_scale']:g}, calibration "
+                     f"{f['calibration']}")  # fmt: skip
+    elif run.learns and run.voters is not None:
+        lines.append(f"{run.labels.count} labelled products are too few to learn from (fewer than {MIN_LABELLED}, or "
+                     "all in one fold): they vote with a fixed weight, and the confidence is the evaluation's, "
+                     "unconfirmed here")  # fmt: skip
     elif run.learns:
-        lines.append(f"{run.labels.count} labelled products are too few to learn from (fewer than {MIN_LABELLED}): "
-                     "they vote with a fixed weight, and the confidence is the evaluation's, unconfirmed here")  # fmt: skip
+        lines.append("the catalogue's labels were not learned in this run (nothing to classify): rerun without "
+                     "--dagster to see what they teach")  # fmt: skip
     elif labels is not None and labels.count:
-        lines.append(f"{run.key.approach} does not learn from labels: the labelled products only keep their category")
+        lines.append(f"{run.key.approach} does not learn from labels: the labelled products only keep their category "
+                     "(label-transfer learns from them)")  # fmt: skip
     else:
         lines.append("no product carries a category of its own: the confidence is calibrated on the evaluation's "
                      "products, unconfirmed on this catalogue")  # fmt: skip
     if run.target_precision is not None and not run.confirmed and not run.trust_evaluation:
+        fix = (f"give at least {MIN_LABELLED} products their category (a `category` column, or `Product Category` "
+               "in a Shopify export) to learn its own threshold" if not run.labels or run.labels.count < MIN_LABELLED
+               else "classify with --approach label-transfer, which learns it from the catalogue's labels")  # fmt: skip
         lines.append(f"--target-precision {run.target_precision}: every product goes to review, since this catalogue "
-                     f"cannot confirm the calibration; give at least {MIN_LABELLED} products their category (a "
-                     "`category` column, or `Product Category` in a Shopify export) to learn its own threshold, "
-                     "or pass --trust-evaluation for a catalogue like the evaluation's products")  # fmt: skip
+                     f"cannot confirm the calibration; {fix}, or pass --trust-evaluation for a catalogue like the "
+                     "evaluation's products")  # fmt: skip
     calibration = run.confidence_calibration
     where = "this catalogue's labelled products" if run.confirmed else "the evaluation's products"
     lines += [f"confidence: {calibration.method} calibration fitted on {calibration.products} of {where}; held-out "

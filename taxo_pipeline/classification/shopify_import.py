@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from taxo_pipeline.classification.shopify_export import utf8
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.files import write_atomic
 
@@ -45,7 +46,7 @@ def write_shopify_import(export: Path, categories: Mapping[str, str], output: Pa
             "that Shopify's admin exports (Products > Export), which Shopify needs to match products"
         )
     options = [name for name in OPTION_COLUMNS if name in header]
-    wanted = pa.array([handle.encode() for handle in categories], pa.binary())
+    wanted = pa.array(list(categories), pa.string())
     written: set[str] = set()
 
     def write(tmp: Path) -> None:
@@ -82,8 +83,8 @@ def _header(export: Path) -> list[str]:
 
 
 def _rows(export: Path, options: list[str], wanted: pa.Array) -> Iterator[Row]:
-    """The rows whose handle is in `wanted`, in file order; read in blocks as bytes and checked to be UTF-8
-    here, so a bad byte is reported with its row (Arrow's own check names no row)."""
+    """The rows whose handle (whitespace aside, as the export reader takes it) is in `wanted`, in file order;
+    read in blocks as bytes and checked to be UTF-8 here, so a bad byte is reported with its row."""
     columns = [*REQUIRED_COLUMNS, *options]
     try:
         reader = pacsv.open_csv(
@@ -94,30 +95,15 @@ def _rows(export: Path, options: list[str], wanted: pa.Array) -> Iterator[Row]:
                 include_columns=columns, column_types={name: pa.binary() for name in columns}
             ),
         )
-        first_row = 2  # the header is row 1
+        rows = 0  # data rows before the block, as the export reader counts them
         for batch in reader:
-            texts = [_utf8(batch.column(name), name, first_row, export) for name in columns]
-            picked = pc.indices_nonzero(pc.is_in(batch.column("Handle"), value_set=wanted))
+            texts = [utf8(batch.column(name), export, name, rows) for name in columns]
+            texts[0] = pc.utf8_trim_whitespace(texts[0])
+            picked = pc.indices_nonzero(pc.is_in(texts[0], value_set=wanted))
             if len(picked):
                 values = [column.take(picked).to_pylist() for column in texts]
                 for handle, title, *option_values in zip(*values):
-                    yield handle, title, option_values
-            first_row += batch.num_rows
+                    yield handle, title or "", [v or "" for v in option_values]
+            rows += batch.num_rows
     except pa.ArrowInvalid as exc:
         raise InputError(f"product export {export} is not a readable CSV: {exc}") from exc
-
-
-def _utf8(column: pa.Array, name: str, first_row: int, export: Path) -> pa.Array:
-    try:
-        return column.cast(pa.string())
-    except pa.ArrowInvalid:
-        for index, value in enumerate(column.to_pylist()):
-            try:
-                value.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(
-                    f"product export {export}, row {first_row + index} (the header is row 1), column {name!r} "
-                    f"is not UTF-8 text ({exc.reason} at byte {exc.start}): export it from Shopify again, or "
-                    "save it as UTF-8 CSV"
-                ) from exc
-        raise

@@ -134,7 +134,9 @@ def run_classify(args: argparse.Namespace) -> int:
         targets = ()  # every product goes to review: labels_summary said why
     confidence, correct = (run.learned.confidence, run.learned.correct) if run.learned else held_out(warehouse, run.key)
     print(*run_summary(confidence, correct, shard_files(run.directory), targets), sep="\n")
-    if shopify_import and snapshot:
+    if shopify_import and not snapshot:
+        print(f"{args.output} not written: some shards of the catalogue are not classified yet (other parts)")
+    elif shopify_import:
         accepted = accepted_categories(shard_files(snapshot))
         written = write_shopify_import(args.products, accepted, args.output)
         print(f"{written} products with a category accepted at precision {run.target_precision} -> {args.output} "

@@ -85,19 +85,15 @@ def load_google_mapping(mapping_file: Path, names_file: Path) -> GoogleMapping:
 def google_mapping(data_dir: Path, mapping_source: str, names_source: str) -> GoogleMapping:
     """The mapping from two sources (paths or URLs; downloads cached in `data_dir`), parsed once per
     version of the files."""
-    mapping_file = resolve_source(
-        mapping_source,
-        what="Shopify-to-Google category mapping",
-        env_var="TAXO_GOOGLE_MAPPING",
-        cache_dir=data_dir,
-        cache_name=cache_name_for(mapping_source, GOOGLE_MAPPING_URL, GOOGLE_MAPPING_FILE),
-    )
-    names_file = resolve_source(
-        names_source,
-        what="Google product categories",
-        env_var="TAXO_GOOGLE_CATEGORIES",
-        cache_dir=data_dir,
-        cache_name=cache_name_for(names_source, GOOGLE_CATEGORIES_URL, GOOGLE_CATEGORIES_FILE),
+    mapping_file, names_file = (
+        resolve_source(source, what=what, env_var=env_var, cache_dir=data_dir,
+                       cache_name=cache_name_for(source, default_url, default_name))  # fmt: skip
+        for source, what, env_var, default_url, default_name in (
+            (mapping_source, "Shopify-to-Google category mapping", "TAXO_GOOGLE_MAPPING", GOOGLE_MAPPING_URL,
+             GOOGLE_MAPPING_FILE),
+            (names_source, "Google product categories", "TAXO_GOOGLE_CATEGORIES", GOOGLE_CATEGORIES_URL,
+             GOOGLE_CATEGORIES_FILE),
+        )  # fmt: skip
     )
     return _cached(mapping_file, mapping_file.stat().st_mtime_ns, names_file, names_file.stat().st_mtime_ns)
 
