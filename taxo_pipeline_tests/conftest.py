@@ -39,7 +39,7 @@ from taxo_pipeline_tests.sie.sie_testkit import (
 # 2-9), so starting with the longest lets both workers finish together.
 SLOWEST_MODULES = (
     "test_main_job", "test_improved_retrieval", "test_dev_daemon", "test_text_retrieval", "test_webserver",
-    "test_classify_catalogue", "test_dev_server",
+    "test_classify_catalogue", "test_merchant_catalogue", "test_dev_server",
 )  # fmt: skip
 
 

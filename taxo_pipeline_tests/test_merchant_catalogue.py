@@ -191,3 +191,33 @@ def test_a_bad_export_is_refused_before_anything_is_written(env, tmp_path, capsy
     assert re.search(message, err), err
     assert not (tmp_path / "out.parquet").exists()
     assert not (env / "data" / "classifications" / catalogue_name(export)).exists()
+
+
+def test_without_labels_nothing_is_written_back_and_every_product_is_queued(env, tmp_path, capsys):
+    export = tmp_path / "garden-solutions.csv"
+    hidden = blanked(MERCHANT_EXPORTS / "garden-solutions.csv", export, 1.0)
+    assert classify_products(["--products", str(export), "--target-precision", "0.9", "--output", str(tmp_path / "back.csv")]) == 0
+    out = capsys.readouterr()
+    assert "no product carries a category of its own" in out.err and "every product goes to review" in out.err
+    assert (tmp_path / "back.csv").read_text() == "Handle,Title,Product Category,Option1 Name,Option1 Value,Option1 Linked To,Option2 Name,Option2 Value,Option2 Linked To,Option3 Name,Option3 Value,Option3 Linked To\n"
+    with duckdb.connect(str(env / "warehouse.duckdb"), read_only=True) as con:
+        queued = {r[0] for r in con.execute("SELECT product_id FROM review_queue WHERE catalogue = ?", [catalogue_name(export)]).fetchall()}
+    assert queued == hidden and len(hidden) == 70
+
+
+def test_dagster_shard_runs_learn_once_and_keep_the_labels(env, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    export = MERCHANT_EXPORTS / "las-lira.csv"
+    _, labels, _ = export_products(export, _nodes(env))
+    arguments = ["--products", str(export), "--shard-size", "50", "--target-precision", "0.9", "--dagster"]
+    assert classify_products([*arguments, "--output", str(tmp_path / "out.parquet")]) == 0
+    assert "learned from the catalogue's 77 labelled products" in capsys.readouterr().err
+    with dg.DagsterInstance.get() as instance:
+        records = instance.fetch_materializations(dg.AssetKey("catalogue_classifications"), limit=10).records
+    metadata = [r.asset_materialization.metadata for r in records]
+    assert len(metadata) == 3 and sum(m["merchant_labelled_products"].value for m in metadata) == 77
+    assert {m["catalogue_learning"].value["labelled"] for m in metadata} == {77}
+    rows = pl.read_parquet(tmp_path / "out.parquet")
+    assert dict(rows.filter(pl.col("category_source") == "merchant").select("product_id", "category").iter_rows()) == labels
+    run_folder = env / "data" / "classifications" / catalogue_name(export) / RUN
+    assert len(list(run_folder.glob("voters-*.npz"))) == 1  # one learning, read by the three shard runs
