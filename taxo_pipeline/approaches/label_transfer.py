@@ -108,7 +108,7 @@ def classify(request: ClassifyRequest) -> Classified:
                                  scored=scored)  # fmt: skip
         scores, weights, weight_folds = result.scores[scored], result.weights, folds[scored]
     else:
-        queries = query_vectors(request)
+        queries = _query_vectors(request)
         scores, notes = cascade_scores(request, queries)
         pool_vectors, labels, weight_folds, weights = labelled_pool(request, labelled)
         weight = float(np.median(list(weights.values())))
@@ -128,6 +128,22 @@ def classify(request: ClassifyRequest) -> Classified:
         "vote_weight_per_fold": _weights_table(weight_folds, weights),
     }
     return Classified(request.products["product_id"].to_list(), top_k(scores, request.taxonomy.paths, request.top_k), notes)
+
+
+def _query_vectors(request: ClassifyRequest) -> np.ndarray:
+    """The products' query vectors; a catalogue's labelled products reuse theirs from learning (same catalogue,
+    same id, same text: the learning fingerprint holds their texts), so they are not encoded twice."""
+    voters = request.voters
+    if voters is None:
+        return query_vectors(request)
+    row = {product_id: i for i, product_id in enumerate(voters.ids.tolist())}
+    known = [row.get(product_id) for product_id in request.products["product_id"].to_list()]
+    vectors = np.empty((len(known), voters.vectors.shape[1]))
+    if missing := [j for j, i in enumerate(known) if i is None]:
+        vectors[missing] = query_vectors(request, request.products[missing])
+    if found := [j for j, i in enumerate(known) if i is not None]:
+        vectors[found] = voters.vectors[[known[j] for j in found]]
+    return vectors
 
 
 def pooled_votes(
