@@ -45,10 +45,11 @@ import polars as pl
 
 from taxo_pipeline import settings
 from taxo_pipeline.approaches.label_transfer import labelled_pool
+from taxo_pipeline.approaches.title_description import query_vectors
 from taxo_pipeline.classification.calibration import deciles, ece, features, max_gap
 from taxo_pipeline.classification.catalogue_labels import CatalogueLabels, label_at_depth, learn_from_catalogue
 from taxo_pipeline.classification.classifier import classify_request
-from taxo_pipeline.classification.coverage import review_threshold
+from taxo_pipeline.classification.coverage import coverage_table, review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.dataset.tables import load_taxonomy_l3
 from taxo_pipeline.resources import StorageResource
@@ -112,13 +113,11 @@ class Scored:
 
 
 def coverage_at(confidence: np.ndarray, right: np.ndarray, target: float) -> float:
-    """The largest share of the most confident products whose measured precision reaches `target`."""
+    """The largest share of the most confident products (whole ties) whose measured precision reaches `target`."""
     if not len(right):
         return float("nan")
-    order = np.argsort(-confidence, kind="stable")
-    precision = np.cumsum(right[order]) / np.arange(1, len(right) + 1)
-    reaching = np.flatnonzero(precision >= target - 1e-12)
-    return float((reaching.max() + 1) / len(right)) if len(reaching) else 0.0
+    table = coverage_table(confidence, np.repeat(right[:, None], 3, axis=1))
+    return max((row["coverage"] for row in table if row["precision_exact"] >= target - 1e-12), default=0.0)
 
 
 def figures(s: Scored, target: float) -> dict:
@@ -162,8 +161,6 @@ class Bench:
     def own_labels(self, labelled: pl.DataFrame, hidden: pl.DataFrame) -> tuple[list, np.ndarray, list, bool]:
         if labelled.height == 0:
             return [[] for _ in range(hidden.height)], np.zeros(hidden.height), [None] * hidden.height, False
-        from taxo_pipeline.approaches.title_description import query_vectors
-
         index = {p: i for i, p in enumerate(self.paths)}
         labels = np.array([index[t] for t in labelled["truth"].to_list()])
         ask = replace(self.request, products=labelled)

@@ -9,8 +9,8 @@ Learning (`learn`): the labelled products join label transfer's pool, and the vo
 confidence calibration are chosen on them by k-fold cross-fitting: each labelled product is scored with
 the votes of the other folds only (approaches/label_transfer.py::cross_fit), so the confidence
 describes this catalogue rather than the evaluation's products. The figures reported for the catalogue
-(accuracy, calibration, precision at coverage, the review threshold) are nested: the weight and the
-calibrator applied to a fold were chosen and fitted on the other folds alone.
+(accuracy, calibration, precision at coverage, the review threshold) come from each fold scored with the
+weights and calibrator chosen on the other folds' rows (whose own votes may come from that fold's labels).
 """
 
 from __future__ import annotations
@@ -81,10 +81,13 @@ class CatalogueLabels:
             digest.update("\x1f".join(row).encode() + b"\x1e")
         return digest.hexdigest()[:16]
 
+    @functools.cached_property
+    def _by_id(self) -> dict[str, str]:
+        return dict(zip(self.products["product_id"].to_list(), self.products["ground_truth_category"].to_list()))
+
     def usable(self, product_ids: Sequence[str], categories: Sequence[str | None]) -> list[str | None]:
         """Per product, its label at the run's depth where it is a taxonomy node, else None."""
-        known = dict(zip(self.products["product_id"].to_list(), self.products["ground_truth_category"].to_list()))
-        return [known.get(p) if c is not None else None for p, c in zip(product_ids, categories, strict=True)]
+        return [self._by_id.get(p) if c is not None else None for p, c in zip(product_ids, categories, strict=True)]
 
     def report(self) -> list[str]:
         lines = [f"{self.count} products carry a category the merchant set (kept as they are)"]
@@ -211,6 +214,7 @@ def learn_from_catalogue(request: ClassifyRequest, labels: CatalogueLabels) -> t
 # version of this module learned.
 LEARNING_VERSION = 2
 LEARNED_FILE = "learned.json"  # in the run's results folder; the voters in voters-<fingerprint>.npz beside it
+LEARNING_LOCK = ".learning.lock"
 
 
 def learning_fingerprint(parts: dict) -> str:

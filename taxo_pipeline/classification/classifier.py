@@ -13,6 +13,7 @@ from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.spec import Approach, Classified, ClassifyRequest
 from taxo_pipeline.classification.catalogue_labels import (
+    LEARNING_LOCK,
     learn_from_catalogue,
     load_learning,
     save_learning,
@@ -22,6 +23,7 @@ from taxo_pipeline.classification.catalogue_labels import (
 from taxo_pipeline.classification.run import CatalogueRun, Classify
 from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
 from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.locks import LockTimeoutError, file_lock
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
@@ -60,14 +62,29 @@ def learned_run(run: CatalogueRun, storage: StorageResource, client: InferenceCl
     about = {"catalogue": run.catalogue, **run.key.columns, "products": str(run.products),
              "target_precision": run.target_precision, "review_threshold": run.threshold}  # fmt: skip
     if run.voters is None:
-        _, request = classify_request(run.key, storage, client, run.top_k)
-        voters, learned = learn_from_catalogue(request, run.labels)
-        run = run.with_learning(voters, learned)
-        about["review_threshold"] = run.threshold
-        save_learning(run.directory, run.learning_fingerprint, run.labels, voters, learned, about)
+        run = _learn_once(run, storage, client, about)
     elif saved_about(run.directory) != about:
         save_record(run.directory, run.learning_fingerprint, run.labels, run.learned, about)
     return run
+
+
+def _learn_once(run: CatalogueRun, storage: StorageResource, client: InferenceClient, about: dict) -> CatalogueRun:
+    """Learn under the run folder's lock: concurrent shard runs and parts of one catalogue wait for the first
+    and read what it saved, rather than each encoding and cross-fitting every labelled product. Learning may
+    outlast the lock timeout; a waiter then waits again (the kernel frees the lock if the learner dies)."""
+    run.directory.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            with file_lock(run.directory / LEARNING_LOCK):
+                if (learned := cached_learning(run)).voters is not None:
+                    return learned
+                _, request = classify_request(run.key, storage, client, run.top_k)
+                run = run.with_learning(*learn_from_catalogue(request, run.labels))
+                save_learning(run.directory, run.learning_fingerprint, run.labels, run.voters, run.learned,
+                              {**about, "review_threshold": run.threshold})  # fmt: skip
+                return run
+        except LockTimeoutError:
+            continue
 
 
 def catalogue_classifier(run: CatalogueRun, storage: StorageResource, client: InferenceClient) -> Classify:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from taxo_pipeline.classification.coverage import coverage_lines
@@ -72,9 +73,14 @@ def with_review(table: pa.Table, threshold: float | None, target_precision: floa
     whose category a person set: a reviewer or the merchant)."""
     flags = needs_review(table["confidence"].to_numpy(zero_copy_only=False), threshold, target_precision)
     if flags is not None:
-        flags &= np.array([s not in (MERCHANT, REVIEWER) for s in table[SOURCE].to_pylist()], dtype=bool)
+        flags &= _by_model(table)
     column = pa.array(flags if flags is not None else [None] * table.num_rows, pa.bool_())
     return table.append_column(NEEDS_REVIEW, column)
+
+
+def _by_model(table: pa.Table) -> np.ndarray:
+    """Per row of a shard table: its category is the model's (not one a reviewer or the merchant set)."""
+    return ~pc.is_in(table[SOURCE], value_set=pa.array([MERCHANT, REVIEWER])).to_numpy(zero_copy_only=False)
 
 
 def refresh_review_queue(warehouse: Warehouse) -> None:
@@ -90,8 +96,7 @@ def catalogue_confidences(files: Sequence[Path]) -> np.ndarray:
     columns = []
     for file in files:
         table = pq.read_table(file, columns=["confidence", SOURCE])
-        by_model = np.array([s not in (MERCHANT, REVIEWER) for s in table[SOURCE].to_pylist()], dtype=bool)
-        columns.append(table["confidence"].to_numpy(zero_copy_only=False)[by_model])
+        columns.append(table["confidence"].to_numpy(zero_copy_only=False)[_by_model(table)])
     return np.concatenate(columns).astype(np.float64) if columns else np.empty(0)
 
 

@@ -134,6 +134,11 @@ class CatalogueRun:
         return self.learned is not None
 
     @property
+    def reviews_everything(self) -> bool:
+        """A target precision the catalogue cannot confirm (and the evaluation's threshold is not trusted)."""
+        return self.target_precision is not None and not self.confirmed and not self.trust_evaluation
+
+    @property
     def confidence_calibration(self) -> Calibration:
         return self.learned.calibration if self.learned else self.calibration
 
@@ -145,7 +150,7 @@ class CatalogueRun:
             return None
         if self.learned is not None:
             return self.learned.review_threshold(self.target_precision)
-        return self.review_threshold if self.trust_evaluation else None
+        return None if self.reviews_everything else self.review_threshold
 
     def with_learning(self, voters: Voters | None, learned: Learned | None) -> CatalogueRun:
         return replace(self, voters=voters, learned=learned)
@@ -198,13 +203,10 @@ def _approach_for(warehouse: Warehouse, enabled: list[str], choices: Choices, la
 _LABELS: dict[tuple, CatalogueLabels] = {}
 
 
-def _paths_fingerprint(paths: list[str]) -> str:
-    return hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
-
-
-def _labels(products: Path, fingerprint: str, shard_size: int, taxonomy: TaxonomyL3) -> CatalogueLabels:
+def _labels(products: Path, fingerprint: str, shard_size: int, taxonomy: TaxonomyL3, taxonomy_fingerprint: str
+            ) -> CatalogueLabels:  # fmt: skip
     """read_labels (every row checked on the way), once per content of the file and taxonomy."""
-    key = (str(products.resolve()), fingerprint, shard_size, taxonomy.depth, tuple(taxonomy.paths))
+    key = (str(products.resolve()), fingerprint, shard_size, taxonomy.depth, taxonomy_fingerprint)
     if key not in _LABELS:
         while len(_LABELS) >= 2:
             _LABELS.pop(next(iter(_LABELS)))
@@ -220,7 +222,8 @@ def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: C
     enabled = [spec.id for spec in load_catalogue().enabled()]
     choice = choose(warehouse, enabled, choices.approach, choices.model, choices.variant)  # the evaluation is there
     catalogue_fingerprint, taxonomy = file_sha256(products)[:16], load_taxonomy_l3(data_dir)
-    labels = _labels(products, catalogue_fingerprint, choices.shard_size, taxonomy)
+    taxonomy_fingerprint = hashlib.sha256("\n".join(taxonomy.paths).encode()).hexdigest()[:16]
+    labels = _labels(products, catalogue_fingerprint, choices.shard_size, taxonomy, taxonomy_fingerprint)
     if (preferred := _approach_for(warehouse, enabled, choices, labels)) not in (None, choice.key.approach):
         choice = choose(warehouse, enabled, preferred, choices.model, choices.variant)
     log.info("classifying with %s (strict hF1 %.3f on the evaluation set)", choice.key, choice.strict_f1)
@@ -234,7 +237,7 @@ def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: C
         products, catalogue_name(products), catalogue_fingerprint, choice.key, calibration, data_dir,
         choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts, target, threshold,
         corrections_fingerprint(settings.current().corrections) if learns else NONE, reviews(corrections),
-        labels, choices.trust_evaluation, google, _paths_fingerprint(taxonomy.paths),
+        labels, choices.trust_evaluation, google, taxonomy_fingerprint,
     )  # fmt: skip
 
 
@@ -399,7 +402,7 @@ def labels_summary(run: CatalogueRun) -> list[str]:
     else:
         lines.append("no product carries a category of its own: the confidence is calibrated on the evaluation's "
                      "products, unconfirmed on this catalogue")  # fmt: skip
-    if run.target_precision is not None and not run.confirmed and not run.trust_evaluation:
+    if run.reviews_everything:
         fix = (f"give at least {MIN_LABELLED} products their category (a `category` column, or `Product Category` "
                "in a Shopify export) to learn its own threshold" if not run.labels or run.labels.count < MIN_LABELLED
                else "classify with --approach label-transfer, which learns it from the catalogue's labels")  # fmt: skip

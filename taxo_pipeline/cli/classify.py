@@ -130,8 +130,8 @@ def run_classify(args: argparse.Namespace) -> int:
         refresh_learning_view(warehouse, classifications_root(data_dir))
     _report(run, progress, time.perf_counter() - started, None if shopify_import else args.output, snapshot)
     targets = TARGETS if run.target_precision is None else (run.target_precision,)
-    if run.target_precision is not None and run.threshold is None and not run.confirmed and not run.trust_evaluation:
-        targets = ()  # every product goes to review: labels_summary said why
+    if run.reviews_everything:
+        targets = ()  # labels_summary said why
     confidence, correct = (run.learned.confidence, run.learned.correct) if run.learned else held_out(warehouse, run.key)
     print(*run_summary(confidence, correct, shard_files(run.directory), targets), sep="\n")
     if shopify_import and not snapshot:
