@@ -34,3 +34,27 @@ def _pid_exists(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of process group `pgid` still runs (zombies, dead but not reaped, do not count).
+    Without /proc (not Linux): whether the group has any process, zombies included."""
+    if not _PROC.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # after the command name: state, ppid, pgrp ...
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False

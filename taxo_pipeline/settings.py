@@ -84,6 +84,11 @@ class Settings:
     automation_interval_s: int  # TAXO_AUTOMATION_INTERVAL_S: the automation sensor's tick (30 s)
     serve_max_batch: int  # TAXO_SERVE_MAX_BATCH: most products in one POST /classify (256); more get 413
     serve_reload_s: float  # TAXO_SERVE_RELOAD_S: how often `serve` looks for a re-evaluated result (5 s)
+    serve_max_in_flight: int  # TAXO_SERVE_MAX_IN_FLIGHT: classify requests worked on at once (4); more get 503
+    serve_deadline_s: float  # TAXO_SERVE_DEADLINE_S: a classify request's limit (30 s), then 504, its SIE work dropped
+    serve_max_body_bytes: int  # TAXO_SERVE_MAX_BODY_BYTES: the largest request body (16 MiB); more get 413
+    serve_header_timeout_s: float  # TAXO_SERVE_HEADER_TIMEOUT_S: a connection's time to send a request's headers (10 s)
+    serve_max_connections: int  # TAXO_SERVE_MAX_CONNECTIONS: open connections uvicorn accepts (1024); more get 503
     shard_size: int  # TAXO_SHARD_SIZE: products per catalogue shard
     classify_chunk: int  # TAXO_CLASSIFY_CHUNK: products per classification batch
 
@@ -125,6 +130,11 @@ class Settings:
             automation_interval_s=env.whole("TAXO_AUTOMATION_INTERVAL_S", 30),
             serve_max_batch=env.whole("TAXO_SERVE_MAX_BATCH", 256),
             serve_reload_s=env.seconds("TAXO_SERVE_RELOAD_S", 5.0),
+            serve_max_in_flight=env.whole("TAXO_SERVE_MAX_IN_FLIGHT", 4),
+            serve_deadline_s=env.seconds("TAXO_SERVE_DEADLINE_S", 30.0),
+            serve_max_body_bytes=env.whole("TAXO_SERVE_MAX_BODY_BYTES", 16 * 1024 * 1024),
+            serve_header_timeout_s=env.seconds("TAXO_SERVE_HEADER_TIMEOUT_S", 10.0),
+            serve_max_connections=env.whole("TAXO_SERVE_MAX_CONNECTIONS", 1024),
             shard_size=env.whole("TAXO_SHARD_SIZE", 10_000),
             classify_chunk=env.whole("TAXO_CLASSIFY_CHUNK", 2_048),
         )

@@ -75,6 +75,11 @@ def test_sample_materializes_to_the_seed_rules_result(workspace, shared_data):
     assert clean["rows_out"].value == 260
     taxonomy = result.asset_materializations_for_node("taxonomy_l3")[0].metadata
     assert (taxonomy["l1_nodes"].value, taxonomy["l2_nodes"].value, taxonomy["total_nodes"].value) == (26, 218, 1863)
+    # issue 32: the catalogue views are in the published copy from the first materialization, without rows
+    with duckdb.connect(str(workspace / "warehouse" / "taxo.duckdb"), read_only=True) as con:
+        counts = [con.execute(f"SELECT count(*) FROM {view}").fetchone()[0] for view in ("classifications", "review_queue")]
+        views = {name for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert counts == [0, 0] and {"classifications", "review_queue"} <= views
 
 
 def test_the_full_depth_taxonomy_holds_every_category_for_the_full_depth_documents(workspace, shared_data):

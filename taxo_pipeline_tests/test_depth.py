@@ -179,7 +179,7 @@ def test_results_record_their_depth_and_an_older_warehouse_reads_as_depth_3(tmp_
     warehouse.replace_table("datasets", pa.table({"dataset": ["old"], "products": [1], "scope": ["full"]}))
     assert dataset_depth(warehouse, "old") == 3
     new = old.on("new")
-    save_results(warehouse, new, ["1"], [[(P1, 0.9)]], {}, products=1, scope="full", depth=None)
+    save_results(warehouse, new, ["1"], [[(P1, 0.9)]], {}, products=1, scope="full", depth=None, model_fingerprint="")
     save_metrics(warehouse, new, evaluate_paths([P1], [T1], [[]], None), 1, {"request_count": 0}, "zero-shot",
                  "hierarchical", None)  # fmt: skip
     assert dataset_depth(warehouse, "new") is None
@@ -193,7 +193,8 @@ def test_results_record_their_depth_and_an_older_warehouse_reads_as_depth_3(tmp_
 def test_a_fresh_warehouse_gets_the_depth_column_with_its_first_rows(tmp_path):
     warehouse = Warehouse(tmp_path / "taxo.duckdb")
     key = ResultKey("text-retrieval", "org/model", "full-path", dataset="fresh")
-    assert save_results(warehouse, key, ["1"], [[(P1, 0.9)]], {}, products=1, scope="full", depth=5) == 1
+    assert save_results(warehouse, key, ["1"], [[(P1, 0.9)]], {}, products=1, scope="full", depth=5,
+                        model_fingerprint="") == 1
     save_metrics(warehouse, key, evaluate_paths([P1], [T1], [[]], 5), 1, {"request_count": 0}, "zero-shot",
                  "hierarchical", 5)  # fmt: skip
     with warehouse.connect(read_only=True) as con:

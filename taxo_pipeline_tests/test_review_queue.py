@@ -14,7 +14,7 @@ import pytest
 
 from taxo_pipeline.classification.calibration import METHODS, deciles, ece
 from taxo_pipeline.classification.coverage import coverage_table, held_out, review_threshold
-from taxo_pipeline.classification.shards import catalogue_name
+from taxo_pipeline.classification.shards import catalogue_name, refresh_view
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.warehouse import Warehouse
@@ -83,6 +83,13 @@ def test_classify_products_flags_the_products_below_the_review_threshold(evaluat
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
         queue = con.execute("SELECT product_id, confidence, levels, category FROM review_queue WHERE catalogue = ?",
                             [catalogue_name(products)]).fetchall()
+        described = con.execute("DESCRIBE classifications").fetchall()
+    # the view before any run (the taxonomy asset creates it) has the same columns, with no row
+    empty = Warehouse(tmp_path / "empty" / "taxo.duckdb")
+    refresh_view(empty, tmp_path / "empty-data")
+    with duckdb.connect(str(empty.path), read_only=True) as con:
+        assert con.execute("DESCRIBE classifications").fetchall() == described
+        assert con.execute("SELECT count(*) FROM classifications").fetchone() == (0,)
     flagged = rows.filter(pl.col("needs_review"))
     assert sorted(q[0] for q in queue) == sorted(flagged["product_id"].to_list())
     assert [q[1] for q in queue] == sorted(q[1] for q in queue)  # least confident first

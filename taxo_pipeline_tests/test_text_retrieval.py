@@ -245,6 +245,15 @@ def test_predict_with_only_a_taxonomy_builds_only_the_taxonomy_and_its_index(sie
     assert all(run.is_success for run in runs)
     assert query(tmp_path, "SELECT count(*) FROM category_embeddings") == [(37,)]  # the subtree's L1-L3 nodes
 
+    # issue 32: again without SIE_BASE_URL, the index built and the description's vector cached, no server starts
+    env.pop("SIE_BASE_URL")
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "SIE server" not in again.stderr, again.stderr
+    assert not list((tmp_path / "data" / "logs").glob("sie-server-*.log"))
+    cached = [line.split("\t") for line in again.stdout.splitlines() if not line.startswith("#")]
+    assert cached[:3] == lines[:3] and [name for name, _ in cached[3:]] == ["total_latency_ms"]  # no request timed
+
 
 def test_missing_sources_are_named_together_before_any_server_starts(tiny_catalogue_entries, tmp_path, monkeypatch, capsys):
     # MiniLM disabled and no SIE_BASE_URL: starting a server would fail on that before the sources are read

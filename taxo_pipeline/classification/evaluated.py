@@ -2,7 +2,11 @@
 leaderboard's best on the current full dataset among enabled models, unless named), and the
 confidence calibration fitted on the approach's stored predictions when it was scored (table
 `calibrations`, one row per result key; table `heldout_confidences`, one row per key and labelled product,
-which the view `precision_at_coverage` reads)."""
+which the view `precision_at_coverage` reads).
+
+Everything a catalogue run or the service reads here is the published copy of the results
+(evaluation/publication.py): the last result that was whole, never a rerun half-way, and never a
+calibration from one computation paired with metrics or model settings of another."""
 
 from __future__ import annotations
 
@@ -25,14 +29,13 @@ from taxo_pipeline.classification.calibration import (
     fit_calibration,
     max_gap,
 )
-from taxo_pipeline.classification.coverage import HELD_OUT, VIEW_SQL, correct_by_level, held_out_rows
-from taxo_pipeline.classification.coverage import VIEW as COVERAGE_VIEW
+from taxo_pipeline.classification.coverage import HELD_OUT, correct_by_level, held_out_rows
 from taxo_pipeline.dataset.taxonomy import depth_label
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey, where
 from taxo_pipeline.evaluation.protocol import DEV, TEST, split_mask, split_of
-from taxo_pipeline.evaluation.store import dataset_depth
-from taxo_pipeline.evaluation.views import CURRENT_DATASET
+from taxo_pipeline.evaluation.publication import SETTINGS, current_dataset, source
+from taxo_pipeline.evaluation.store import METRICS, dataset_depth
 from taxo_pipeline.warehouse import Warehouse, replace_rows
 
 RUN_MAIN_JOB = "run `taxo-pipeline materialize` first"
@@ -91,12 +94,14 @@ def choose(
 
 
 def _scored(warehouse: Warehouse) -> list[tuple]:
-    """(approach, model, variant, reranker, dataset, strict hF1) of every path result on the current full
-    dataset, best first."""
+    """(approach, model, variant, reranker, dataset, strict hF1) of every published path result on the
+    current full dataset, best first."""
     with warehouse.connect(read_only=True) as con:
+        if (metrics := source(con, METRICS)) is None:
+            return []
         return con.execute(
-            f"""SELECT approach, model, variant, reranker, dataset, f1 FROM metrics
-                WHERE headline AND scope = 'hierarchical' AND mode = 'strict' AND dataset = {CURRENT_DATASET}
+            f"""SELECT approach, model, variant, reranker, dataset, f1 FROM {metrics}
+                WHERE headline AND scope = 'hierarchical' AND mode = 'strict' AND dataset = {current_dataset(con)}
                 ORDER BY f1 DESC, approach, model, variant"""
         ).fetchall()
 
@@ -133,7 +138,7 @@ def calibrate(warehouse: Warehouse, key: ResultKey) -> Calibrated:
 
 def save_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
     """Fit the key's calibration and replace its rows in `calibrations` and the held-out confidences
-    (one transaction)."""
+    (one transaction; readers see them once published)."""
     fitted = calibrate(warehouse, key)
     calibration = fitted.calibration
     test = [split_of(p) == TEST for p in fitted.held_out["product_id"].to_pylist()]
@@ -148,23 +153,48 @@ def save_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
     with warehouse.transaction() as con:
         replace_rows(con, CALIBRATIONS, key.columns, pa.table(row))
         replace_rows(con, HELD_OUT, key.columns, fitted.held_out)
-        con.execute(f"CREATE OR REPLACE VIEW {COVERAGE_VIEW} AS {VIEW_SQL}")
     return calibration
 
 
 def load_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
-    """The calibration stored when the key was scored (a warehouse scored before the methods competed has
-    no `calibration` column, or NULL in it: it is scored again)."""
+    """The published calibration stored when the key was scored (a warehouse scored before the methods
+    competed has no `calibration` column, or NULL in it: it is scored again)."""
     condition, params = where(key)
     row = None
-    if warehouse.table_exists(CALIBRATIONS):
+    if warehouse.exists():
         with warehouse.connect(read_only=True) as con:
-            columns = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
-                                                  "WHERE table_name = ?", [CALIBRATIONS]).fetchall()}  # fmt: skip
-            if "calibration" in columns:
-                row = con.execute(
-                    f"SELECT calibration FROM {CALIBRATIONS} WHERE {condition} AND calibration IS NOT NULL", params
-                ).fetchone()
+            if table := source(con, CALIBRATIONS):
+                columns = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
+                                                      "WHERE table_name = ?", [table]).fetchall()}  # fmt: skip
+                if "calibration" in columns:
+                    row = con.execute(
+                        f"SELECT calibration FROM {table} WHERE {condition} AND calibration IS NOT NULL", params
+                    ).fetchone()
     if row is None:
         raise InputError(f"no confidence calibration of {key} in {warehouse.path}: {RUN_MAIN_JOB}")
     return Calibration.from_dict(json.loads(row[0]))
+
+
+@dataclass(frozen=True)
+class PublishedState:
+    """What identifies the published result of a key: a publication that replaced it changes these."""
+
+    computed_at: datetime | None  # its metrics rows
+    fitted_at: datetime | None  # its calibration row (None: an L1-only approach, or none stored)
+    model_fingerprint: str | None  # the model settings its predictions were computed with
+    # (publication.settings_fingerprint; None: published before settings were recorded)
+
+
+def published_state(warehouse: Warehouse, key: ResultKey) -> PublishedState:
+    """When the key's published metrics and calibration were written and the model settings they belong
+    to, read from one snapshot (a publication replaces all three together)."""
+    condition, params = where(key)
+    with warehouse.connect(read_only=True) as con:
+
+        def latest(table: str, column: str) -> datetime | str | None:
+            if (name := source(con, table)) is None:
+                return None
+            return con.execute(f"SELECT max({column}) FROM {name} WHERE {condition}", params).fetchone()[0]
+
+        return PublishedState(latest(METRICS, "computed_at"), latest(CALIBRATIONS, "fitted_at"),
+                              latest(SETTINGS, "model_fingerprint"))  # fmt: skip

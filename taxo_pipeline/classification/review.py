@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from taxo_pipeline.classification.coverage import coverage_lines
-from taxo_pipeline.classification.shards import MERCHANT, PREDICTED, REVIEWER, SOURCE
+from taxo_pipeline.classification.shards import MERCHANT, PREDICTED, REVIEWER, SOURCE, refresh_view
 from taxo_pipeline.warehouse import Warehouse
 
 NEEDS_REVIEW = "needs_review"
@@ -88,6 +88,13 @@ def refresh_review_queue(warehouse: Warehouse) -> None:
     if warehouse.table_exists(CLASSIFICATIONS) and warehouse.table_exists(TAXONOMY):
         with warehouse.transaction() as con:
             con.execute(f"CREATE OR REPLACE VIEW {VIEW} AS {VIEW_SQL}")
+
+
+def refresh_catalogue_views(warehouse: Warehouse, data_dir: Path) -> None:
+    """`classifications` (no rows until a catalogue run is published) and `review_queue` on it: the taxonomy
+    asset creates them, so every copy of the warehouse has them from the first materialization."""
+    refresh_view(warehouse, data_dir)
+    refresh_review_queue(warehouse)
 
 
 def catalogue_confidences(files: Sequence[Path]) -> np.ndarray:

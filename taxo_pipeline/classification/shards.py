@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -230,17 +231,34 @@ def _remove_stale_staging(directory: Path) -> None:
 
 def refresh_view(warehouse: Warehouse, data_dir: Path) -> None:
     """`classifications`: the published snapshot of every catalogue and run, read at query time (a run
-    in progress or one that failed is not seen). Needs one published snapshot."""
-    root = str(classifications_root(data_dir)).replace("'", "''")
+    in progress or one that failed is not seen); before any run published one, no rows, with the columns
+    of a shard file (so the view, and `review_queue` on it, exist from the first materialization)."""
+    root = classifications_root(data_dir)
+    # what the two globs of the snapshots' query need to find (with no file, DuckDB fails to create the view)
+    published = any(root.glob(f"*/*/{SNAPSHOT}*/shard-*.parquet")) and any(root.glob(f"*/*/{CURRENT}"))
     with warehouse.transaction() as con:
-        con.execute(
-            f"""CREATE OR REPLACE VIEW {VIEW} AS
-                SELECT * EXCLUDE (filename)
-                FROM read_parquet('{root}/*/*/{SNAPSHOT}*/shard-*.parquet', union_by_name = true, filename = true)
-                WHERE parse_dirpath(filename) IN (SELECT parse_dirpath(filename) || '/' || snapshot
-                                                  FROM read_json('{root}/*/*/{CURRENT}', filename = true,
-                                                                 columns = {{snapshot: 'VARCHAR'}}))"""
-        )
+        con.execute(f"CREATE OR REPLACE VIEW {VIEW} AS {_snapshots_sql(root) if published else _no_rows_sql(con)}")
+
+
+def _snapshots_sql(root: Path) -> str:
+    root = str(root).replace("'", "''")
+    return f"""SELECT * EXCLUDE (filename)
+               FROM read_parquet('{root}/*/*/{SNAPSHOT}*/shard-*.parquet', union_by_name = true, filename = true)
+               WHERE parse_dirpath(filename) IN (SELECT parse_dirpath(filename) || '/' || snapshot
+                                                 FROM read_json('{root}/*/*/{CURRENT}', filename = true,
+                                                                columns = {{snapshot: 'VARCHAR'}}))"""
+
+
+def _no_rows_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """A query with a shard file's columns (as run.write_shard writes them: needs_review last) and no row."""
+    empty = shard_table(ResultKey("", "", ""), "", "", 0, ShardRows([], [], np.empty(0), []))
+    empty = empty.append_column("needs_review", pa.array([], pa.bool_()))  # review.with_review's column
+    con.register("_shard_columns", empty)
+    try:
+        columns = con.execute("DESCRIBE SELECT * FROM _shard_columns").fetchall()
+    finally:
+        con.unregister("_shard_columns")
+    return "SELECT " + ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind, *_ in columns) + " WHERE false"
 
 
 EXPORT_TYPES = (".parquet", ".csv", ".jsonl")

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
 from taxo_pipeline import settings
 from taxo_pipeline.cli.arguments import model_id
 from taxo_pipeline.cli.common import run_command
+from taxo_pipeline.cli.dev import add_dev
 from taxo_pipeline.cli.evaluate import add_eval
 from taxo_pipeline.cli.materialize import add_materialize
 from taxo_pipeline.cli.predict import add_predict
-from taxo_pipeline.cli.runs import dagster_home
 from taxo_pipeline.cli.serve import add_serve
 from taxo_pipeline.sie.client import InferenceClient
-from taxo_pipeline.sie.dev_server import dev_sie
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
-from taxo_pipeline.sie.server import ensure_sie
+from taxo_pipeline.sie.server import lazy_sie
 from taxo_pipeline.warehouse import Warehouse
 
 
@@ -27,7 +25,8 @@ def add_encode(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "encode",
         help="encode texts with an SIE model, through the warehouse embedding cache",
-        description="Encode texts with an SIE model. Without SIE_BASE_URL a local server is started and stopped.",
+        description="Encode texts with an SIE model. Without SIE_BASE_URL a local server is started and stopped, "
+        "unless every text is in the embedding cache.",
     )
     parser.add_argument("--model", required=True, type=model_id, help="model id, e.g. sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--query", action="store_true", help="encode as queries (is_query=True)")
@@ -39,38 +38,14 @@ def run_encode(args: argparse.Namespace) -> int:
     model = args.model
     log = logging.getLogger("taxo_pipeline")
     cache = EmbeddingCache(Warehouse(settings.current().warehouse))
-    with ensure_sie(models=[model], logger=log) as url, InferenceClient(url, cache=cache, logger=log) as client:
+    # The server starts only if a text is not in the cache.
+    with lazy_sie(models=[model], logger=log) as sie, InferenceClient(sie, cache=cache, logger=log) as client:
         encoded = client.encode_detailed(model, args.texts, is_query=args.query)
     for text, vector, cached in zip(args.texts, encoded.vectors, encoded.from_cache):
         head = ", ".join(f"{x:+.4f}" for x in vector[:4])
         print(f"{'cache' if cached else 'sie  '}  dim={vector.shape[0]}  [{head}, ...]  {text}")
     print(f"SIE requests: {client.request_count}")
     return 0
-
-
-def add_dev(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "dev",
-        help="the Dagster UI on the commands' instance, with one local SIE server for every run",
-        description="Run `dagster dev` with DAGSTER_HOME shared with the commands and SIE_BASE_URL set (unless "
-        "SIE_BASE_URL is already set, a local server that follows the model catalogue: models enabled while it "
-        "runs are loaded, changed ones reloaded). Other arguments go to dagster dev: `dev -p 3001` or `dev -- -p 3001`.",
-    )
-    # main() hands the arguments this parser does not know to dagster dev.
-    parser.set_defaults(run=run_dev, dagster_args=[])
-
-
-def dagster_dev_command(dagster_args: Sequence[str]) -> list[str]:
-    """`dagster dev` on the project's workspace, with the user's arguments (a leading `--` dropped)."""
-    extra = list(dagster_args[1:] if dagster_args[:1] == ["--"] else dagster_args)
-    return [sys.executable, "-m", "dagster", "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"), *extra]
-
-
-def run_dev(args: argparse.Namespace) -> int:
-    home = dagster_home()
-    with dev_sie(logger=logging.getLogger("taxo_pipeline")) as url:
-        env = settings.child_environment(SIE_BASE_URL=url, DAGSTER_HOME=str(home))
-        return subprocess.call(dagster_dev_command(args.dagster_args), env=env, cwd=settings.PROJECT_ROOT)
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [

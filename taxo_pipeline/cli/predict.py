@@ -38,7 +38,7 @@ from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.sie.catalogue import load_catalogue, model_slug
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
-from taxo_pipeline.sie.server import ensure_sie
+from taxo_pipeline.sie.server import LazySIE, lazy_sie
 from taxo_pipeline.warehouse import Warehouse
 
 log = logging.getLogger("taxo_pipeline")
@@ -90,14 +90,14 @@ def _data_to_build(
     return selection, source_run_config(sources.get("products"), sources["taxonomy"])
 
 
-def _build_indexes(approach: Approach, args: argparse.Namespace, store: StorageResource, url: str) -> None:
+def _build_indexes(approach: Approach, args: argparse.Namespace, store: StorageResource, sie: LazySIE) -> None:
     """Build the category indexes of the approach's partition this folder lacks (not its own predictions)."""
     depth = settings.current().depth
     for run in evaluation_runs(approach, partition_models(args))[:-1]:
         model, variant = run.models.model, run.models.variant
         if run.selection == [INDEX_KEY] and not CategoryIndex(store.index_path(), model_slug(model), variant, depth).count():
             log.info("no index for %s %s in %s: building it", model, variant, store.index_path())
-            materialize(run.selection, sie_url=url, storage=store,
+            materialize(run.selection, sie_url=sie(), storage=store,
                         partition_key=partition_key(run.partitioning, run.models),
                         dynamic_partitions=dynamic_partitions(run.partitioning, run.models))  # fmt: skip
 
@@ -106,14 +106,15 @@ def run_predict(approach: Approach, args: argparse.Namespace) -> int:
     models, store = partition_models(args), storage(args)
     known = {spec.id: spec.family for spec in load_catalogue()}
     data = _data_to_build(approach, args, store)
-    with ensure_sie(models=list(models.ids), logger=log) as url:
+    # The server starts when an index is missing or an input is not in the embedding cache.
+    with lazy_sie(models=list(models.ids), logger=log) as sie:
         if data:
             materialize(data[0], sie_url=None, ops_config=data[1], storage=store)
-        _build_indexes(approach, args, store, url)
+        _build_indexes(approach, args, store, sie)
         taxonomy = load_taxonomy_l3(store.data_path(""))
         cache = EmbeddingCache(store.warehouse())
         variant = models.variant or approach.documents
-        with InferenceClient(url, cache=cache, logger=log) as client:
+        with InferenceClient(sie, cache=cache, logger=log) as client:
             evidence = Evidence(client, store.index_path(), taxonomy, load_taxonomy_full_depth(store.data_path(""), variant))
             request = ClassifyRequest(
                 _product(args), taxonomy, evidence, models.model, variant, known.get(models.model, "text"),

@@ -14,7 +14,7 @@ from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.cli.arguments import positive_int
 from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.serving.model import Loader, Names, fingerprint, load_served
+from taxo_pipeline.serving.model import Loader, Names, fingerprint, load_served, settings_problem
 from taxo_pipeline.sie.catalogue import validate_model_id
 from taxo_pipeline.sie.dev_server import dev_sie
 
@@ -58,27 +58,30 @@ def _stop_on_sigterm() -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
     from threadpoolctl import threadpool_limits
 
-    from taxo_pipeline.serving.app import create_app
+    from taxo_pipeline.serving import http_server
+    from taxo_pipeline.serving.app import Limits, create_app
+    from taxo_pipeline.serving.backend import BackendMonitor
 
     # A request's search is one small matrix product; OpenBLAS's idle threads spin for milliseconds after
     # it and took a core from the SIE server encoding the next request (41 -> 31 ms a product on 2 CPUs).
     threadpool_limits(limits=1, user_api="blas")
 
     names = Names(args.approach, args.model, args.variant, args.top_k, args.target_precision)
-    max_batch, every_s = settings.current().serve_max_batch, settings.current().serve_reload_s
+    setup = settings.current()
+    limits = Limits(setup.serve_max_batch, setup.serve_max_in_flight, setup.serve_deadline_s, setup.serve_max_body_bytes)
+    server_limits = http_server.ServerLimits(setup.serve_header_timeout_s, setup.serve_max_connections)
     if names.approach:
         approach_named(names.approach)  # an unknown name fails here, listing the known ones
     store = StorageResource()
     found = fingerprint(store, names)  # no evaluation to serve fails before any server starts
     load_corrections(store.data_path(""))  # so does a corrections file with a bad row
+    sock = http_server.bind(args.host, args.port)  # a used port fails before any SIE server starts
     log.info(f"serving {found.key} (strict hF1 {found.strict_f1:.3f}) on http://{args.host}:{args.port} (docs at /docs)")
     _stop_on_sigterm()
-    with dev_sie(logger=log) as url:
-        loader = Loader(partial(load_served, store, names, url), partial(fingerprint, store, names), every_s)
-        config = uvicorn.Config(create_app(loader, max_batch), host=args.host, port=args.port, access_log=False,
-                                log_config=None, timeout_graceful_shutdown=30)  # fmt: skip
-        uvicorn.Server(config).run()
+    with sock, dev_sie(logger=log) as url:
+        loader = Loader(partial(load_served, store, names, url), partial(fingerprint, store, names), setup.serve_reload_s)
+        backend = BackendMonitor(url, partial(settings_problem, loader))
+        http_server.server(create_app(loader, limits, backend), server_limits).run(sockets=[sock])
     return 0

@@ -28,16 +28,19 @@ class Stored:
 
 
 def classify_and_store(
-    warehouse: Warehouse, approach: Approach, key: ResultKey, request: ClassifyRequest, full: bool
+    warehouse: Warehouse, approach: Approach, key: ResultKey, request: ClassifyRequest, full: bool, model_fingerprint: str
 ) -> Stored:
     """Classify `request.products`, then replace the key's predictions and latencies for that product
-    set (`full`: the whole evaluation table, else a subset such as --limit's) in one transaction."""
+    set (`full`: the whole evaluation table, else a subset such as --limit's) in one transaction, with the
+    fingerprint of the model settings they are computed with (publication.settings_fingerprint, taken
+    before classifying)."""
     classified = approach.classify(request)
     depth = request.taxonomy.depth
     key = key.on(product_set_fingerprint(request.products, depth))
     rows = save_results(
         warehouse, key, classified.product_ids, classified.ranked, request.evidence.requests,
         products=request.products.height, scope=FULL if full else "subset", depth=depth,
+        model_fingerprint=model_fingerprint,
     )  # fmt: skip
     return Stored(key, classified, rows)
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, Depth, depth_label, parse_depth
 from taxo_pipeline.evaluation.keys import ResultKey, where
 from taxo_pipeline.evaluation.metrics import latency_summary
+from taxo_pipeline.evaluation.publication import PUBLISHED, forget, record, settings_rows
 from taxo_pipeline.evaluation.tables import metric_rows
 from taxo_pipeline.sie.latency import LatencyRecord
 from taxo_pipeline.warehouse import Warehouse, replace_rows
@@ -84,9 +85,13 @@ def save_results(
     products: int,
     scope: str,
     depth: Depth = MAX_LEVEL,
+    *,
+    model_fingerprint: str,
 ) -> int:
-    """The key's predictions and request latencies, and the dataset it covers (with the taxonomy depth of
-    its labels), in one transaction; its previous metrics go too (they described other predictions).
+    """The key's predictions and request latencies, the dataset it covers (with the taxonomy depth of
+    its labels) and the fingerprint of the model settings they were computed with
+    (publication.settings_fingerprint), in one transaction; its previous metrics go too (they described
+    other predictions). Readers keep the published copies until the rerun is whole (publication.py).
     Returns the prediction rows."""
     rows = prediction_rows(key, product_ids, ranked)
     dataset = pa.table({"dataset": [key.dataset], "products": pa.array([products], pa.int64()), "scope": [scope],
@@ -98,6 +103,7 @@ def save_results(
         add_depth_column(con, DATASETS)
         replace_rows(con, DATASETS, {"dataset": key.dataset}, dataset)
         _delete(con, METRICS, key)
+        record(con, settings_rows([tuple(key.columns.values())], [model_fingerprint]))
     return rows.num_rows
 
 
@@ -116,20 +122,24 @@ def dataset_depth(warehouse: Warehouse, dataset: str) -> Depth:
 
 
 def _delete(con, table: str, key: ResultKey) -> None:
-    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]:
+    # fetchall: a result left unfinished blocks the caller's next register() on this connection
+    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]:
         condition, params = where(key)
         con.execute(f"DELETE FROM {table} WHERE {condition}", params)
 
 
 def clear_results(warehouse: Warehouse, key: ResultKey) -> None:
     """Forget a key's results on every dataset, e.g. when the approach does not apply to the model
-    (image retrieval on a text model)."""
+    (image retrieval on a text model): its calibration and published rows too, since a published key
+    that never comes back would keep every later rerun from being published."""
     columns = [c for c in key.columns if c != "dataset"]
     condition = " AND ".join(f'"{c}" IS NOT DISTINCT FROM ?' for c in columns)
+    params = [key.columns[c] for c in columns]
     with warehouse.transaction() as con:
         existing = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        for table in set(RESULT_TABLES) & existing:
-            con.execute(f"DELETE FROM {table} WHERE {condition}", [key.columns[c] for c in columns])
+        for table in {*RESULT_TABLES, *PUBLISHED} & existing:
+            con.execute(f"DELETE FROM {table} WHERE {condition}", params)
+        forget(con, condition, params)
 
 
 def latency(warehouse: Warehouse, key: ResultKey, stage: str) -> dict:

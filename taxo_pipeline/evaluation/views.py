@@ -1,25 +1,31 @@
-"""SQL views over the result tables: the questions people ask of the warehouse, answered in one query."""
+"""SQL views over the result tables: the questions people ask of the warehouse, answered in one query.
+
+The leaderboard and precision_at_coverage read the published copies of the results (publication.py): a
+rerun shows there once it is whole. metrics_by_level, latencies, product_predictions and confusions
+read the working tables: the newest rows, a rerun's included while it runs."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
+from taxo_pipeline.classification.coverage import HELD_OUT, coverage_sql
+from taxo_pipeline.classification.coverage import VIEW as COVERAGE_VIEW
+from taxo_pipeline.evaluation.publication import current_dataset, publish, source
 from taxo_pipeline.evaluation.store import DATASETS, METRICS, add_depth_column
 from taxo_pipeline.sie.catalogue import Catalogue
 from taxo_pipeline.warehouse import Warehouse
 
 MODELS_TABLE = "models"
-
-# The latest full evaluation table's fingerprint: the leaderboard shows results on it only, so a
-# --limit run or an older dataset never stands in for the current full evaluation.
-CURRENT_DATASET = "(SELECT dataset FROM datasets WHERE scope = 'full' ORDER BY recorded_at DESC LIMIT 1)"
 # The taxonomy depth of the latest results: the experiment table's (TAXO_DEPTH), which products_experiment_l3 holds.
 CURRENT_DEPTH = "(SELECT depth FROM datasets ORDER BY recorded_at DESC LIMIT 1)"
 
-VIEWS = {
-    # The reference's two results tables in one: path rows rank by hierarchical F1 (the task names the
-    # taxonomy depth: L3, full-depth, L5 ...), L1-only rows (NLI) by L1 macro F1.
-    "leaderboard": f"""
+
+
+def leaderboard_sql(metrics: str, dataset: str) -> str:
+    """The reference's two results tables in one, from `metrics` (the published copy) on `dataset` (SQL):
+    path rows rank by hierarchical F1 (the task names the taxonomy depth: L3, full-depth, L5 ...), L1-only
+    rows (NLI) by L1 macro F1."""
+    return f"""
         SELECT CASE WHEN m.scope <> 'hierarchical' THEN 'L1 classification (L1 F1)'
                     WHEN m.depth = 'full' THEN 'full-depth classification (hF1)'
                     ELSE 'L' || m.depth || ' classification (hF1)' END AS task,
@@ -29,13 +35,17 @@ VIEWS = {
                m.variant, max(m.count) AS products, max(m.latency_p50_ms) AS latency_p50_ms,
                max(m.latency_per_product_ms) AS latency_per_product_ms,
                max(m.evaluation) AS evaluation, m.dataset, m.depth
-        FROM metrics m
+        FROM {metrics} m
         LEFT JOIN models s ON s.id = m.model
         LEFT JOIN models r ON r.id = m.reranker  -- reranking rows: the reranker's size
-        WHERE m.headline AND m.dataset = {CURRENT_DATASET}
+        WHERE m.headline AND m.dataset = {dataset}
         GROUP BY ALL
         ORDER BY task DESC, strict DESC, lenient DESC, approach, model, variant  -- ties in a stable order
-    """,
+    """
+
+
+# The views of the working tables.
+VIEWS = {
     # Deeper taxonomies have a macro figure per level: macro_f1_by_level lists them all, L1 first.
     "metrics_by_level": """
         SELECT approach, model, reranker, variant, dataset, mode,
@@ -78,9 +88,11 @@ VIEWS = {
 }
 
 
-def refresh_views(warehouse: Warehouse, catalogue: Catalogue) -> None:
-    """Rewrite the `models` table from the catalogue and (re)create every view, in one transaction.
-    Views need the result tables; they are created once those exist."""
+def refresh_views(warehouse: Warehouse, catalogue: Catalogue) -> bool:
+    """Rewrite the `models` table from the catalogue, publish the results if they are whole
+    (publication.py) and (re)create every view, in one transaction: the one step after a result is
+    written, so a rerun shows as soon as its last partition is done. Views need the result tables; they
+    are created once those exist. Returns whether the results were published."""
     models = pa.table(
         {
             "id": [spec.id for spec in catalogue],
@@ -96,5 +108,13 @@ def refresh_views(warehouse: Warehouse, catalogue: Catalogue) -> None:
         if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment_l3"} <= existing:
             add_depth_column(con, METRICS)  # a warehouse from before TAXO_DEPTH: its rows are depth 3
             add_depth_column(con, DATASETS)
+        published = publish(con, catalogue)
+        if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment_l3"} <= existing:
+            # bound now: until the first publication (an older warehouse) the working table
+            if metrics := source(con, METRICS):
+                con.execute(f"CREATE OR REPLACE VIEW leaderboard AS {leaderboard_sql(metrics, current_dataset(con))}")
             for name, sql in VIEWS.items():
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+        if held_out := source(con, HELD_OUT):
+            con.execute(f"CREATE OR REPLACE VIEW {COVERAGE_VIEW} AS {coverage_sql(held_out)}")
+    return published

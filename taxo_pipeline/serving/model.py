@@ -22,13 +22,14 @@ from taxo_pipeline.approaches.spec import Approach, ClassifyRequest
 from taxo_pipeline.classification.calibration import Calibration, features
 from taxo_pipeline.classification.classifier import classify_request
 from taxo_pipeline.classification.coverage import review_threshold
-from taxo_pipeline.classification.evaluated import CALIBRATIONS, choose, load_calibration
+from taxo_pipeline.classification.evaluated import choose, load_calibration, published_state
 from taxo_pipeline.classification.reviewed import Reviews, reviewed_category, reviews
 from taxo_pipeline.classification.run import classify_chunk
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
 from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.dataset.taxonomy import split_path
-from taxo_pipeline.evaluation.keys import ResultKey, where
+from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.evaluation.publication import settings_fingerprint
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
@@ -87,20 +88,32 @@ class Fingerprint:
     computed_at: datetime | None  # its metrics rows
     fitted_at: datetime | None  # its calibration row
     corrections: str = NONE  # the corrections file's fingerprint (TAXO_CORRECTIONS)
+    model_settings: str | None = None  # the model settings the result was computed with (None: not recorded)
 
 
 def fingerprint(store: StorageResource, names: Names) -> Fingerprint:
-    """The result the warehouse picks now (raises InputError, naming the fix, when there is none)."""
+    """The result the warehouse's published results pick now (raises InputError, naming the fix, when there
+    is none): a rerun half-way changes nothing here until it is whole (evaluation/publication.py)."""
     warehouse = store.warehouse()
-    enabled = [spec.id for spec in load_catalogue().enabled()]
-    choice = choose(warehouse, enabled, names.approach, names.model, names.variant)
-    condition, params = where(choice.key)
-    with warehouse.connect(read_only=True) as con:
-        computed = con.execute(f"SELECT max(computed_at) FROM metrics WHERE {condition}", params).fetchone()[0]
-        fitted = None
-        if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [CALIBRATIONS]).fetchone()[0]:
-            fitted = con.execute(f"SELECT max(fitted_at) FROM {CALIBRATIONS} WHERE {condition}", params).fetchone()[0]
-    return Fingerprint(choice.key, choice.strict_f1, computed, fitted, corrections_fingerprint(settings.current().corrections))
+    catalogue = load_catalogue()
+    choice = choose(warehouse, [spec.id for spec in catalogue.enabled()], names.approach, names.model, names.variant)
+    state = published_state(warehouse, choice.key)
+    return Fingerprint(choice.key, choice.strict_f1, state.computed_at, state.fitted_at,
+                       corrections_fingerprint(settings.current().corrections), state.model_fingerprint)  # fmt: skip
+
+
+def settings_problem(loader: Loader) -> str | None:
+    """Why the served result cannot go with the model settings the SIE server runs now (None: it can). The
+    local server follows the catalogue within seconds, so the catalogue's settings are the server's; a
+    changed model serves no answers until its re-evaluation is complete and loaded."""
+    served = loader.current
+    if served is None or served.fingerprint.model_settings is None:
+        return None
+    key = served.key
+    if settings_fingerprint(load_catalogue(), key.model, key.reranker) != served.fingerprint.model_settings:
+        return (f"the SIE server runs other settings of {key.model} than the served result was computed "
+                "with: waiting for its re-evaluation")  # fmt: skip
+    return None
 
 
 @dataclass
@@ -164,6 +177,7 @@ class Served:
         self.request.evidence.client.close()
 
 
+LOADING = "loading the evaluated result"
 WARM_UP = Product("Warm-up product", "Loads the category vectors, the labelled pool and the model.")
 
 
@@ -198,12 +212,19 @@ class Loader:
     def __init__(self, load: Callable[[], Served], check: Callable[[], Fingerprint], every_s: float):
         self._load, self._check, self.every_s = load, check, every_s
         self.current: Served | None = None
-        self.problem: str | None = "loading the evaluated result"
+        self.problem: str | None = LOADING
+        self.on_load: Callable[[Served], None] = lambda _: None  # told of each result swapped in
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taxo-serve-loader", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    def public_problem(self) -> str | None:
+        """The problem as a client may read it: the log has the details (they name files)."""
+        if self.problem in (None, LOADING):
+            return self.problem
+        return "the last load of the evaluated result failed; the service log says why"
 
     def stop(self) -> None:
         self._stop.set()
@@ -233,6 +254,7 @@ class Loader:
         fresh = self._load()
         self.current = fresh  # one assignment: each request reads the old or the new one, whole
         self.problem = None
+        self.on_load(fresh)
         log.info(f"serving {fresh.key} (strict hF1 {fresh.fingerprint.strict_f1:.3f}, calibrated on "
                  f"{fresh.calibration.products} products)")  # fmt: skip
         if current is not None:

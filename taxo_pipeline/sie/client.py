@@ -14,9 +14,12 @@ naming the exit code and log of the local server when this process started it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -60,6 +63,35 @@ class SIEUnavailableError(SIEInferenceError):
     pass
 
 
+class CallAbandoned(SIEInferenceError):
+    """The caller's deadline passed or it cancelled (a client of the service hung up): no more SIE requests."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A caller's limit on every SIE call it makes in this thread: a monotonic deadline, and an event that
+    cancels the work (checked before each batch; a request in flight stops waiting at the deadline)."""
+
+    deadline: float
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+_BUDGET: ContextVar[Budget | None] = ContextVar("sie_budget", default=None)
+
+
+@contextmanager
+def budget(limit: Budget) -> Iterator[Budget]:
+    """Every SIE call of this thread (context) inside the block keeps to `limit`."""
+    token = _BUDGET.set(limit)
+    try:
+        yield limit
+    finally:
+        _BUDGET.reset(token)
+
+
 @dataclass(frozen=True)
 class Encoded:
     vectors: np.ndarray  # float32, n x dim, in input order
@@ -73,13 +105,15 @@ class InferenceClient:
 
     Inputs for encode are `str` (text) or `bytes` (an encoded image: JPEG, PNG, WebP ...).
     With a cache, encode only sends inputs the warehouse has not seen for that model (and weights).
+    `base_url` may be a function that returns it (`server.lazy_sie`), called at the first request: a
+    command whose every input is cached starts no server.
     Timeouts left None come from TAXO_SIE_TIMEOUT_S, TAXO_SIE_CONNECT_TIMEOUT_S and
     TAXO_SIE_PROVISION_TIMEOUT_S, else the defaults above.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Callable[[], str],
         *,
         api_key: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -92,7 +126,6 @@ class InferenceClient:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.base_url = base_url.rstrip("/")
         self.batch_size = batch_size
         sie = settings.current().sie
         self.timeout_s = timeout_s or sie.timeout_s
@@ -105,13 +138,32 @@ class InferenceClient:
         # The SDK picks SIE_API_KEY itself when base_url is SIE_BASE_URL's origin; remember it to scrub.
         self._api_key = api_key
         self._secret = api_key or sie.api_key
-        self.url = redact(self.base_url, self._secret)  # the URL as every message shows it
+        self._reachable = False
+        self._sdk: SIEClient | None = None
+        self._resolve: Callable[[], str] | None = None
+        self._binding = threading.Lock()
+        self.base_url: str | None = None
+        self.url = "(the SIE server, found at the first request)"  # the URL as every message shows it
+        if callable(base_url):
+            self._resolve = base_url  # called at the first request: say, lazy_sie() starting a server
+        else:
+            self._bind(base_url)
+
+    def _bind(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.url = redact(self.base_url, self._secret)
         # Nothing scales up behind a server on this machine: a refused connection means it is gone.
         self._wait_for_capacity = httpx.URL(self.base_url).host not in _LOOPBACK
         self._sdk = SIEClient(
-            self.base_url, api_key=api_key, connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.timeout_s
-        )
-        self._reachable = False
+            self.base_url, api_key=self._api_key, connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.timeout_s,
+        )  # fmt: skip
+
+    def _bound(self) -> None:
+        """The server's URL, once a request needs it."""
+        with self._binding:
+            if self._sdk is None:
+                self._bind(self._resolve())
 
     def __repr__(self) -> str:
         key = "***" if self._secret else None
@@ -124,7 +176,8 @@ class InferenceClient:
         self.close()
 
     def close(self) -> None:
-        self._sdk.close()
+        if self._sdk is not None:
+            self._sdk.close()
 
     @property
     def request_count(self) -> int:
@@ -132,6 +185,7 @@ class InferenceClient:
 
     def served_models(self) -> list[str]:
         """Model ids the server lists at /v1/models, within the connect timeout."""
+        self._bound()
         probe = SIEClient(self.base_url, api_key=self._api_key, timeout_s=self.connect_timeout_s)
         try:
             return [m["name"] for m in probe.list_models()]
@@ -180,6 +234,12 @@ class InferenceClient:
         requests = {cached[digest][1].request_id: cached[digest][1] for digest in hashes}
         return Encoded(vectors, np.array([digest not in missing for digest in hashes]), list(requests.values()))
 
+    def _provision_s(self) -> float:
+        """sie-sdk caps each attempt's connect and read timeouts by the provision budget: the caller's
+        deadline becomes the SDK's own limit on the request in flight."""
+        limit = _BUDGET.get()
+        return self.provision_timeout_s if limit is None else max(0.001, min(self.provision_timeout_s, limit.remaining()))
+
     def _encode_uncached(
         self, model: str, inputs: list[str | bytes], is_query: bool, batch_size: int | None
     ) -> tuple[np.ndarray, list[LatencyRecord]]:
@@ -188,7 +248,7 @@ class InferenceClient:
         def send(batch: list[str | bytes]) -> list[np.ndarray]:
             results = self._sdk.encode(
                 model, [_item(value) for value in batch], is_query=is_query,
-                provision_timeout_s=self.provision_timeout_s, wait_for_capacity=self._wait_for_capacity,
+                provision_timeout_s=self._provision_s(), wait_for_capacity=self._wait_for_capacity,
             )
             return [np.asarray(r["dense"], dtype=np.float32) for r in results]
 
@@ -233,7 +293,7 @@ class InferenceClient:
             result = self._sdk.score(
                 model, Item(text=queries[qi]),
                 [Item(id=str(i), text=text) for i, text in enumerate(texts)],
-                provision_timeout_s=self.provision_timeout_s, wait_for_capacity=self._wait_for_capacity,
+                provision_timeout_s=self._provision_s(), wait_for_capacity=self._wait_for_capacity,
             )
             if len(result["scores"]) != len(texts):
                 raise SIEInferenceError(
@@ -258,7 +318,7 @@ class InferenceClient:
         def send(batch: list[str]) -> list[list[dict[str, Any]]]:
             results = self._sdk.extract(
                 model, [Item(text=text) for text in batch], labels=list(labels),
-                provision_timeout_s=self.provision_timeout_s, wait_for_capacity=self._wait_for_capacity,
+                provision_timeout_s=self._provision_s(), wait_for_capacity=self._wait_for_capacity,
             )
             # Some servers return label order, so sort here.
             return [
@@ -287,10 +347,12 @@ class InferenceClient:
         size = batch_size or self.batch_size
         batches = [items[i : i + size] for i in range(0, len(items), size)]
         if batches:
+            self._bound()
             self._check_reachable()
         total = sum(weight(item) for item in items)
         done, results, started = 0, [], time.monotonic()
         for number, batch in enumerate(batches, 1):
+            _keep_to_budget(operation, model)
             t0 = time.perf_counter()
             results.extend(self._call(operation, model, lambda batch=batch: send(batch)))
             count = sum(weight(item) for item in batch)
@@ -351,7 +413,7 @@ class InferenceClient:
     def _while_unloading(self, request: Callable[[], T]) -> T:
         """request(), again while the model is being unloaded: a reload (its config changed) or an idle
         eviction answers 503 MODEL_NOT_LOADED for a moment, which the SDK does not retry."""
-        deadline = time.monotonic() + self.provision_timeout_s
+        deadline = time.monotonic() + self._provision_s()
         while True:
             try:
                 return request()
@@ -394,6 +456,15 @@ class InferenceClient:
 
     def _scrub(self, message: str) -> str:
         return redact(message, self._secret)
+
+
+def _keep_to_budget(operation: str, model: str) -> None:
+    if (limit := _BUDGET.get()) is None:
+        return
+    if limit.cancelled.is_set():
+        raise CallAbandoned(f"{operation} with model {model!r}: cancelled by the caller")
+    if limit.remaining() <= 0:
+        raise CallAbandoned(f"{operation} with model {model!r}: the caller's deadline passed")
 
 
 def _item(value: str | bytes) -> Item:

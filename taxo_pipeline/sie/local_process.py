@@ -139,7 +139,7 @@ class LocalSIEServer:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent() if threading.current_thread() is threading.main_thread() else None,
+                preexec_fn=die_with_parent() if threading.current_thread() is threading.main_thread() else None,
             )
         _register(self)
         try:
@@ -285,8 +285,8 @@ def _signal_group(pgid: int, signum: int) -> None:
         pass
 
 
-def _die_with_parent():
-    """preexec_fn: the kernel SIGTERMs the server if this process dies, even by SIGKILL (Linux)."""
+def die_with_parent():
+    """preexec_fn: the kernel SIGTERMs the child (the server, dagster dev) if this process dies, even by SIGKILL (Linux)."""
     if not sys.platform.startswith("linux"):
         return None
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # bound before fork: the child only calls it

@@ -1,7 +1,7 @@
 """Which SIE server a command uses: `base_url`, else SIE_BASE_URL, else the warm server `taxo-pipeline
 dev` or `serve` publish, else a local one started for it.
 
-`ensure_sie()` is the one entry point; the local process itself lives in `local_process`, its model
+`ensure_sie()` is the one entry point (`lazy_sie()` defers it to the first request that needs a server); the local process itself lives in `local_process`, its model
 files in `model_yaml`, the server `taxo-pipeline dev` shares in `dev_server`, and how it is published
 and found in `warm`.
 """
@@ -9,8 +9,9 @@ and found in `warm`.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from taxo_pipeline import settings
@@ -53,6 +54,45 @@ def ensure_sie(
         return
     with LocalSIEServer(specs, device=device, logger=logger) as server:
         yield server.base_url
+
+
+class LazySIE:
+    """Call it for the URL `ensure_sie()` gives, entered at the first call (which starts a local server if
+    one is needed) and left with the `lazy_sie()` block. Pass it as an InferenceClient's `base_url`."""
+
+    def __init__(self, stack: ExitStack, catalogue: Catalogue | None, models: Sequence[str] | None,
+                 base_url: str | None, logger: Any):  # fmt: skip
+        self._stack, self._args = stack, dict(catalogue=catalogue, models=models, base_url=base_url, logger=logger)
+        self._url: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._url is None:
+                self._url = self._stack.enter_context(ensure_sie(**self._args))
+            return self._url
+
+    @property
+    def started(self) -> bool:
+        """Whether a call found (or started) the server."""
+        return self._url is not None
+
+
+@contextmanager
+def lazy_sie(
+    catalogue: Catalogue | None = None,
+    models: Sequence[str] | None = None,
+    *,
+    base_url: str | None = None,
+    logger: Any = None,
+) -> Iterator[LazySIE]:
+    """`ensure_sie()` when something first needs the server: a command whose inputs are all in the embedding
+    cache starts none. The models are checked against the catalogue here, as ensure_sie() would."""
+    if not remote_url(base_url):
+        catalogue = catalogue or load_catalogue()
+        served_specs(catalogue, models)  # a model not enabled fails now, not at its first uncached input
+    with ExitStack() as stack:
+        yield LazySIE(stack, catalogue, models, base_url, logger)
 
 
 def served_specs(catalogue: Catalogue, models: Sequence[str] | None = None) -> list[ModelSpec]:

@@ -1,5 +1,6 @@
 """The local server's lifecycle, through ensure_sie(), LocalSIEServer and the `taxo-pipeline encode` command."""
 
+import contextlib
 import logging
 import os
 import re
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from taxo_pipeline.errors import InputError
@@ -16,7 +18,7 @@ from taxo_pipeline.sie import local_process
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.client import InferenceClient, SIEUnavailableError
 from taxo_pipeline.sie.local_process import LocalServerError, LocalSIEServer
-from taxo_pipeline.sie.server import ensure_sie
+from taxo_pipeline.sie.server import ensure_sie, lazy_sie
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, NLI_LABELS, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
 CLI = Path(sys.executable).parent / "taxo-pipeline"
@@ -94,6 +96,20 @@ def test_disabled_models_and_a_missing_server_are_clear_errors(local_only, monke
             pass
 
 
+def test_lazy_sie_checks_the_models_at_once_and_starts_the_server_at_the_first_request(local_only):
+    with pytest.raises(InputError, match="'openai/clip-vit-base-patch32' not enabled"):
+        with lazy_sie(models=["openai/clip-vit-base-patch32"]):
+            pass
+    logs = Path(os.environ["TAXO_DATA_DIR"]) / "logs"
+    with lazy_sie(models=[TINY_NLI]) as sie, InferenceClient(sie) as client:
+        assert not sie.started and not list(logs.glob("sie-server-*.log"))
+        assert client.extract(TINY_NLI, [], NLI_LABELS) == []  # nothing to send: still no server
+        assert not sie.started
+        assert len(client.extract(TINY_NLI, ["a straw hat"], NLI_LABELS)) == 1
+        assert sie.started and client.base_url == sie() and len(server_pids(port_of(sie()))) == 1
+    assert server_pids(port_of(sie())) == []  # stopped with the block
+
+
 def cli_env(test_catalogue, **extra) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("SIE_BASE_URL", "SIE_API_KEY")}
     return {**env, "TAXO_MODELS": str(test_catalogue), **extra}
@@ -123,6 +139,36 @@ def test_encode_command_starts_encodes_through_the_cache_and_stops(test_catalogu
     assert [line.split()[0] for line in again.stdout.splitlines()] == ["cache", "cache", "SIE"]
     assert again.stdout.splitlines()[:2] == [line.replace("sie  ", "cache", 1) for line in lines[:2]]
     assert again.stdout.splitlines()[2] == "SIE requests: 0"
+
+
+def test_encode_starts_no_server_when_every_text_is_cached(test_catalogue, sie_workspace):
+    """Issue 32: the server starts at the first request, and a run whose texts are all cached sends none."""
+    texts = ["Handwoven straw Panama hat", "A dome tent"]
+    first = subprocess.run(
+        [str(CLI), "encode", "--model", MINILM, *texts], env=cli_env(test_catalogue), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[2] == "SIE requests: 1" and "starting a local SIE server" in first.stderr
+
+    # Same warehouse, no SIE_BASE_URL: every process the command starts, while it runs.
+    command = subprocess.Popen(
+        [str(CLI), "encode", "--model", MINILM, *texts], env=cli_env(test_catalogue), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    started = set()
+    while command.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            started |= {" ".join(p.cmdline()) for p in psutil.Process(command.pid).children(recursive=True)}
+        time.sleep(0.05)
+    out, err = command.communicate()
+    assert command.returncode == 0, err
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == ["cache", "cache", "SIE"]
+    assert lines[:2] == [line.replace("sie  ", "cache", 1) for line in first.stdout.splitlines()[:2]]
+    assert lines[2] == "SIE requests: 0"
+    assert "SIE server" not in err and not [cmd for cmd in started if "sie-server" in cmd], (err, started)
+    assert len(list((sie_workspace / "data" / "logs").glob("sie-server-*.log"))) == 1  # the first run's server
 
 
 def test_sigterm_while_the_server_starts_leaves_nothing_behind(test_catalogue):

@@ -44,11 +44,12 @@ from taxo_pipeline.defs.models.partitions import (
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.evaluate import classify_and_store, score_and_store
 from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.evaluation.publication import settings_fingerprint
 from taxo_pipeline.evaluation.store import clear_results
 from taxo_pipeline.evaluation.views import refresh_views
 from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.variants import VARIANTS
-from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.sie.catalogue import Catalogue, load_catalogue
 from taxo_pipeline.sie.resource import SIEResource
 
 CODE_VERSION = "3"
@@ -104,8 +105,8 @@ def _notes_metadata(notes) -> dict[str, dg.MetadataValue]:
     }  # fmt: skip
 
 
-def _family(model: str) -> str:
-    known = {spec.id: spec for spec in load_catalogue()}
+def _family(catalogue: Catalogue, model: str) -> str:
+    known = {spec.id: spec for spec in catalogue}
     return known[model].family if model in known else "text"  # a remote server's model: assume a text encoder
 
 
@@ -118,7 +119,8 @@ def classify_partition(
     variant = models.variant or approach.documents or config.variant
     if variant not in (*VARIANTS, approach.documents):
         raise InputError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
-    key, family = ResultKey(approach.name, models.model, variant, models.reranker), _family(models.model)
+    catalogue = load_catalogue()
+    key, family = ResultKey(approach.name, models.model, variant, models.reranker), _family(catalogue, models.model)
     if family not in approach.families:
         reason = f"{approach.name} needs a {' or '.join(approach.families)} model; {models.model} is a {family} model"
         clear_results(storage.warehouse(), key)
@@ -130,6 +132,8 @@ def classify_partition(
     if products.height == 0:
         raise InputError(f"{key}: no products to evaluate in products_experiment_l3: nothing was written")
     taxonomy = load_taxonomy_l3(storage.data_path(""))
+    # the settings the models have as the partition starts: what its predictions are recorded as computed with
+    model_settings = settings_fingerprint(catalogue, models.model, models.reranker)
     with sie.client(logger=context.log) as client:
         evidence = Evidence(client, storage.index_path(), taxonomy, load_taxonomy_full_depth(storage.data_path(""), variant))
         request = ClassifyRequest(
@@ -138,7 +142,7 @@ def classify_partition(
             cross_validate=approach.needs_labels,
             corrections=load_corrections(storage.data_path("")) if approach.needs_labels else None,
         )  # fmt: skip
-        stored = classify_and_store(storage.warehouse(), approach, key, request, full)
+        stored = classify_and_store(storage.warehouse(), approach, key, request, full, model_settings)
     context.log.info(f"{stored.key}: {len(stored.classified.product_ids)} of {products.height} products classified")
     if evidence.truncated:
         context.log.warning(f"{evidence.truncated} texts were cut to {settings.current().max_text_chars} characters (TAXO_MAX_TEXT_CHARS)")
@@ -158,25 +162,32 @@ def classify_partition(
 
 
 def score_partition(approach: Approach, storage: StorageResource, result: dict) -> dg.MaterializeResult:
-    """Metrics of the stored top-1 for the product set the predictions covered."""
+    """Metrics of the stored top-1 for the product set the predictions covered, and (path approaches) the
+    calibration fitted on them; then the views are refreshed and, when every result is whole, published
+    (after a skipped or empty partition too: it may be the last one a rerun was waiting for)."""
+    metadata = _score(approach, storage, result)
+    refresh_views(storage.warehouse(), load_catalogue())
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _score(approach: Approach, storage: StorageResource, result: dict) -> dict:
+    """Score and calibrate; the metadata, read from the working tables (this partition's figures, whether
+    published yet or not)."""
     if "skipped" in result:
-        return dg.MaterializeResult(metadata={"skipped": result["skipped"], "count": 0})
+        return {"skipped": result["skipped"], "count": 0}
     key, warehouse = ResultKey(**result), storage.warehouse()
     scored = score_and_store(warehouse, approach, key, load_taxonomy_l3(storage.data_path("")).l1_labels())
-    refresh_views(warehouse, load_catalogue())
     if scored is None:
-        return dg.MaterializeResult(metadata={"count": 0, "skipped": "no predictions to score"})
+        return {"count": 0, "skipped": "no predictions to score"}
     # Path approaches are what classify-products runs: their confidence is calibrated on these rows.
     calibration = save_calibration(warehouse, key) if approach.headline != L1 else None
-    coverage = coverage_table(*held_out(warehouse, key)) if calibration else []
-    return dg.MaterializeResult(
-        metadata={
-            **metrics_metadata(scored.result, scored.count, scored.latency),
-            **(calibration_metadata(calibration, coverage) if calibration else {}),
-            "evaluation": approach.evaluation,
-            **hf1_chart_metadata(warehouse, key.model, key.dataset),
-        }
-    )
+    coverage = coverage_table(*held_out(warehouse, key, published=False)) if calibration else []
+    return {
+        **metrics_metadata(scored.result, scored.count, scored.latency),
+        **(calibration_metadata(calibration, coverage) if calibration else {}),
+        "evaluation": approach.evaluation,
+        **hf1_chart_metadata(warehouse, key.model, key.dataset),
+    }
 
 
 def evaluation_assets(approach: Approach, registered: dict[str, Approach]) -> list[dg.AssetsDefinition]:

@@ -17,6 +17,7 @@ import polars as pl
 from pydantic import Field
 
 from taxo_pipeline import settings
+from taxo_pipeline.classification.review import refresh_catalogue_views
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.fetch import cache_name_for, resolve_source
 from taxo_pipeline.dataset.products import IMAGE, read_products
@@ -174,6 +175,8 @@ def taxonomy_l3(context: dg.AssetExecutionContext, storage: StorageResource, raw
     taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)), settings.current().depth)
     frame = pl.from_arrow(taxonomy.to_arrow())
     path = _write(storage, "taxonomy_l3", settings.taxonomy_file(taxonomy.depth), frame)
+    # review_queue reads this table: with it, the catalogue views exist (no rows before classify-products)
+    refresh_catalogue_views(storage.warehouse(), storage.data_path(""))
     counts = taxonomy.level_counts()
     context.log.info("%s: %s nodes by level, %d in all", taxonomy.name, counts, len(taxonomy.paths))
     return dg.MaterializeResult(
