@@ -180,9 +180,9 @@ def _step_seconds(result) -> dict[str, float]:
 
 
 def _timed(label: str, server_pgid: int, selection, **materialize_args):
-    """Materialize `selection` through Dagster (cli.runs.materialize); its wall time, and the CPU
+    """Materialize `selection` through Dagster (cli.common.materialize); its wall time, and the CPU
     time of this process and of the SIE server meanwhile."""
-    from taxo_pipeline.cli.runs import materialize
+    from taxo_pipeline.cli.common import materialize
 
     log.info("%s ...", label)
     wall, cpu = time.perf_counter(), time.process_time() + _group_cpu_seconds(server_pgid)

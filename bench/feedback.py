@@ -84,7 +84,7 @@ def evaluate_label_transfer() -> str:
     import dagster as dg
 
     from taxo_pipeline.definitions import defs
-    from taxo_pipeline.sie.resource import pipeline_resources
+    from taxo_pipeline.defs.resources import pipeline_resources
 
     selection = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
                  "products_experiment_l3", "label_transfer_predictions", "label_transfer_metrics"]  # fmt: skip

@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from taxo_pipeline import settings
 from taxo_pipeline.approaches.label_transfer import labelled_pool
 from taxo_pipeline.approaches.title_description import query_vectors
 from taxo_pipeline.classification.calibration import deciles, ece, features, max_gap
@@ -52,12 +51,13 @@ from taxo_pipeline.classification.classifier import classify_request
 from taxo_pipeline.classification.coverage import coverage_table, review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.dataset.tables import load_taxonomy_l3
-from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.retrieval.label_transfer import neighbour_votes
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
 from taxo_pipeline.sie.server import ensure_sie
+from taxo_pipeline.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 MERCHANT = ROOT.parent / "shared" / "data" / "shopify-merchant-exports"
@@ -136,11 +136,11 @@ def figures(s: Scored, target: float) -> dict:
 
 class Bench:
     def __init__(self, client: InferenceClient, target: float):
-        storage = StorageResource()
-        self.warehouse = storage.warehouse()
+        workspace = Workspace.from_env()
+        self.warehouse = workspace.warehouse
         enabled = [spec.id for spec in load_catalogue().enabled()]
-        key = choose(self.warehouse, enabled, "label-transfer", None, None).key
-        self.approach, self.request = classify_request(key, storage, client, top_k=5)
+        key = choose(workspace, enabled, "label-transfer", None, None).key
+        self.approach, self.request = classify_request(key, workspace, client, top_k=5)
         self.calibration = load_calibration(self.warehouse, key)
         self.threshold = review_threshold(self.warehouse, key, target)
         self.key, self.target = key, target
@@ -255,7 +255,8 @@ def run_raw(target: float, share_hidden: float = 0.7) -> None:
           f"{share_hidden:.0%} of the categories blanked")  # fmt: skip
     print(f"{'export':<20}{'products':>9}{'kept':>6}{'blanked':>9}{'exact':>8}{'accepted':>9}{'precision':>10}"
           "  (kept: merchant categories left, usable; blanked: scored against the merchant's)")  # fmt: skip
-    nodes, depth = set(load_taxonomy_l3(settings.current().data_dir).paths), settings.current().depth
+    workspace = Workspace.from_env()
+    nodes, depth = set(load_taxonomy_l3(workspace).paths), workspace.depth
     logging.getLogger().handlers.clear()  # the command logs to the terminal itself
     for export in sorted((MERCHANT / "raw").glob("*.csv")):
         with tempfile.TemporaryDirectory() as tmp:
@@ -302,11 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--raw", action="store_true", help="also run the raw exports through classify-products")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    taxonomy = load_taxonomy_l3(settings.current().data_dir)
+    taxonomy = load_taxonomy_l3(Workspace.from_env())
     shops = load_shops(MERCHANT / "rows.jsonl", set(taxonomy.paths), taxonomy.depth, args.cap, args.fields)
     print(f"{shops.height} products of {shops['shop'].n_unique()} shops (at most {args.cap} each), "
           f"depth {taxonomy.depth}")  # fmt: skip
-    warehouse = StorageResource().warehouse()
+    warehouse = WorkspaceResource().warehouse()
     if args.shares:
         with ensure_sie(models=["sentence-transformers/all-MiniLM-L6-v2"], logger=log) as url:
             with InferenceClient(url, cache=EmbeddingCache(warehouse), logger=log) as client:

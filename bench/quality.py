@@ -75,6 +75,7 @@ from taxo_pipeline.retrieval.label_transfer import (
     transfer_to_unlabelled,
 )
 from taxo_pipeline.retrieval.queries import title_and_description_queries
+from taxo_pipeline.settings import DEFAULT_MAX_TEXT_CHARS
 from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE, ModelSpec, load_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +182,7 @@ class LocalEvidence(Evidence):
     """approaches.evidence.Evidence with the in-process encoder instead of SIE."""
 
     def __init__(self, encoder: Encoder, data: Data, index_dir: Path):
-        super().__init__(None, index_dir, data.taxonomy, data.categories)
+        super().__init__(None, index_dir, data.taxonomy, data.categories, max_chars=DEFAULT_MAX_TEXT_CHARS)
         self.encoder, self.indexes = encoder, {}
 
     def encode(self, model, inputs, *, is_query, batch_size, stage=None) -> np.ndarray:
@@ -440,7 +441,7 @@ def labelled_rows(data: Data, built: Constructions, vectors: np.ndarray) -> tupl
 
 
 def markdown_tables(**options) -> pl.Config:
-    """Tables printed whole as Markdown, as the README quotes them."""
+    """Tables printed whole as Markdown, as docs/results/quality.md quotes them."""
     return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True,
                      tbl_hide_dataframe_shape=True, **{"fmt_str_lengths": 80, "tbl_width_chars": 250, **options})  # fmt: skip
 

@@ -287,7 +287,7 @@ def evaluate() -> None:
     import dagster as dg
 
     from taxo_pipeline.definitions import defs
-    from taxo_pipeline.sie.resource import pipeline_resources
+    from taxo_pipeline.defs.resources import pipeline_resources
 
     data = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
             "products_experiment_l3"]

@@ -3,13 +3,15 @@
 `current()` builds a `Settings` from the environment each time it is called (cheap; tests and the
 Dagster resources change variables between calls), and every bad value is reported at once, naming
 the variable and what it expects, before any work starts. This is the only module that reads
-`os.environ`; the table in the README lists the same variables.
+`os.environ`; the table in docs/configuration.md lists the same variables.
+Each front door (the CLI, the service's start, the Dagster resources) wraps it in a `Workspace`
+(workspace.py) once and hands that down.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +89,7 @@ class Settings:
     serve_max_in_flight: int  # TAXO_SERVE_MAX_IN_FLIGHT: classify requests worked on at once (4); more get 503
     serve_deadline_s: float  # TAXO_SERVE_DEADLINE_S: a classify request's limit (30 s), then 504, its SIE work dropped
     serve_max_body_bytes: int  # TAXO_SERVE_MAX_BODY_BYTES: the largest request body (16 MiB); more get 413
-    serve_header_timeout_s: float  # TAXO_SERVE_HEADER_TIMEOUT_S: a connection's time to send a request's headers (10 s)
+    serve_header_timeout_s: float  # TAXO_SERVE_HEADER_TIMEOUT_S: a request's time to send its headers, then its body (10 s)
     serve_max_connections: int  # TAXO_SERVE_MAX_CONNECTIONS: open connections uvicorn accepts (1024); more get 503
     shard_size: int  # TAXO_SHARD_SIZE: products per catalogue shard
     classify_chunk: int  # TAXO_CLASSIFY_CHUNK: products per classification batch
@@ -151,6 +153,11 @@ class Settings:
 def current() -> Settings:
     """The settings as the environment says now."""
     return Settings.from_env()
+
+
+def given(variables: Iterable[str]) -> set[str]:
+    """Which of `variables` are set (not empty) in the environment."""
+    return {var for var in variables if os.environ.get(var, "").strip()}
 
 
 def child_environment(**overrides: str) -> dict[str, str]:

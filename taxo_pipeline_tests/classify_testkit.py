@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from taxo_pipeline.classification.shards import catalogue_name
-from taxo_pipeline.sie.resource import pipeline_resources
+from taxo_pipeline.defs.resources import pipeline_resources
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 

@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.observe import observe  # not exported at the top level in 1.13
 
-from taxo_pipeline.cli.materialize import dynamic_partitions_read_once, models_downstream, requested_runs, sie_assets
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.automation import automation_sensor
 from taxo_pipeline.defs.classify.sensors import catalogue_shards_sensor
@@ -17,6 +16,12 @@ from taxo_pipeline.defs.feedback.corrections import corrections_observations, co
 from taxo_pipeline.defs.ingest.refresh import DATA_JOB, WEEKLY_CRON, weekly_evaluation
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
 from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
+from taxo_pipeline.defs.runner.automation import (
+    dynamic_partitions_read_once,
+    models_downstream,
+    requested_runs,
+    sie_assets,
+)
 from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 

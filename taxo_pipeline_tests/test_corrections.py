@@ -26,8 +26,9 @@ from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.retrieval.exact_search import normalise
 from taxo_pipeline.retrieval.label_transfer import neighbour_votes, transfer_labels
-from taxo_pipeline.settings import TAXONOMY_FULL_DEPTH_FILE
+from taxo_pipeline.settings import DEFAULT_MAX_TEXT_CHARS, TAXONOMY_FULL_DEPTH_FILE
 from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.classify_testkit import BRANCHES, small_taxonomy
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
@@ -174,7 +175,7 @@ def small(tmp_path_factory, sie_server):
         "ground_truth_category": [trim_path(c) for c in sample["ground_truth_category"]],
     })  # fmt: skip
     with InferenceClient(sie_server) as client:
-        evidence = Evidence(client, root / "chroma", taxonomy, sorted(categories))
+        evidence = Evidence(client, root / "chroma", taxonomy, sorted(categories), max_chars=DEFAULT_MAX_TEXT_CHARS)
         request = ClassifyRequest(pl.DataFrame(), taxonomy, evidence, MINILM, "full-depth", "text",
                                   top_k=len(taxonomy.paths), labelled=labelled)  # fmt: skip
         yield root, request
@@ -193,8 +194,8 @@ def test_a_corrections_file_joins_the_pool_and_its_label_is_the_nearest_vote(sma
     root, request = small
     path = root / "corrections.csv"
     path.write_text(HEADER + f'c-1,{CORRECTED},"{QUERY[0]}","{QUERY[1]}"\n')
-    monkeypatch.setenv("TAXO_CORRECTIONS", str(path))
-    corrected = replace(request, corrections=load_corrections(root / "data"))
+    workspace = Workspace.from_env({"TAXO_CORRECTIONS": str(path), "TAXO_DATA_DIR": str(root / "data")})
+    corrected = replace(request, corrections=load_corrections(workspace))
     assert corrected.corrections.rows() == [("c-1", *QUERY, CORRECTED)]
     column = request.taxonomy.paths.index(CORRECTED)
     query = label_transfer.query_vectors(corrected, pl.DataFrame({"product_title": [QUERY[0]], "product_description": [QUERY[1]]}))

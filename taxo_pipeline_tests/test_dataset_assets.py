@@ -13,8 +13,8 @@ from taxo_pipeline.dataset.tables import load_taxonomy_full_depth
 from taxo_pipeline.dataset.taxonomy import parse_categories
 from taxo_pipeline.defs.ingest import assets as dataset
 from taxo_pipeline.defs.ingest import checks
+from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.resources import StorageResource
 from taxo_pipeline_tests.factories import HATS, PANAMA, SAMPLE_PRODUCTS, TAXONOMY, product, write_shard
 
 ASSETS = [*dg.load_assets_from_modules([dataset]), *checks.checks]
@@ -22,7 +22,7 @@ ASSETS = [*dg.load_assets_from_modules([dataset]), *checks.checks]
 
 def materialize(run_config=None) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        ASSETS, resources={"storage": StorageResource()}, run_config=run_config, raise_on_error=False
+        ASSETS, resources={"storage": WorkspaceResource()}, run_config=run_config, raise_on_error=False
     )
 
 
@@ -92,10 +92,10 @@ def test_the_full_depth_taxonomy_holds_every_category_for_the_full_depth_documen
     assert panama == [("Panama Hats", 4, HATS, "Apparel & Accessories")]
     shown = result.asset_materializations_for_node("taxonomy_full_depth")[0].metadata
     assert (shown["total_nodes"].value, shown["l4_nodes"].value, shown["l8_nodes"].value) == (14_606, 4_704, 71)
-    categories = load_taxonomy_full_depth(StorageResource().data_path(""))
+    categories = load_taxonomy_full_depth(WorkspaceResource().workspace())
     assert categories == sorted(set(parse_categories(TAXONOMY))) and len(categories) == 14_606
     # the L1-L3 variants' documents never read it
-    assert load_taxonomy_full_depth(StorageResource().data_path(""), "full-path") is None
+    assert load_taxonomy_full_depth(WorkspaceResource().workspace(), "full-path") is None
 
 
 def test_shard_with_images_and_potentials_keeps_them(workspace):

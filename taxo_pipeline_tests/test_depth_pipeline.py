@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from taxo_pipeline.definitions import defs
+from taxo_pipeline.defs.resources import pipeline_resources
 from taxo_pipeline.evaluation.metrics import hierarchical_prf
-from taxo_pipeline.sie.resource import pipeline_resources
 from taxo_pipeline_tests.factories import SUBTREE_PRODUCTS, subtree_sources
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 

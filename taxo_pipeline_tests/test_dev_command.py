@@ -6,11 +6,13 @@ import os
 import signal
 import subprocess
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from dagster._cli.dev import dev_command
 
 from taxo_pipeline import settings
@@ -31,6 +33,15 @@ def test_dev_passes_its_arguments_to_dagster_dev(argv):
     # dagster dev's own parser accepts the line (without starting anything)
     params = dev_command.make_context("dagster dev", command[command.index("dev") + 1 :]).params
     assert params["port"] == "3001" and params["workspace"] == (str(settings.PROJECT_ROOT / "workspace.yaml"),)
+
+
+def test_the_code_location_is_declared_once_and_its_name_agrees_with_the_projects():
+    """workspace.yaml declares the location; pyproject.toml has no [tool.dagster] (a plain `dagster dev` uses
+    workspace.yaml too), and [tool.dg.project] names it the same, else every load of the definitions warns."""
+    pyproject = tomllib.loads((settings.PROJECT_ROOT / "pyproject.toml").read_text())
+    [location] = yaml.safe_load((settings.PROJECT_ROOT / "workspace.yaml").read_text())["load_from"]
+    assert "dagster" not in pyproject["tool"]
+    assert location["python_module"]["location_name"] == pyproject["tool"]["dg"]["project"]["code_location_name"]
 
 
 def test_dev_alone_and_other_commands_keep_their_arguments(capsys):

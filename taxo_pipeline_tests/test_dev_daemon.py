@@ -22,9 +22,10 @@ import pytest
 import yaml
 
 from taxo_pipeline import definitions
-from taxo_pipeline.cli.runs import DAGSTER_YAML, materialize
+from taxo_pipeline.cli.common import materialize
 from taxo_pipeline.definitions import run_executor
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
+from taxo_pipeline.defs.runner.runs import DAGSTER_YAML
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.settings import PROJECT_ROOT
 from taxo_pipeline.sie.client import InferenceClient

@@ -13,9 +13,9 @@ import pytest
 from taxo_pipeline.cli.arguments import approach_entry
 from taxo_pipeline.cli.predict import build_parser, run_predict
 from taxo_pipeline.definitions import defs
+from taxo_pipeline.defs.resources import pipeline_resources
 from taxo_pipeline.evaluation.metrics import hierarchical_prf
 from taxo_pipeline.evaluation.protocol import DEV, TEST, split_mask
-from taxo_pipeline.sie.resource import pipeline_resources
 from taxo_pipeline_tests.factories import (
     HATS,
     PANAMA,

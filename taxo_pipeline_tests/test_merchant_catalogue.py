@@ -19,7 +19,7 @@ from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.dataset.google_mapping import load_google_mapping
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
-from taxo_pipeline.sie.resource import pipeline_resources
+from taxo_pipeline.defs.resources import pipeline_resources
 from taxo_pipeline_tests.factories import (
     GOOGLE_CATEGORIES,
     GOOGLE_MAPPING,

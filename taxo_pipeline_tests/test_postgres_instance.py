@@ -113,7 +113,7 @@ def test_a_killed_shard_run_is_redone_with_the_unwritten_shards_only(instance_en
     with _instance(env, monkeypatch) as instance:
         runs = [r.dagster_run for r in instance.get_run_records()]
     unfinished = [r for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
-    # the next command marked the killed process's run FAILURE (cli/run_owner.py); its shard was redone
+    # the next command marked the killed process's run FAILURE (defs/runner/launcher.py); its shard was redone
     assert [r.status for r in unfinished] in ([], [dg.DagsterRunStatus.FAILURE])
     succeeded = sorted(int(r.tags["dagster/partition"]) for r in runs if r.status == dg.DagsterRunStatus.SUCCESS)
     assert len(succeeded) == len(set(succeeded))  # no shard ran to success twice

@@ -86,10 +86,8 @@ def test_a_toy_classifier_is_a_plain_function():
     assert ranked == [[("A > Wool Hats", 2.0), ("A", 0.0)], [("B > Tents", 1.0), ("A", 0.0)]]
 
 
-def test_registry_rejects_unloadable_or_duplicate_approaches(monkeypatch):
-    monkeypatch.setenv("TAXO_APPROACHES", "taxo_pipeline_tests.no_such_module")
+def test_registry_rejects_unloadable_or_duplicate_approaches():
     with pytest.raises(InputError, match="cannot load APPROACH from module 'taxo_pipeline_tests.no_such_module'"):
-        approaches()
-    monkeypatch.setenv("TAXO_APPROACHES", "taxo_pipeline.approaches.nli")
+        approaches(["taxo_pipeline_tests.no_such_module"])
     with pytest.raises(InputError, match="approach names must be unique; repeated: nli"):
-        approaches()
+        approaches(["taxo_pipeline.approaches.nli"])

@@ -17,13 +17,15 @@ import dagster as dg
 import pytest
 import yaml
 
-from taxo_pipeline.cli.runs import _EARLIER_DAGSTER_YAMLS, DAGSTER_YAML, command_instance, dagster_home
+from taxo_pipeline.cli.common import command_instance
+from taxo_pipeline.defs.runner.runs import _EARLIER_DAGSTER_YAMLS, DAGSTER_YAML, dagster_home
 
 # Materializes raw_products from a URL through the commands' own run function (in-process, as
 # `taxo-pipeline eval`, `predict` and `materialize` do).
 COMMAND = """
 import sys
-from taxo_pipeline.cli.runs import materialize, source_run_config
+from taxo_pipeline.cli.common import materialize
+from taxo_pipeline.defs.runner.runs import source_run_config
 materialize(["raw_products"], sie_url=None, ops_config=source_run_config(sys.argv[1], None))
 """
 MONITORING_BOUND_S = 120  # the daemon's start plus a few 1-second monitoring rounds, with room on a busy machine
@@ -74,7 +76,7 @@ def daemon(home: Path, log: Path) -> Iterator[subprocess.Popen]:
 def _monitored_home(tmp_path: Path, monkeypatch) -> Path:
     """The instance folder the commands write, with run monitoring polling every second."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    home = dagster_home()
+    home = dagster_home(tmp_path / "dagster_home")
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     config["run_monitoring"]["poll_interval_seconds"] = 1
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
@@ -170,7 +172,7 @@ def test_without_the_daemon_the_next_command_marks_a_killed_run_failed(workspace
 def test_an_instance_file_written_by_an_earlier_version_gets_the_run_launcher(tmp_path, monkeypatch, earlier):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     (tmp_path / "dagster.yaml").write_text(earlier)
-    dagster_home()
+    dagster_home(tmp_path)
     assert (tmp_path / "dagster.yaml").read_text() == DAGSTER_YAML
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_launcher).__name__ == "CommandRunLauncher"
@@ -178,5 +180,9 @@ def test_an_instance_file_written_by_an_earlier_version_gets_the_run_launcher(tm
 
     edited = earlier + "# mine\n"  # a file the user edited is theirs
     (tmp_path / "dagster.yaml").write_text(edited)
-    dagster_home()
+    dagster_home(tmp_path)
     assert (tmp_path / "dagster.yaml").read_text() == edited
+    # the launcher's earlier module path (taxo_pipeline.cli.run_owner) still loads it
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        launcher = "CommandRunLauncher" if "run_launcher" in earlier else "DefaultRunLauncher"
+        assert type(instance.run_launcher).__name__ == launcher

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from taxo_pipeline.definitions import defs
-from taxo_pipeline.sie.resource import pipeline_resources
+from taxo_pipeline.defs.resources import pipeline_resources
 from taxo_pipeline.warehouse import Warehouse, replace_rows
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS
 from taxo_pipeline_tests.sie.sie_testkit import MINILM

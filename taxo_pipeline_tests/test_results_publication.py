@@ -21,6 +21,7 @@ from taxo_pipeline.evaluation.store import clear_results, save_results
 from taxo_pipeline.evaluation.views import refresh_views
 from taxo_pipeline.sie.catalogue import Catalogue, ModelSpec
 from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.workspace import Workspace
 
 ENC, OTHER = "org/enc", "org/other"
 TRUTHS = ["A > B > C", "A > B > D", "E > F > G", "E > H > I"] * 3  # 12 products, p00..p11
@@ -99,7 +100,8 @@ def board(warehouse: Warehouse) -> list[tuple]:
 
 
 def best(warehouse: Warehouse, models: Catalogue = CATALOGUE) -> tuple[ResultKey, float]:
-    choice = choose(warehouse, [s.id for s in models.enabled()], None, None, None)
+    workspace = Workspace.from_env({}).with_paths(warehouse=warehouse.path)
+    choice = choose(workspace, [s.id for s in models.enabled()], None, None, None)
     return choice.key, round(choice.strict_f1, 6)
 
 

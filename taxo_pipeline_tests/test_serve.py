@@ -32,13 +32,16 @@ import yaml
 
 from taxo_pipeline.classification.calibration import features
 from taxo_pipeline.classification.evaluated import CALIBRATIONS, load_calibration
+from taxo_pipeline.classification.run import Choices, prepare_run
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.cli.main import main
+from taxo_pipeline.defs.resources import pipeline_resources
+from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import publish_if_whole
 from taxo_pipeline.sie.catalogue import load_catalogue
-from taxo_pipeline.sie.resource import pipeline_resources
 from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.classify_testkit import evaluated_workspace
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
@@ -378,6 +381,27 @@ def test_clients_that_trickle_their_headers_are_cut_off(service):
             sock.close()
 
 
+def test_a_hang_up_mid_body_is_one_log_line_and_slow_uploads_hold_no_slot(service):
+    url, process = service
+    host, port = url.removeprefix("http://").split(":")
+    partial_body = _post(b'{"title": "hat"', extra="X-Request-ID: mid-body\r\n").replace(b"Length: 15", b"Length: 1000")
+    _raw(url, partial_body, read=False)  # sends part of its body, then hangs up
+    slow = [socket.create_connection((host, int(port)), timeout=30) for _ in range(20)]  # more than the 16 in flight
+    try:
+        for sock in slow:
+            sock.sendall(partial_body.replace(b"mid-body", b"slow"))
+        assert _classify(url, LEASH).status_code == 200  # their uploads hold connections, not work slots
+        answers = [b"".join(iter(lambda sock=sock: sock.recv(65536), b"")) for sock in slow]  # until closed
+    finally:
+        for sock in slow:
+            sock.close()
+    assert all(a.startswith(b"HTTP/1.1 408 ") and b"TAXO_SERVE_HEADER_TIMEOUT_S" in a for a in answers), answers[:2]
+    _until(lambda: "id=mid-body" in process.log.read_text(), 5.0)
+    lines = [line for line in process.log.read_text().splitlines() if "id=mid-body" in line]
+    assert len(lines) == 2 and "hung up while sending" in lines[0] and " 499 " in lines[1], lines
+    assert "Traceback" not in process.log.read_text()
+
+
 def test_request_ids_the_access_log_and_prometheus_metrics(service):
     url, process = service
     given = _classify(url, LEASH, headers={"X-Request-ID": "order-42.a"})
@@ -533,6 +557,13 @@ def test_a_changed_model_is_not_served_until_its_reevaluation_is_whole_and_loade
         catalogue.write_text(yaml.safe_dump(entries))
         _until(lambda: not _ready(url), 5.0)
         assert "other settings of " + MINILM in httpx.get(f"{url}/readyz").json()["reason"]
+        with pytest.MonkeyPatch.context() as env:  # classify-products refuses the same pairing
+            for name, value in environment.items():
+                env.setenv(name, value)
+            products = tmp_path / "one.csv"
+            pl.DataFrame([{"product_id": "leash", "product_title": LEASH["title"], "product_description": LEASH["description"]}]).write_csv(products)
+            with pytest.raises(InputError, match=f"the settings of {MINILM} .* changed after .* re-evaluation is not complete"):
+                prepare_run(Workspace.from_env(), products, Choices())
         statuses, done = [], threading.Event()
 
         def poll() -> None:

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from taxo_pipeline.cli import common
-from taxo_pipeline.cli.runs import run_name
+from taxo_pipeline.defs.runner.runs import run_name
 from taxo_pipeline.evaluation.leaderboard import leaderboard_text
 
 

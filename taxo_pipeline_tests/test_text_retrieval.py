@@ -20,10 +20,10 @@ from taxo_pipeline.cli.evaluate import eval_text_retrieval
 from taxo_pipeline.cli.main import main
 from taxo_pipeline.cli.predict import predict_text_retrieval
 from taxo_pipeline.definitions import defs
+from taxo_pipeline.defs.resources import pipeline_resources
 from taxo_pipeline.evaluation.charts import FOOTER, GROUP, HEADER, WIDTH
 from taxo_pipeline.evaluation.metrics import evaluate_paths
 from taxo_pipeline.settings import EXPERIMENT_L3_FILE
-from taxo_pipeline.sie.resource import pipeline_resources
 from taxo_pipeline_tests.factories import HATS, SAMPLE_PRODUCTS, SUBTREE, png_in_markdown, subtree_sources
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, write_catalogue
 

@@ -18,7 +18,7 @@ import duckdb
 from dagster_graphql import DagsterGraphQLClient
 
 from taxo_pipeline.approaches.spec import MODEL_VARIANT
-from taxo_pipeline.cli.runs import materialize
+from taxo_pipeline.cli.common import materialize
 from taxo_pipeline.defs.evaluate.jobs import JOB_NAMES
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
 from taxo_pipeline.settings import PROJECT_ROOT

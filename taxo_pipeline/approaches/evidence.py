@@ -9,10 +9,11 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from taxo_pipeline import settings
+from taxo_pipeline.dataset.tables import load_taxonomy_full_depth
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 from taxo_pipeline.dataset.texts import truncate_for_model
 from taxo_pipeline.retrieval.categories import CategoryDocuments
@@ -24,6 +25,9 @@ from taxo_pipeline.sie.catalogue import model_slug
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.latency import LatencyRecord
 
+if TYPE_CHECKING:
+    from taxo_pipeline.workspace import Workspace
+
 QUERY_STAGE = "query_encode"
 CATEGORY_STAGE = "category_encode"
 EXTRACT_STAGE = "extract"
@@ -34,17 +38,19 @@ CATEGORY_BATCH = 64
 
 class Evidence:
     def __init__(
-        self, client: InferenceClient, index_dir: Path, taxonomy: TaxonomyL3, categories: Sequence[str] | None = None
-    ):
+        self, client: InferenceClient, index_dir: Path, taxonomy: TaxonomyL3, categories: Sequence[str] | None = None,
+        *, max_chars: int,
+    ):  # fmt: skip
         """`categories`: every category of the full taxonomy (taxonomy_full_depth), which the full-depth
-        documents are made of; only approaches that encode full-depth documents need it."""
+        documents are made of; only approaches that encode full-depth documents need it. `max_chars`: the
+        longest text sent to a model (TAXO_MAX_TEXT_CHARS)."""
         self.client = client
         self.index_dir = Path(index_dir)
         self.taxonomy = taxonomy
         self.requests: dict[str, list[LatencyRecord]] = defaultdict(list)
         self.from_cache = 0
         self.truncated = 0  # texts cut to TAXO_MAX_TEXT_CHARS before they were sent
-        self._max_chars = settings.current().max_text_chars
+        self._max_chars = max_chars
         self._documents = cache(lambda variant: variant_documents(taxonomy, variant, categories))
         self._category_vectors: dict[tuple[str, str], np.ndarray] = {}
         self._searchables: dict[tuple, tuple[np.ndarray, NodeMap]] = {}
@@ -139,3 +145,10 @@ class Evidence:
         scores = self.client.score_many(model, self._cut(queries), [list(c) for c in candidates], batch_size=batch_size)
         self.requests[RERANK_STAGE] += self.client.latencies[before:]
         return scores
+
+
+def workspace_evidence(workspace: Workspace, client: InferenceClient, taxonomy: TaxonomyL3, variant: str) -> Evidence:
+    """Evidence for `variant`'s documents in `workspace`: its index folder, its full taxonomy where the
+    documents need it, its text limit."""
+    categories = load_taxonomy_full_depth(workspace, variant)
+    return Evidence(client, workspace.index_dir, taxonomy, categories, max_chars=workspace.settings.max_text_chars)

@@ -7,8 +7,8 @@ TAXO_APPROACHES adds approaches from other modules (comma-separated module paths
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 
-from taxo_pipeline import settings
 from taxo_pipeline.approaches import (
     hierarchical_cascade,
     image_retrieval,
@@ -34,9 +34,9 @@ BUILT_IN: tuple[Approach, ...] = (
 )
 
 
-def _extra() -> list[Approach]:
+def _extra(modules: Sequence[str]) -> list[Approach]:
     found = []
-    for module_name in settings.current().approaches:
+    for module_name in modules:
         try:
             approach = importlib.import_module(module_name).APPROACH
         except (ImportError, AttributeError) as exc:
@@ -47,9 +47,10 @@ def _extra() -> list[Approach]:
     return found
 
 
-def approaches() -> tuple[Approach, ...]:
-    """The built-in approaches, then TAXO_APPROACHES', in order; names are unique."""
-    every = (*BUILT_IN, *_extra())
+def approaches(modules: Sequence[str] = ()) -> tuple[Approach, ...]:
+    """The built-in approaches, then those of `modules` (the workspace's TAXO_APPROACHES), in order; names
+    are unique."""
+    every = (*BUILT_IN, *_extra(modules))
     names = [a.name for a in every]
     if duplicates := sorted({n for n in names if names.count(n) > 1}):
         raise InputError(f"approach names must be unique; repeated: {', '.join(duplicates)}")
@@ -60,8 +61,10 @@ def approaches() -> tuple[Approach, ...]:
     return every
 
 
-def approach(name: str) -> Approach:
-    for candidate in approaches():
+def approach(name: str, modules: Sequence[str] = ()) -> Approach:
+    """The approach called `name` among approaches(modules)."""
+    known = approaches(modules)
+    for candidate in known:
         if candidate.name == name:
             return candidate
-    raise InputError(f"unknown approach {name!r}: expected one of {', '.join(a.name for a in approaches())}")
+    raise InputError(f"unknown approach {name!r}: expected one of {', '.join(a.name for a in known)}")

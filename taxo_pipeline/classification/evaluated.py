@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from taxo_pipeline import settings
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import HIERARCHICAL
@@ -37,6 +36,7 @@ from taxo_pipeline.evaluation.protocol import DEV, TEST, split_mask, split_of
 from taxo_pipeline.evaluation.publication import SETTINGS, current_dataset, source
 from taxo_pipeline.evaluation.store import METRICS, dataset_depth
 from taxo_pipeline.warehouse import Warehouse, replace_rows
+from taxo_pipeline.workspace import Workspace
 
 RUN_MAIN_JOB = "run `taxo-pipeline materialize` first"
 CALIBRATIONS = "calibrations"
@@ -54,13 +54,15 @@ def _require_evaluation(warehouse: Warehouse) -> None:
 
 
 def choose(
-    warehouse: Warehouse, enabled: list[str], approach: str | None, model: str | None, variant: str | None
+    workspace: Workspace, enabled: list[str], approach: str | None, model: str | None, variant: str | None
 ) -> Choice:
     """The approach named, else the leaderboard's best (strict hierarchical F1 on the current full dataset,
-    enabled models only); then its best model and variant matching the names given. A model or variant
-    never changes the approach: one it was not evaluated with is an error saying which ones it was."""
-    if approach is not None and approach_named(approach).headline != HIERARCHICAL:
-        paths = ", ".join(a.name for a in approaches() if a.headline == HIERARCHICAL)
+    enabled models only) in the workspace's warehouse; then its best model and variant matching the names
+    given. A model or variant never changes the approach: one it was not evaluated with is an error saying
+    which ones it was."""
+    warehouse, modules = workspace.warehouse, workspace.settings.approaches
+    if approach is not None and approach_named(approach, modules).headline != HIERARCHICAL:
+        paths = ", ".join(a.name for a in approaches(modules) if a.headline == HIERARCHICAL)
         raise InputError(f"approach {approach} predicts only the top-level (L1) category and cannot classify a "
                          f"catalogue to a category path: choose one of {paths}")  # fmt: skip
     _require_evaluation(warehouse)
@@ -84,7 +86,7 @@ def choose(
         candidates = matching
     row = candidates[0]
     key = ResultKey(row[0], row[1], row[2], row[3], row[4])
-    if (evaluated := dataset_depth(warehouse, key.dataset)) != (depth := settings.current().depth):
+    if (evaluated := dataset_depth(warehouse, key.dataset)) != (depth := workspace.depth):
         raise InputError(
             f"the current evaluation in {warehouse.path} is at taxonomy depth {depth_label(evaluated)} but TAXO_DEPTH is "
             f"{depth_label(depth)}: run `taxo-pipeline materialize` with TAXO_DEPTH={depth_label(depth)} first, or set "

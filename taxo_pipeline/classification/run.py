@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from taxo_pipeline import settings
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import Classified, Voters
@@ -31,7 +30,7 @@ from taxo_pipeline.classification.catalogue_labels import (
     read_labels,
 )
 from taxo_pipeline.classification.coverage import review_threshold
-from taxo_pipeline.classification.evaluated import choose, load_calibration
+from taxo_pipeline.classification.evaluated import choose, load_calibration, published_state
 from taxo_pipeline.classification.review import with_review
 from taxo_pipeline.classification.reviewed import Reviews, reviewed_categories, reviews, shard_fingerprint
 from taxo_pipeline.classification.shards import (
@@ -54,9 +53,11 @@ from taxo_pipeline.dataset.tables import load_corrections, load_taxonomy_l3
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.evaluation.publication import settings_fingerprint
 from taxo_pipeline.files import file_sha256
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class CatalogueRun:
     trust_evaluation: bool = False
     google: GoogleMapping | None = None  # Shopify -> Google product categories for the output
     taxonomy_fingerprint: str = ""  # of the taxonomy's paths at the run's depth (learned voters index them)
+    approach_learns: bool = False  # the approach learns from labels (registry: Approach.needs_labels)
     # What the labels taught (catalogue_labels.learn_from_catalogue): derived from the fields above, so not
     # part of the fingerprint; set by with_learning before any shard is classified.
     voters: Voters | None = None
@@ -126,7 +128,7 @@ class CatalogueRun:
     @property
     def learns(self) -> bool:
         """The approach learns from labels and the catalogue has some: they vote, and may set the calibration."""
-        return approach_named(self.key.approach).needs_labels and self.labels is not None and self.labels.count > 0
+        return self.approach_learns and self.labels is not None and self.labels.count > 0
 
     @property
     def confirmed(self) -> bool:
@@ -159,11 +161,11 @@ class CatalogueRun:
 CATALOGUE_VAR = "TAXO_CATALOGUE"
 
 
-def catalogue_setting(products: str | None = None) -> Path:
+def catalogue_setting(workspace: Workspace, products: str | None = None) -> Path:
     """The catalogue the Dagster asset and sensor classify: the run config's, else TAXO_CATALOGUE."""
     if products:
         return Path(products).expanduser()
-    if catalogue := settings.current().catalogue:
+    if catalogue := workspace.settings.catalogue:
         return catalogue
     raise InputError(f"no catalogue to classify: set {CATALOGUE_VAR} or the run config's `products`")
 
@@ -184,15 +186,15 @@ class Choices:
     trust_evaluation: bool = False
 
 
-def _approach_for(warehouse: Warehouse, enabled: list[str], choices: Choices, labels: CatalogueLabels) -> str | None:
+def _approach_for(workspace: Workspace, enabled: list[str], choices: Choices, labels: CatalogueLabels) -> str | None:
     """The approach named, else, for a catalogue with labels of its own, the best evaluated approach that learns
     from labels (None: the leaderboard's best)."""
     if choices.approach or not labels.count:
         return choices.approach
     learning = []
-    for candidate in (a.name for a in approaches() if a.needs_labels):
+    for candidate in (a.name for a in approaches(workspace.settings.approaches) if a.needs_labels):
         try:
-            learning.append(choose(warehouse, enabled, candidate, choices.model, choices.variant))
+            learning.append(choose(workspace, enabled, candidate, choices.model, choices.variant))
         except InputError:  # not evaluated with these models
             continue
     return max(learning, key=lambda c: c.strict_f1).key.approach if learning else None
@@ -214,30 +216,42 @@ def _labels(products: Path, fingerprint: str, shard_size: int, taxonomy: Taxonom
     return _LABELS[key]
 
 
-def prepare_run(warehouse: Warehouse, data_dir: Path, products: Path, choices: Choices) -> CatalogueRun:
-    """The catalogue run the evaluation in `warehouse` picks (the leaderboard's best among enabled models
-    unless named), with the calibration stored when that approach was scored."""
-    products = Path(products)
+def _check_model_settings(warehouse: Warehouse, key: ResultKey) -> None:
+    """The result's category vectors and calibration belong to the model settings it was computed with; a
+    model whose catalogue entry or weights changed since cannot be paired with them."""
+    recorded = published_state(warehouse, key).model_fingerprint
+    if recorded is not None and recorded != settings_fingerprint(load_catalogue(), key.model, key.reranker):
+        raise InputError(f"the settings of {key.model} (its catalogue entry or weights) changed after {key} was "
+                         "evaluated, and its re-evaluation is not complete: run `taxo-pipeline materialize` (or let "
+                         "`taxo-pipeline dev` rerun it), then classify")  # fmt: skip
+
+
+def prepare_run(workspace: Workspace, products: Path, choices: Choices) -> CatalogueRun:
+    """The catalogue run the evaluation in the workspace's warehouse picks (the leaderboard's best among
+    enabled models unless named), with the calibration stored when that approach was scored."""
+    products, warehouse = Path(products), workspace.warehouse
     check_file(products)
     enabled = [spec.id for spec in load_catalogue().enabled()]
-    choice = choose(warehouse, enabled, choices.approach, choices.model, choices.variant)  # the evaluation is there
-    catalogue_fingerprint, taxonomy = file_sha256(products)[:16], load_taxonomy_l3(data_dir)
+    choice = choose(workspace, enabled, choices.approach, choices.model, choices.variant)  # the evaluation is there
+    catalogue_fingerprint, taxonomy = file_sha256(products)[:16], load_taxonomy_l3(workspace)
     taxonomy_fingerprint = hashlib.sha256("\n".join(taxonomy.paths).encode()).hexdigest()[:16]
     labels = _labels(products, catalogue_fingerprint, choices.shard_size, taxonomy, taxonomy_fingerprint)
-    if (preferred := _approach_for(warehouse, enabled, choices, labels)) not in (None, choice.key.approach):
-        choice = choose(warehouse, enabled, preferred, choices.model, choices.variant)
+    if (preferred := _approach_for(workspace, enabled, choices, labels)) not in (None, choice.key.approach):
+        choice = choose(workspace, enabled, preferred, choices.model, choices.variant)
+    _check_model_settings(warehouse, choice.key)
     log.info("classifying with %s (strict hF1 %.3f on the evaluation set)", choice.key, choice.strict_f1)
     calibration = load_calibration(warehouse, choice.key)
     target = choices.target_precision
     threshold = review_threshold(warehouse, choice.key, target) if target is not None else None
-    learns = approach_named(choice.key.approach).needs_labels
-    corrections = load_corrections(data_dir)  # validated before anything is classified
-    google = google_mapping(data_dir, settings.current().google_mapping, settings.current().google_categories)
+    learns = approach_named(choice.key.approach, workspace.settings.approaches).needs_labels
+    corrections = load_corrections(workspace)  # validated before anything is classified
+    setup, data_dir = workspace.settings, workspace.data_dir
+    google = google_mapping(data_dir, setup.google_mapping, setup.google_categories)
     return CatalogueRun(
         products, catalogue_name(products), catalogue_fingerprint, choice.key, calibration, data_dir,
         choices.top_k, choices.shard_size, choices.chunk_size, choices.part, choices.parts, target, threshold,
-        corrections_fingerprint(settings.current().corrections) if learns else NONE, reviews(corrections),
-        labels, choices.trust_evaluation, google, taxonomy_fingerprint,
+        corrections_fingerprint(setup.corrections) if learns else NONE, reviews(corrections),
+        labels, choices.trust_evaluation, google, taxonomy_fingerprint, learns,
     )  # fmt: skip
 
 

@@ -8,12 +8,13 @@ import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from taxo_pipeline import settings
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER, Approach
 from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.defs.models.partitions import PartitionModels
-from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.retrieval.variants import VARIANTS
 from taxo_pipeline.sie.catalogue import validate_model_id
 
@@ -64,9 +65,9 @@ def partition_models(args: argparse.Namespace) -> PartitionModels:
     return PartitionModels(args.model, getattr(args, "variant", None), getattr(args, "reranker", None))
 
 
-def storage(args: argparse.Namespace) -> StorageResource:
+def storage(args: argparse.Namespace) -> WorkspaceResource:
     index_dir = getattr(args, "index_dir", None)
-    return StorageResource(index_dir=str(index_dir.resolve()) if index_dir else None)
+    return WorkspaceResource(index_dir=str(index_dir.resolve()) if index_dir else None)
 
 
 # (approach, prog, add_help) -> the command's parser; (approach, parsed arguments) -> exit code
@@ -79,7 +80,7 @@ def approach_entry(approach_name: str, prog: str, build: ParserBuilder, command:
 
     def entry(argv: Sequence[str] | None = None) -> int:
         def run(argv_: Sequence[str] | None) -> int:
-            approach = approach_named(approach_name)
+            approach = approach_named(approach_name, settings.current().approaches)
             return command(approach, build(approach, prog, True).parse_args(argv_))
 
         return run_command(prog, run, argv)
@@ -93,7 +94,7 @@ def add_approach_subcommands(
     """`taxo-pipeline NAME APPROACH ...`: one sub-subcommand per registered approach."""
     parser = subparsers.add_parser(name, help=help_text)
     per_approach = parser.add_subparsers(dest="approach", required=True, metavar="APPROACH")
-    for approach in approaches():
+    for approach in approaches(settings.current().approaches):
         sub = per_approach.add_parser(
             approach.name, help=approach.description, parents=[build(approach, approach.name, False)]
         )

@@ -41,10 +41,10 @@ from taxo_pipeline.classification.shopify_import import write_shopify_import
 from taxo_pipeline.cli.arguments import model_id, positive_int
 from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
 from taxo_pipeline.sie.server import ensure_sie
+from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger("taxo_pipeline")
 PROG = "classify-products"
@@ -100,8 +100,8 @@ def _precision(text: str) -> float:
 def run_classify(args: argparse.Namespace) -> int:
     """Output, approach and the whole catalogue are checked before the SIE server starts or anything is
     written; the server starts only if a shard needs classifying or the catalogue's labels need learning."""
-    store = StorageResource()
-    warehouse, data_dir = store.warehouse(), store.data_path("")
+    workspace = Workspace.from_env()
+    warehouse, data_dir = workspace.warehouse, workspace.data_dir
     shopify_import = args.output is not None and args.output.suffix.lower() == ".csv" and is_export(args.products)
     if args.output:
         check_output(args.output)
@@ -111,7 +111,7 @@ def run_classify(args: argparse.Namespace) -> int:
                          "(e.g. --target-precision 0.9), or write .parquet or .jsonl for every row")  # fmt: skip
     choices = Choices(args.approach, args.model, args.variant, args.top_k, args.shard_size, args.chunk_size, *args.part,
                       target_precision=args.target_precision, trust_evaluation=args.trust_evaluation)  # fmt: skip
-    run = cached_learning(prepare_run(warehouse, data_dir, args.products, choices))
+    run = cached_learning(prepare_run(workspace, args.products, choices))
     started, models = time.perf_counter(), [m for m in (run.key.model, run.key.reranker) if m]
     progress, pending = plan_shards(run)
     if args.dagster:
@@ -120,9 +120,9 @@ def run_classify(args: argparse.Namespace) -> int:
     elif pending or (run.learns and run.voters is None):
         with ensure_sie(models=models, logger=log) as url:
             with InferenceClient(url, cache=EmbeddingCache(warehouse, read_only=True), logger=log) as client:
-                run = learned_run(run, store, client)
+                run = learned_run(run, workspace, client)
                 if pending:
-                    classify_catalogue(run, progress, pending, catalogue_classifier(run, store, client))
+                    classify_catalogue(run, progress, pending, catalogue_classifier(run, workspace, client))
     print(*labels_summary(run), sep="\n", file=sys.stderr)
     if snapshot := publish_run(run, progress.fingerprints):
         refresh_view(warehouse, data_dir)
@@ -148,7 +148,7 @@ def run_classify(args: argparse.Namespace) -> int:
 def _through_dagster(run: CatalogueRun, models: list[str], progress: Progress, pending: list[int]) -> None:
     """One in-process Dagster run of catalogue_classifications per new or changed shard of this part, in the
     instance the UI shows; the SIE server is started only if a shard needs classifying."""
-    from taxo_pipeline.cli.runs import command_instance, materialize
+    from taxo_pipeline.cli.common import command_instance, materialize
     from taxo_pipeline.defs.classify.assets import run_config
     from taxo_pipeline.defs.classify.partitions import register_shards
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from taxo_pipeline import settings
+from taxo_pipeline.defs.runner import RUN_EVENTS_LOGGER  # a run's Dagster events: to the log file only
 from taxo_pipeline.errors import InputError, RunFailedError
 from taxo_pipeline.sie.client import SIEInferenceError
 from taxo_pipeline.sie.local_process import LocalServerError
@@ -21,8 +22,6 @@ USER_ERRORS: tuple[type[Exception], ...] = (InputError, SIEInferenceError, Local
 
 # Records a person reads at the terminal: taxo-pipeline's own progress, and anyone's warnings.
 _OWN = "taxo_pipeline"
-# A completed run's Dagster events, copied into the log file (the UI shows them too).
-RUN_EVENTS_LOGGER = "taxo_pipeline.run_events"
 
 
 class _Terminal(logging.Filter):
@@ -81,6 +80,21 @@ def configure_logging(verbose: bool = False) -> None:
 def dagster_console_level() -> str:
     """The level of Dagster's console logger in command runs: its events go to the log file instead."""
     return "DEBUG" if VERBOSE else "CRITICAL"
+
+
+def command_instance():
+    """The persistent Dagster instance (DAGSTER_HOME) the commands and `taxo-pipeline dev` share."""
+    from taxo_pipeline.defs.runner.runs import command_instance  # imports Dagster: only commands that run need it
+
+    return command_instance(settings.current().dagster_home)
+
+
+def materialize(selection, **kwargs):
+    """One in-process run in the commands' instance (defs/runner/runs.py `materialize`, whose arguments it
+    takes besides the instance), Dagster's console logger at the terminal's level."""
+    from taxo_pipeline.defs.runner.runs import materialize
+
+    return materialize(selection, instance=command_instance(), console_level=dagster_console_level(), **kwargs)
 
 
 def run_command(

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from taxo_pipeline import settings
-from taxo_pipeline.cli.runs import dagster_home
+from taxo_pipeline.defs.runner.runs import dagster_home
 from taxo_pipeline.processes import group_alive
 from taxo_pipeline.sie.dev_server import dev_sie
 from taxo_pipeline.sie.local_process import die_with_parent
@@ -57,7 +57,7 @@ def dagster_dev_command(dagster_args: Sequence[str]) -> list[str]:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    home = dagster_home()
+    home = dagster_home(settings.current().dagster_home)
     with dev_sie(logger=logging.getLogger("taxo_pipeline")) as url:
         env = settings.child_environment(SIE_BASE_URL=url, DAGSTER_HOME=str(home))
         return run_group(dagster_dev_command(args.dagster_args), env=env, cwd=settings.PROJECT_ROOT)

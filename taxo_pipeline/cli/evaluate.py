@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from taxo_pipeline import settings
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, RERANKER_RETRIEVER, Approach
 from taxo_pipeline.cli.arguments import (
@@ -23,10 +24,11 @@ from taxo_pipeline.cli.arguments import (
     positive_int,
     storage,
 )
-from taxo_pipeline.cli.runs import check_sources, materialize, source_run_config
+from taxo_pipeline.cli.common import materialize
 from taxo_pipeline.defs.evaluate.assets import predictions_key
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
 from taxo_pipeline.defs.models.partitions import PartitionModels, dynamic_partitions, partition_key
+from taxo_pipeline.defs.runner.runs import check_sources, source_run_config
 from taxo_pipeline.evaluation.evaluate import headline
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.reports import report_for, write_report
@@ -64,7 +66,7 @@ def evaluation_runs(approach: Approach, models: PartitionModels) -> list[Run]:
     """The partition runs the approach needs, upstream first: the category index of every variant
     it reads (its partition's, or those behind its `documents`), the approaches it reads, then its own
     predictions and metrics."""
-    registered = {a.name: a for a in approaches()}
+    registered = {a.name: a for a in approaches(settings.current().approaches)}
     runs: list[Run] = []
     for read in approach.reads:
         runs += evaluation_runs(registered[read], PartitionModels(models.model, models.variant))
@@ -79,7 +81,7 @@ def _run_config(args: argparse.Namespace, selection: list[dg.AssetKey]) -> dict:
     """Run config for the selected assets: the index's rebuild flag, and top-k, limit (and the
     reranked variant) for every predictions asset."""
     ops = {}
-    reranked = {predictions_key(a).path[-1] for a in approaches() if a.partitioning == RERANKER_RETRIEVER}
+    reranked = {predictions_key(a).path[-1] for a in approaches(settings.current().approaches) if a.partitioning == RERANKER_RETRIEVER}
     for key in selection:
         name = key.path[-1]
         if name == INDEX_ASSET:

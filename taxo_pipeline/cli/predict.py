@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 
 from taxo_pipeline import settings
-from taxo_pipeline.approaches.evidence import Evidence
+from taxo_pipeline.approaches.evidence import workspace_evidence
 from taxo_pipeline.approaches.spec import HIERARCHICAL, Approach, ClassifyRequest
 from taxo_pipeline.classification.calibration import features
 from taxo_pipeline.classification.evaluated import choose, load_calibration
@@ -26,20 +26,21 @@ from taxo_pipeline.cli.arguments import (
     partition_models,
     storage,
 )
+from taxo_pipeline.cli.common import materialize
 from taxo_pipeline.cli.evaluate import INDEX_ASSET, evaluation_runs
-from taxo_pipeline.cli.runs import check_sources, materialize, source_run_config
 from taxo_pipeline.dataset.products import IMAGE
-from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_l3
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
 from taxo_pipeline.defs.models.partitions import PartitionModels, dynamic_partitions, partition_key
+from taxo_pipeline.defs.resources import WorkspaceResource
+from taxo_pipeline.defs.runner.runs import check_sources, source_run_config
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.sie.catalogue import load_catalogue, model_slug
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
 from taxo_pipeline.sie.server import LazySIE, lazy_sie
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger("taxo_pipeline")
 INDEX_KEY = dg.AssetKey(INDEX_ASSET)
@@ -71,7 +72,7 @@ def _product(args: argparse.Namespace) -> pl.DataFrame:
 
 
 def _data_to_build(
-    approach: Approach, args: argparse.Namespace, store: StorageResource
+    approach: Approach, args: argparse.Namespace, store: WorkspaceResource
 ) -> tuple[dg.AssetSelection, dict] | None:
     """The data assets to build first, and their run config, when a source is named or this folder lacks a
     table the approach reads: the taxonomy tables the category index is made of, and the labelled products
@@ -90,7 +91,7 @@ def _data_to_build(
     return selection, source_run_config(sources.get("products"), sources["taxonomy"])
 
 
-def _build_indexes(approach: Approach, args: argparse.Namespace, store: StorageResource, sie: LazySIE) -> None:
+def _build_indexes(approach: Approach, args: argparse.Namespace, store: WorkspaceResource, sie: LazySIE) -> None:
     """Build the category indexes of the approach's partition this folder lacks (not its own predictions)."""
     depth = settings.current().depth
     for run in evaluation_runs(approach, partition_models(args))[:-1]:
@@ -104,6 +105,7 @@ def _build_indexes(approach: Approach, args: argparse.Namespace, store: StorageR
 
 def run_predict(approach: Approach, args: argparse.Namespace) -> int:
     models, store = partition_models(args), storage(args)
+    workspace = store.workspace()
     known = {spec.id: spec.family for spec in load_catalogue()}
     data = _data_to_build(approach, args, store)
     # The server starts when an index is missing or an input is not in the embedding cache.
@@ -111,16 +113,16 @@ def run_predict(approach: Approach, args: argparse.Namespace) -> int:
         if data:
             materialize(data[0], sie_url=None, ops_config=data[1], storage=store)
         _build_indexes(approach, args, store, sie)
-        taxonomy = load_taxonomy_l3(store.data_path(""))
-        cache = EmbeddingCache(store.warehouse())
+        taxonomy = load_taxonomy_l3(workspace)
+        cache = EmbeddingCache(workspace.warehouse)
         variant = models.variant or approach.documents
         with InferenceClient(sie, cache=cache, logger=log) as client:
-            evidence = Evidence(client, store.index_path(), taxonomy, load_taxonomy_full_depth(store.data_path(""), variant))
+            evidence = workspace_evidence(workspace, client, taxonomy, variant)
             request = ClassifyRequest(
                 _product(args), taxonomy, evidence, models.model, variant, known.get(models.model, "text"),
                 models.reranker, args.top_k, approach.batch_size,
-                labelled=load_experiment(store.data_path("")) if approach.needs_labels else None,
-                corrections=load_corrections(store.data_path("")) if approach.needs_labels else None,
+                labelled=load_experiment(workspace) if approach.needs_labels else None,
+                corrections=load_corrections(workspace) if approach.needs_labels else None,
             )  # fmt: skip
             started = time.perf_counter()
             classified = approach.classify(request)
@@ -134,7 +136,7 @@ def run_predict(approach: Approach, args: argparse.Namespace) -> int:
     for category, score in ranked:
         print(f"{category}\t{1.0 - score if approach.prints_distance else score:.4f}")
     if ranked:
-        print(f"# {_confidence(approach, models, store.warehouse(), ranked)}")
+        print(f"# {_confidence(approach, models, workspace, ranked)}")
     for stage, records in evidence.requests.items():
         if measured := [r.latency_ms for r in records if r.request_id in live]:
             print(f"{stage}_latency_ms\t{sum(measured):.1f}")
@@ -142,14 +144,14 @@ def run_predict(approach: Approach, args: argparse.Namespace) -> int:
     return 0 if classified.ranked else 1
 
 
-def _confidence(approach: Approach, models: PartitionModels, warehouse: Warehouse, ranked: list) -> str:
+def _confidence(approach: Approach, models: PartitionModels, workspace: Workspace, ranked: list) -> str:
     """The calibrated confidence of the top category, from the calibration stored when the approach was scored."""
     if approach.headline != HIERARCHICAL:
         return "confidence: none (an L1-only approach is not calibrated)"
     try:
         enabled = [spec.id for spec in load_catalogue().enabled()]
-        key = choose(warehouse, enabled, approach.name, models.model, models.variant or approach.documents).key
-        confidence = load_calibration(warehouse, key).confidence(features([ranked]))[0]
+        key = choose(workspace, enabled, approach.name, models.model, models.variant or approach.documents).key
+        confidence = load_calibration(workspace.warehouse, key).confidence(features([ranked]))[0]
     except (InputError, LookupError, FileNotFoundError) as exc:
         return f"confidence: none stored ({exc})"
     return f"confidence that the top category is right: {confidence:.2f} (calibrated on the evaluation, held-out folds)"

@@ -9,14 +9,13 @@ import logging
 import signal
 from functools import partial
 
-from taxo_pipeline import settings
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.cli.arguments import positive_int
 from taxo_pipeline.dataset.tables import load_corrections
-from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.serving.model import Loader, Names, fingerprint, load_served, settings_problem
 from taxo_pipeline.sie.catalogue import validate_model_id
 from taxo_pipeline.sie.dev_server import dev_sie
+from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger("taxo_pipeline")
 
@@ -69,19 +68,21 @@ def run_serve(args: argparse.Namespace) -> int:
     threadpool_limits(limits=1, user_api="blas")
 
     names = Names(args.approach, args.model, args.variant, args.top_k, args.target_precision)
-    setup = settings.current()
-    limits = Limits(setup.serve_max_batch, setup.serve_max_in_flight, setup.serve_deadline_s, setup.serve_max_body_bytes)
+    workspace = Workspace.from_env()  # built once: the loader's reloads read the same settings
+    setup = workspace.settings
+    limits = Limits(setup.serve_max_batch, setup.serve_max_in_flight, setup.serve_deadline_s, setup.serve_max_body_bytes,
+                    setup.serve_header_timeout_s)
     server_limits = http_server.ServerLimits(setup.serve_header_timeout_s, setup.serve_max_connections)
     if names.approach:
-        approach_named(names.approach)  # an unknown name fails here, listing the known ones
-    store = StorageResource()
-    found = fingerprint(store, names)  # no evaluation to serve fails before any server starts
-    load_corrections(store.data_path(""))  # so does a corrections file with a bad row
+        approach_named(names.approach, setup.approaches)  # an unknown name fails here, listing the known ones
+    found = fingerprint(workspace, names)  # no evaluation to serve fails before any server starts
+    load_corrections(workspace)  # so does a corrections file with a bad row
     sock = http_server.bind(args.host, args.port)  # a used port fails before any SIE server starts
     log.info(f"serving {found.key} (strict hF1 {found.strict_f1:.3f}) on http://{args.host}:{args.port} (docs at /docs)")
     _stop_on_sigterm()
     with sock, dev_sie(logger=log) as url:
-        loader = Loader(partial(load_served, store, names, url), partial(fingerprint, store, names), setup.serve_reload_s)
+        loader = Loader(partial(load_served, workspace, names, url, limits.deadline_s), partial(fingerprint, workspace, names),
+                        setup.serve_reload_s, close_after_s=2 * limits.deadline_s)
         backend = BackendMonitor(url, partial(settings_problem, loader))
         http_server.server(create_app(loader, limits, backend), server_limits).run(sockets=[sock])
     return 0

@@ -4,46 +4,46 @@ and the reviewers' corrections, read from their file (TAXO_CORRECTIONS) each tim
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from taxo_pipeline import settings
 from taxo_pipeline.dataset.corrections import read_corrections
 from taxo_pipeline.dataset.products import IMAGE
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.retrieval.full_depth import FULL_DEPTH
 
-
-def load_taxonomy_l3(data_dir: Path) -> TaxonomyL3:
-    """The taxonomy at the configured depth (TAXO_DEPTH)."""
-    depth = settings.current().depth
-    return TaxonomyL3(pl.read_parquet(data_dir / settings.taxonomy_file(depth))["path"].to_list(), depth)
+if TYPE_CHECKING:
+    from taxo_pipeline.workspace import Workspace
 
 
-def load_taxonomy_full_depth(data_dir: Path, variant: str = FULL_DEPTH) -> list[str] | None:
+def load_taxonomy_l3(workspace: Workspace) -> TaxonomyL3:
+    """The taxonomy at the workspace's depth (TAXO_DEPTH)."""
+    return TaxonomyL3(pl.read_parquet(workspace.taxonomy_path)["path"].to_list(), workspace.depth)
+
+
+def load_taxonomy_full_depth(workspace: Workspace, variant: str = FULL_DEPTH) -> list[str] | None:
     """Every category of the full taxonomy (taxonomy_full_depth), sorted, where the `variant`'s category
     documents are made of it (full-depth); None for the others, which do not read the table."""
     if variant != FULL_DEPTH:
         return None
-    return pl.read_parquet(data_dir / settings.TAXONOMY_FULL_DEPTH_FILE)["path"].to_list()
+    return pl.read_parquet(workspace.full_taxonomy_path)["path"].to_list()
 
 
-def load_experiment(data_dir: Path, with_images: bool = False) -> pl.DataFrame:
-    """The evaluation table at the configured depth; image bytes only when asked for."""
-    frame = pl.read_parquet(data_dir / settings.current().experiment_file())
+def load_experiment(workspace: Workspace, with_images: bool = False) -> pl.DataFrame:
+    """The evaluation table at the workspace's depth; image bytes only when asked for."""
+    frame = pl.read_parquet(workspace.experiment_path)
     return frame if with_images or IMAGE not in frame.columns else frame.drop(IMAGE)
 
 
-def load_corrections(data_dir: Path) -> pl.DataFrame | None:
+def load_corrections(workspace: Workspace) -> pl.DataFrame | None:
     """The reviewers' corrections in TAXO_CORRECTIONS, validated against the full taxonomy and trimmed to the
-    configured depth; None when the variable is unset."""
-    current = settings.current()
-    if current.corrections is None:
+    workspace's depth; None when the variable is unset."""
+    corrections = workspace.settings.corrections
+    if corrections is None:
         return None
-    if not (data_dir / settings.TAXONOMY_FULL_DEPTH_FILE).is_file():
-        raise InputError(f"corrections file {current.corrections} (TAXO_CORRECTIONS) is checked against the full "
-                         f"taxonomy, which is not built in {data_dir}: run `taxo-pipeline materialize` first")  # fmt: skip
-    categories = frozenset(load_taxonomy_full_depth(data_dir))
-    return read_corrections(current.corrections, categories, current.depth)
+    if not workspace.full_taxonomy_path.is_file():
+        raise InputError(f"corrections file {corrections} (TAXO_CORRECTIONS) is checked against the full taxonomy, "
+                         f"which is not built in {workspace.data_dir}: run `taxo-pipeline materialize` first")  # fmt: skip
+    return read_corrections(corrections, frozenset(load_taxonomy_full_depth(workspace)), workspace.depth)

@@ -16,7 +16,7 @@ AUTOMATION_RUN_TAGS = {"dagster/from_automation_condition": "true"}
 # reruns every partition of an asset with a new code_version, and the last clause starts whatever is
 # missing once its inputs are there. It skips a partition whose last run failed, so a failure is not
 # retried every tick: eager() reruns it once an input changes. `taxo-pipeline materialize` evaluates
-# the same condition (cli/materialize.py).
+# the same condition (defs/runner/automation.py).
 _MISSING = (
     _AC.missing() & ~_AC.any_deps_missing() & ~_AC.in_progress() & ~_AC.any_deps_in_progress() & ~_AC.execution_failed()
 ).with_label("missing, inputs present, last run not failed")

@@ -17,6 +17,7 @@ published result belongs to.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -28,9 +29,11 @@ from taxo_pipeline.sie.catalogue import Catalogue, CatalogueError, fingerprint
 from taxo_pipeline.sie.embedding_cache import UNKNOWN_FINGERPRINT
 from taxo_pipeline.warehouse import Warehouse
 
+log = logging.getLogger(__name__)
+
 SETTINGS = "result_settings"  # per result key: model_fingerprint, written_at
 # The working tables readers see only through their published copies.
-PUBLISHED = ("metrics", "calibrations", "heldout_confidences", SETTINGS)
+PUBLISHED = ("metrics", "calibrations", "heldout_confidences", SETTINGS, "predictions")
 # One row, present once results were published: the current full dataset they were whole on, and when.
 PUBLICATION = "publication"
 
@@ -161,7 +164,8 @@ def whole(con: duckdb.DuckDBPyConnection, catalogue: Catalogue, registered: Iter
     [(dataset,)] = con.execute(f"SELECT {CURRENT_DATASET}").fetchall()
     incomplete = _incomplete(con, tables)
     live = lambda k: _live(k[1], k[2], k[0], enabled, registered)  # noqa: E731 (approach, model, reranker, ...)
-    if any(k[4] == dataset and live(k) for k in incomplete):
+    if half := [k for k in incomplete if k[4] == dataset and live(k)]:
+        log.info(f"results not published yet: {len(half)} half-way (scored or calibrated later), e.g. {half[0][:4]}")
         return False, incomplete
     # (c) each live key's recorded settings are the catalogue's now
     results = [f"SELECT {_KEY} FROM {t} WHERE dataset = ?" for t in ("predictions", "metrics") if t in tables]
@@ -175,12 +179,15 @@ def whole(con: duckdb.DuckDBPyConnection, catalogue: Catalogue, registered: Iter
         if models not in expected:
             expected[models] = _current(catalogue, *models)
         if expected[models] is not None and recorded.get(key) != expected[models]:
+            log.info(f"results not published yet: {key[:4]} was computed with other settings of its models")
             return False, incomplete
     # (d) what was published exists again on the current dataset (rerun, settings recorded)
     if PUBLICATION in tables and published("metrics") in tables:
         rerun = {k[:4] for k in recorded if k[4] == dataset}
         shown = con.execute(f"SELECT DISTINCT {_KEY} FROM {published('metrics')} WHERE dataset = {PUBLISHED_DATASET}")
-        if any(live(k) and k[:4] not in rerun for k in shown.fetchall()):
+        if missing := [k for k in shown.fetchall() if live(k) and k[:4] not in rerun]:
+            log.info(f"results not published yet: {len(missing)} published results not computed again on the "
+                     f"current products, e.g. {missing[0][:4]}")  # fmt: skip
             return False, incomplete
     return True, incomplete
 

@@ -1,10 +1,12 @@
 """SQL views over the result tables: the questions people ask of the warehouse, answered in one query.
 
-The leaderboard and precision_at_coverage read the published copies of the results (publication.py): a
-rerun shows there once it is whole. metrics_by_level, latencies, product_predictions and confusions
-read the working tables: the newest rows, a rerun's included while it runs."""
+The leaderboard, metrics_by_level, product_predictions, confusions and precision_at_coverage read the
+published copies of the results (publication.py): a rerun's metrics and predictions show there together,
+once it is whole. latencies reads the working table: every request measured, a rerun's included."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import pyarrow as pa
 
@@ -55,7 +57,7 @@ VIEWS = {
                max(f1) FILTER (scope = 'macro_l3') AS macro_l3_f1,
                max(count) AS products, max(evaluation) AS evaluation, depth,
                list(f1 ORDER BY CAST(substr(scope, 8) AS INTEGER)) FILTER (scope LIKE 'macro_l%') AS macro_f1_by_level
-        FROM metrics GROUP BY ALL ORDER BY ALL
+        FROM {metrics} GROUP BY ALL ORDER BY ALL
     """,
     "latencies": """
         SELECT approach, model, reranker, variant, dataset, stage, count(*) AS requests, max(batch_size) AS batch_size,
@@ -69,7 +71,7 @@ VIEWS = {
                p.category = e.ground_truth_category AS correct_strict,
                p.category = e.ground_truth_category OR list_contains(e.potential_product_categories, p.category)
                    AS correct_lenient
-        FROM predictions p JOIN products_experiment_l3 e USING (product_id) LEFT JOIN datasets d USING (dataset)
+        FROM {{predictions}} p JOIN products_experiment_l3 e USING (product_id) LEFT JOIN datasets d USING (dataset)
         WHERE p.rank = 1 AND coalesce(d.depth, '3') = {CURRENT_DEPTH}
     """,
     # Most frequent wrong top-level and second-level calls per approach: where a model gets lost.
@@ -88,11 +90,19 @@ VIEWS = {
 }
 
 
-def refresh_views(warehouse: Warehouse, catalogue: Catalogue) -> bool:
+def _bound(sql: str, tables: dict[str, str]) -> str:
+    """`sql` reading `tables` ({placeholder: table}): the published copies once results were published."""
+    for placeholder, table in tables.items():
+        sql = sql.replace(f"{{{placeholder}}}", table)
+    return sql
+
+
+def refresh_views(warehouse: Warehouse, catalogue: Catalogue, registered: Sequence[str] | None = None) -> bool:
     """Rewrite the `models` table from the catalogue, publish the results if they are whole
     (publication.py) and (re)create every view, in one transaction: the one step after a result is
     written, so a rerun shows as soon as its last partition is done. Views need the result tables; they
-    are created once those exist. Returns whether the results were published."""
+    are created once those exist. `registered`: the approaches' names (None: the built-in ones). Returns
+    whether the results were published."""
     models = pa.table(
         {
             "id": [spec.id for spec in catalogue],
@@ -108,13 +118,14 @@ def refresh_views(warehouse: Warehouse, catalogue: Catalogue) -> bool:
         if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment_l3"} <= existing:
             add_depth_column(con, METRICS)  # a warehouse from before TAXO_DEPTH: its rows are depth 3
             add_depth_column(con, DATASETS)
-        published = publish(con, catalogue)
+        published = publish(con, catalogue, registered)
         if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment_l3"} <= existing:
             # bound now: until the first publication (an older warehouse) the working table
             if metrics := source(con, METRICS):
                 con.execute(f"CREATE OR REPLACE VIEW leaderboard AS {leaderboard_sql(metrics, current_dataset(con))}")
+            tables = {table: source(con, table) or table for table in (METRICS, "predictions")}
             for name, sql in VIEWS.items():
-                con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS {_bound(sql, tables)}")
         if held_out := source(con, HELD_OUT):
             con.execute(f"CREATE OR REPLACE VIEW {COVERAGE_VIEW} AS {coverage_sql(held_out)}")
     return published

@@ -27,6 +27,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from starlette.requests import ClientDisconnect
 
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.serving.backend import BackendMonitor
@@ -158,6 +159,7 @@ class Limits:
     max_in_flight: int = 4  # classify requests worked on at once
     deadline_s: float = 30.0  # a classify request's limit, from its arrival
     max_body_bytes: int = 16 * 1024 * 1024
+    body_timeout_s: float = 10.0  # the body's time to arrive, before the request takes an in-flight slot
 
 
 RETRY_AFTER = {"Retry-After": "1"}
@@ -270,13 +272,16 @@ class Service:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def _refused(self, request: Request) -> JSONResponse | None:
-        """The answer to a request refused before any work: not JSON, not ready, or too many in flight."""
+        """The answer to a request refused before its body is read: not JSON, or not ready."""
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media != "application/json":
             return _refuse(415, f"send the body as application/json, not {media or 'no content type'}")
         if (reason := self.not_ready()) is not None:
             self.metrics.refused.labels("not_ready").inc()
             return _refuse(503, f"not ready: {reason}", RETRY_AFTER)
+        return None
+
+    def _busy(self) -> JSONResponse | None:
         if self.in_flight >= self.limits.max_in_flight:
             self.metrics.refused.labels("busy").inc()
             return _refuse(503, f"busy: {self.limits.max_in_flight} requests in flight (TAXO_SERVE_MAX_IN_FLIGHT); "
@@ -297,25 +302,28 @@ class Service:
         deadline = time.monotonic() + self.limits.deadline_s
         if (refused := self._refused(request)) is not None:
             return refused
-        self._count(+1)
         try:
-            products = await self._products(request, deadline)
-        except BaseException:
-            self._count(-1)
-            raise
+            # before a slot is taken: clients that upload slowly hold a connection, not the work's capacity
+            products = await self._products(request)
+        except ClientDisconnect:
+            log.info(f"client hung up while sending its request id={REQUEST_ID.get()}")
+            return Response(status_code=499)
+        if (busy := self._busy()) is not None:
+            return busy
+        self._count(+1)
         served = self.loader.current
         limit = Budget(deadline)
         work = asyncio.ensure_future(run_in_threadpool(_classify_within, served, products, limit))
         work.add_done_callback(self._release)  # the count holds until the worker thread is done with SIE
         return await self._answer(request, work, limit, served, len(products))
 
-    async def _products(self, request: Request, deadline: float) -> list[Product]:
+    async def _products(self, request: Request) -> list[Product]:
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            async with asyncio.timeout(self.limits.body_timeout_s):
                 body = await _body(request, self.limits.max_body_bytes)
         except TimeoutError:
-            raise HTTPException(408, detail=f"the body did not arrive within {self.limits.deadline_s:g}s "
-                                            "(TAXO_SERVE_DEADLINE_S)") from None  # fmt: skip
+            raise HTTPException(408, detail=f"the body did not arrive within {self.limits.body_timeout_s:g}s "
+                                            "(TAXO_SERVE_HEADER_TIMEOUT_S)") from None  # fmt: skip
         return parse_products(_json(body), self.limits.max_batch)
 
     async def _answer(self, request: Request, work: asyncio.Future, limit: Budget, served: Served, count: int) -> Response:

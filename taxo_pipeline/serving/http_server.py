@@ -65,8 +65,9 @@ def _header_timeout_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
+            pipelined = bool(self.pipeline)  # a request whose headers arrived already starts now
             super().on_response_complete()
-            if not self.transport.is_closing():
+            if not pipelined and not self.transport.is_closing():
                 self._arm()  # the next request on this keep-alive connection has the same time
 
         def connection_lost(self, exc: Exception | None) -> None:

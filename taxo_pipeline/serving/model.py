@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from taxo_pipeline import settings
 from taxo_pipeline.approaches.spec import Approach, ClassifyRequest
 from taxo_pipeline.classification.calibration import Calibration, features
 from taxo_pipeline.classification.classifier import classify_request
@@ -30,10 +29,10 @@ from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.dataset.taxonomy import split_path
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import settings_fingerprint
-from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
+from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 # The SIE client's per-batch progress lines would log every batch request.
@@ -91,15 +90,14 @@ class Fingerprint:
     model_settings: str | None = None  # the model settings the result was computed with (None: not recorded)
 
 
-def fingerprint(store: StorageResource, names: Names) -> Fingerprint:
+def fingerprint(workspace: Workspace, names: Names) -> Fingerprint:
     """The result the warehouse's published results pick now (raises InputError, naming the fix, when there
     is none): a rerun half-way changes nothing here until it is whole (evaluation/publication.py)."""
-    warehouse = store.warehouse()
     catalogue = load_catalogue()
-    choice = choose(warehouse, [spec.id for spec in catalogue.enabled()], names.approach, names.model, names.variant)
-    state = published_state(warehouse, choice.key)
+    choice = choose(workspace, [spec.id for spec in catalogue.enabled()], names.approach, names.model, names.variant)
+    state = published_state(workspace.warehouse, choice.key)
     return Fingerprint(choice.key, choice.strict_f1, state.computed_at, state.fitted_at,
-                       corrections_fingerprint(settings.current().corrections), state.model_fingerprint)  # fmt: skip
+                       corrections_fingerprint(workspace.settings.corrections), state.model_fingerprint)  # fmt: skip
 
 
 def settings_problem(loader: Loader) -> str | None:
@@ -125,9 +123,9 @@ class Served:
     approach: Approach
     request: ClassifyRequest
     names: Names
+    max_chars: int  # fields longer are cut (TAXO_MAX_TEXT_CHARS)
     review_below: float | None = None  # a product under this confidence needs review (None: no target)
     reviewed: Reviews = field(default_factory=dict)  # the corrections' labels by product id
-    max_chars: int = field(default_factory=lambda: settings.current().max_text_chars)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -181,23 +179,24 @@ LOADING = "loading the evaluated result"
 WARM_UP = Product("Warm-up product", "Loads the category vectors, the labelled pool and the model.")
 
 
-def load_served(store: StorageResource, names: Names, sie_url: str) -> Served:
+def load_served(workspace: Workspace, names: Names, sie_url: str, request_timeout_s: float | None = None) -> Served:
     """Load the result the warehouse picks now. Category vectors and the labelled pool's come from the
     warehouse's embedding cache through a loading client; requests then go through a client without
     the cache (no DuckDB connection per request) that keeps its connection to SIE open."""
-    found = fingerprint(store, names)
-    reviewed = reviews(load_corrections(store.data_path("")))  # a bad file fails before any model loads
-    calibration = load_calibration(store.warehouse(), found.key)
-    loader = InferenceClient(sie_url, cache=EmbeddingCache(store.warehouse(), read_only=True), logger=quiet)
+    found, warehouse = fingerprint(workspace, names), workspace.warehouse
+    reviewed = reviews(load_corrections(workspace))  # a bad file fails before any model loads
+    calibration = load_calibration(warehouse, found.key)
+    loader = InferenceClient(sie_url, cache=EmbeddingCache(warehouse, read_only=True), logger=quiet)
     try:
-        approach, request = classify_request(found.key, store, loader, names.top_k)
+        approach, request = classify_request(found.key, workspace, loader, names.top_k)
         target = names.target_precision
         # The held-out threshold that reaches the target (classify-products' rule); none reaches it: review all.
-        below = None if target is None else review_threshold(store.warehouse(), found.key, target)
-        served = Served(found, calibration, approach, request, names, float("inf") if target and below is None else below,
-                        reviewed)  # fmt: skip
+        below = None if target is None else review_threshold(warehouse, found.key, target)
+        below = float("inf") if target and below is None else below
+        served = Served(found, calibration, approach, request, names, workspace.settings.max_text_chars, below, reviewed)
         served.classify([WARM_UP])
-        request.evidence.client = InferenceClient(sie_url, logger=quiet)
+        # a request's SIE calls wait no longer than its deadline, whatever the SDK retries (TAXO_SERVE_DEADLINE_S)
+        request.evidence.client = InferenceClient(sie_url, logger=quiet, timeout_s=request_timeout_s)
     finally:
         loader.close()
     served.classify([WARM_UP])  # the serving client's first request checks the server and opens the connection
@@ -209,8 +208,10 @@ class Loader:
     """Holds the current Served and reloads in the background: at start, and whenever the fingerprint
     (checked every `every_s` seconds) changes; a failed load keeps the previous result serving."""
 
-    def __init__(self, load: Callable[[], Served], check: Callable[[], Fingerprint], every_s: float):
-        self._load, self._check, self.every_s = load, check, every_s
+    def __init__(self, load: Callable[[], Served], check: Callable[[], Fingerprint], every_s: float,
+                 close_after_s: float = 60.0):  # fmt: skip
+        """`close_after_s`: how long requests still on a replaced result may take (past their deadline)."""
+        self._load, self._check, self.every_s, self.close_after_s = load, check, every_s, close_after_s
         self.current: Served | None = None
         self.problem: str | None = LOADING
         self.on_load: Callable[[Served], None] = lambda _: None  # told of each result swapped in
@@ -252,6 +253,9 @@ class Loader:
             return
         log.info("loading %s", "the evaluated result" if current is None else f"a re-evaluated result (was {current.key})")
         fresh = self._load()
+        if self._check() != fresh.fingerprint:  # published again while loading: its parts may be of two results
+            fresh.close()
+            raise RuntimeError("the evaluated result changed while it was loading; loading it again")
         self.current = fresh  # one assignment: each request reads the old or the new one, whole
         self.problem = None
         self.on_load(fresh)
@@ -260,6 +264,6 @@ class Loader:
         if current is not None:
             # Requests still on the old result finish within its client's timeout; a closed client only
             # refuses new requests, and none reach it now.
-            closer = threading.Timer(60.0, current.close)
+            closer = threading.Timer(max(60.0, self.close_after_s), current.close)
             closer.daemon = True
             closer.start()

@@ -96,5 +96,5 @@ class Operations:
                 self.metrics.latency.labels(route).observe(elapsed)
                 client = scope.get("client")
                 access_log.info("%s %s %s %d %.1fms id=%s", f"{client[0]}:{client[1]}" if client else "-",
-                                scope["method"], scope["path"], status, elapsed * 1000, rid)  # fmt: skip
+                                scope["method"], repr(scope["path"])[1:-1], status, elapsed * 1000, rid)  # escaped: no forged lines  # fmt: skip
             REQUEST_ID.reset(token)

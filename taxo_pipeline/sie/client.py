@@ -352,7 +352,7 @@ class InferenceClient:
         total = sum(weight(item) for item in items)
         done, results, started = 0, [], time.monotonic()
         for number, batch in enumerate(batches, 1):
-            _keep_to_budget(operation, model)
+            _keep_to_budget(f"{operation} with model {model!r}")
             t0 = time.perf_counter()
             results.extend(self._call(operation, model, lambda batch=batch: send(batch)))
             count = sum(weight(item) for item in batch)
@@ -420,6 +420,7 @@ class InferenceClient:
             except ServerError as exc:
                 if exc.status_code != 503 or exc.code != "MODEL_NOT_LOADED" or time.monotonic() > deadline:
                     raise
+                _keep_to_budget("waiting for a model being reloaded")
                 time.sleep(UNLOADING_RETRY_S)
 
     def _not_served(self, model: str) -> ModelNotServedError:
@@ -458,13 +459,14 @@ class InferenceClient:
         return redact(message, self._secret)
 
 
-def _keep_to_budget(operation: str, model: str) -> None:
+def _keep_to_budget(what: str) -> None:
+    """Raise CallAbandoned, naming `what` was abandoned, once the caller's budget is spent or it cancelled."""
     if (limit := _BUDGET.get()) is None:
         return
     if limit.cancelled.is_set():
-        raise CallAbandoned(f"{operation} with model {model!r}: cancelled by the caller")
+        raise CallAbandoned(f"{what}: cancelled by the caller")
     if limit.remaining() <= 0:
-        raise CallAbandoned(f"{operation} with model {model!r}: the caller's deadline passed")
+        raise CallAbandoned(f"{what}: the caller's deadline passed")
 
 
 def _item(value: str | bytes) -> Item:

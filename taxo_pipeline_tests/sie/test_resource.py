@@ -4,9 +4,8 @@ import dagster as dg
 import numpy as np
 
 from taxo_pipeline import settings
-from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource, pipeline_resources
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
-from taxo_pipeline.sie.resource import SIEResource, pipeline_resources
 from taxo_pipeline.warehouse import Warehouse
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
@@ -24,7 +23,7 @@ def hat_vector(context: dg.AssetExecutionContext, sie: SIEResource) -> dg.Materi
 
 def test_resource_serves_an_asset_and_fills_the_warehouse_cache(sie_env, monkeypatch):
     monkeypatch.setenv("SIE_API_KEY", SECRET)
-    resource = SIEResource(storage=StorageResource(), api_key=dg.EnvVar("SIE_API_KEY"), batch_size=1)
+    resource = SIEResource(storage=WorkspaceResource(), api_key=dg.EnvVar("SIE_API_KEY"), batch_size=1)
     result = dg.materialize([hat_vector], resources={"sie": resource})
     assert result.success
     metadata = result.asset_materializations_for_node("hat_vector")[0].metadata
@@ -39,14 +38,14 @@ def test_resource_serves_an_asset_and_fills_the_warehouse_cache(sie_env, monkeyp
     shown = [
         repr(resource),
         str(resource),
-        repr(SIEResource(storage=StorageResource(), base_url=sie_env, api_key=SECRET)),
+        repr(SIEResource(storage=WorkspaceResource(), base_url=sie_env, api_key=SECRET)),
     ]
     shown += [str(event) for event in again.all_events]
     assert all(SECRET not in text for text in shown)
 
 
 def test_the_cache_lives_in_the_warehouse_of_the_storage_resource(sie_env, tmp_path):
-    storage = StorageResource(warehouse_path=str(tmp_path / "elsewhere" / "taxo.duckdb"))
+    storage = WorkspaceResource(warehouse_path=str(tmp_path / "elsewhere" / "taxo.duckdb"))
     result = dg.materialize([hat_vector], resources=pipeline_resources(storage))
     assert result.success
     assert EmbeddingCache(storage.warehouse()).lookup(MINILM, False, [input_sha256("Straw hat")])

@@ -23,8 +23,7 @@ from taxo_pipeline.classification.run import (
 from taxo_pipeline.classification.shards import MERCHANT, REVIEWER, classifications_root, refresh_view
 from taxo_pipeline.defs.classify.partitions import catalogue_shards
 from taxo_pipeline.defs.ingest.assets import products_experiment_l3, taxonomy_full_depth, taxonomy_l3
-from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.sie.resource import SIEResource
+from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
 
 GROUP = "classify"
 
@@ -74,19 +73,20 @@ def run_config(run: CatalogueRun) -> dict:
     "to one Parquet file under data/classifications/ that the warehouse view `classifications` reads.",
 )  # fmt: skip
 def catalogue_classifications(
-    context: dg.AssetExecutionContext, config: ClassifyConfig, storage: StorageResource, sie: SIEResource
+    context: dg.AssetExecutionContext, config: ClassifyConfig, storage: WorkspaceResource, sie: SIEResource
 ) -> dg.MaterializeResult:
-    run = prepare_run(storage.warehouse(), storage.data_path(""), catalogue_setting(config.products), config.choices())
+    workspace = storage.workspace()
+    run = prepare_run(workspace, catalogue_setting(workspace, config.products), config.choices())
     shard, check = find_shard(run, int(context.partition_key))
     with sie.client(logger=context.log, store_vectors=False) as client:
-        run = learned_run(run, storage, client)  # the first shard run learns the catalogue's labels, the rest read it
-        outcome = run_shard(shard, run, catalogue_classifier(run, storage, client))
+        run = learned_run(run, workspace, client)  # the first shard run learns the catalogue's labels, the rest read it
+        outcome = run_shard(shard, run, catalogue_classifier(run, workspace, client))
     # the run that completes the catalogue publishes its shards (one brief warehouse write: the view)
     if publish_run(run, check.fingerprints):
-        refresh_view(storage.warehouse(), storage.data_path(""))
-        refresh_learning_view(storage.warehouse(), classifications_root(storage.data_path("")))
-    if not storage.warehouse().table_exists(REVIEW_VIEW):
-        refresh_review_queue(storage.warehouse())
+        refresh_view(workspace.warehouse, workspace.data_dir)
+        refresh_learning_view(workspace.warehouse, classifications_root(workspace.data_dir))
+    if not workspace.warehouse.table_exists(REVIEW_VIEW):
+        refresh_review_queue(workspace.warehouse)
     context.log.info(f"shard {context.partition_key}: {'classified' if outcome.classified else 'kept'} -> {outcome.path}")
     return dg.MaterializeResult(
         metadata={

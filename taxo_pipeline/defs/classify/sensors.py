@@ -19,15 +19,16 @@ from taxo_pipeline.classification.shards import shard_key
 from taxo_pipeline.dataset.corrections import corrections_fingerprint
 from taxo_pipeline.defs.classify.assets import catalogue_classifications, run_config
 from taxo_pipeline.defs.classify.partitions import catalogue_shards, shard_partition_changes
+from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.resources import StorageResource
 
 
-def catalogue_shard_requests(instance: dg.DagsterInstance, storage: StorageResource, cursor: str | None) -> dg.SensorResult:
+def catalogue_shard_requests(instance: dg.DagsterInstance, storage: WorkspaceResource, cursor: str | None) -> dg.SensorResult:
     """The partition changes and run requests for the catalogue as it is now; none if it matches `cursor`."""
     shard_size = settings.current().shard_size
     choices = Choices(shard_size=shard_size, chunk_size=settings.current().classify_chunk)
-    run = prepare_run(storage.warehouse(), storage.data_path(""), catalogue_setting(), choices)
+    workspace = storage.workspace()
+    run = prepare_run(workspace, catalogue_setting(workspace), choices)
     # the corrections too: a new review rewrites the shards it matches, whatever the approach
     reviews = corrections_fingerprint(settings.current().corrections)
     state = json.dumps([str(run.products.resolve()), run.catalogue_fingerprint, shard_size, run.fingerprint, reviews])
@@ -53,7 +54,7 @@ def catalogue_shard_requests(instance: dg.DagsterInstance, storage: StorageResou
     description=f"Classifies the catalogue in {CATALOGUE_VAR}: registers its shards as `catalogue_shard` partitions "
     "and launches a run for each shard that is new or changed.",
 )  # fmt: skip
-def catalogue_shards_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
+def catalogue_shards_sensor(context: dg.SensorEvaluationContext, storage: WorkspaceResource) -> dg.SensorResult:
     if not settings.current().catalogue:
         return dg.SensorResult(skip_reason=f"{CATALOGUE_VAR} is not set: no catalogue to classify")
     try:

@@ -8,7 +8,7 @@ import polars as pl
 from pydantic import Field
 
 from taxo_pipeline import settings
-from taxo_pipeline.approaches.evidence import Evidence
+from taxo_pipeline.approaches.evidence import workspace_evidence
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import (
     L1,
@@ -21,7 +21,7 @@ from taxo_pipeline.approaches.spec import (
 )
 from taxo_pipeline.classification.coverage import coverage_table, held_out
 from taxo_pipeline.classification.evaluated import save_calibration
-from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_full_depth, load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_l3
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.feedback.corrections import corrections_file
 from taxo_pipeline.defs.index.category_embeddings import category_embeddings
@@ -41,16 +41,15 @@ from taxo_pipeline.defs.models.partitions import (
     partition_models,
     rerank_models,
 )
+from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.evaluate import classify_and_store, score_and_store
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import settings_fingerprint
 from taxo_pipeline.evaluation.store import clear_results
 from taxo_pipeline.evaluation.views import refresh_views
-from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.variants import VARIANTS
 from taxo_pipeline.sie.catalogue import Catalogue, load_catalogue
-from taxo_pipeline.sie.resource import SIEResource
 
 CODE_VERSION = "3"
 METRICS_CODE_VERSION = "5"  # 4: also stores the confidence calibration of path approaches; 5: chosen on dev, held out
@@ -111,11 +110,11 @@ def _family(catalogue: Catalogue, model: str) -> str:
 
 
 def classify_partition(
-    context: dg.AssetExecutionContext, approach: Approach, config: PredictionsConfig, storage: StorageResource,
+    context: dg.AssetExecutionContext, approach: Approach, config: PredictionsConfig, storage: WorkspaceResource,
     sie: SIEResource,
 ) -> dg.Output:
     """Classify the evaluation table with the partition's models and store the top-k."""
-    models = partition_models(approach.partitioning, context.partition_key)
+    models, workspace = partition_models(approach.partitioning, context.partition_key), storage.workspace()
     variant = models.variant or approach.documents or config.variant
     if variant not in (*VARIANTS, approach.documents):
         raise InputError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
@@ -123,29 +122,29 @@ def classify_partition(
     key, family = ResultKey(approach.name, models.model, variant, models.reranker), _family(catalogue, models.model)
     if family not in approach.families:
         reason = f"{approach.name} needs a {' or '.join(approach.families)} model; {models.model} is a {family} model"
-        clear_results(storage.warehouse(), key)
+        clear_results(workspace.warehouse, key)
         context.log.info(f"skipped: {reason}")
         return dg.Output({"skipped": reason}, metadata={"skipped": reason, "products": 0})
-    products = load_experiment(storage.data_path(""), with_images=family == "image")
+    products = load_experiment(workspace, with_images=family == "image")
     full = config.limit is None
     products = products if full else products.head(config.limit)
     if products.height == 0:
         raise InputError(f"{key}: no products to evaluate in products_experiment_l3: nothing was written")
-    taxonomy = load_taxonomy_l3(storage.data_path(""))
+    taxonomy = load_taxonomy_l3(workspace)
     # the settings the models have as the partition starts: what its predictions are recorded as computed with
     model_settings = settings_fingerprint(catalogue, models.model, models.reranker)
     with sie.client(logger=context.log) as client:
-        evidence = Evidence(client, storage.index_path(), taxonomy, load_taxonomy_full_depth(storage.data_path(""), variant))
+        evidence = workspace_evidence(workspace, client, taxonomy, variant)
         request = ClassifyRequest(
             products, taxonomy, evidence, models.model, variant, family, models.reranker, config.top_k,
             config.batch_size or approach.batch_size, labelled=products if approach.needs_labels else None,
             cross_validate=approach.needs_labels,
-            corrections=load_corrections(storage.data_path("")) if approach.needs_labels else None,
+            corrections=load_corrections(workspace) if approach.needs_labels else None,
         )  # fmt: skip
-        stored = classify_and_store(storage.warehouse(), approach, key, request, full, model_settings)
+        stored = classify_and_store(workspace.warehouse, approach, key, request, full, model_settings)
     context.log.info(f"{stored.key}: {len(stored.classified.product_ids)} of {products.height} products classified")
     if evidence.truncated:
-        context.log.warning(f"{evidence.truncated} texts were cut to {settings.current().max_text_chars} characters (TAXO_MAX_TEXT_CHARS)")
+        context.log.warning(f"{evidence.truncated} texts were cut to {workspace.settings.max_text_chars} characters (TAXO_MAX_TEXT_CHARS)")
     return dg.Output(
         stored.key.columns,
         metadata={
@@ -161,22 +160,23 @@ def classify_partition(
     )
 
 
-def score_partition(approach: Approach, storage: StorageResource, result: dict) -> dg.MaterializeResult:
+def score_partition(approach: Approach, storage: WorkspaceResource, result: dict) -> dg.MaterializeResult:
     """Metrics of the stored top-1 for the product set the predictions covered, and (path approaches) the
     calibration fitted on them; then the views are refreshed and, when every result is whole, published
     (after a skipped or empty partition too: it may be the last one a rerun was waiting for)."""
     metadata = _score(approach, storage, result)
-    refresh_views(storage.warehouse(), load_catalogue())
+    refresh_views(storage.warehouse(), load_catalogue(), [a.name for a in approaches(settings.current().approaches)])
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _score(approach: Approach, storage: StorageResource, result: dict) -> dict:
+def _score(approach: Approach, storage: WorkspaceResource, result: dict) -> dict:
     """Score and calibrate; the metadata, read from the working tables (this partition's figures, whether
     published yet or not)."""
     if "skipped" in result:
         return {"skipped": result["skipped"], "count": 0}
-    key, warehouse = ResultKey(**result), storage.warehouse()
-    scored = score_and_store(warehouse, approach, key, load_taxonomy_l3(storage.data_path("")).l1_labels())
+    workspace = storage.workspace()
+    key, warehouse = ResultKey(**result), workspace.warehouse
+    scored = score_and_store(warehouse, approach, key, load_taxonomy_l3(workspace).l1_labels())
     if scored is None:
         return {"count": 0, "skipped": "no predictions to score"}
     # Path approaches are what classify-products runs: their confidence is calibrated on these rows.
@@ -200,7 +200,7 @@ def evaluation_assets(approach: Approach, registered: dict[str, Approach]) -> li
         automation_condition=AUTOMATION, description=f"`{approach.name}`: {approach.description}",
     )  # fmt: skip
     def predictions(
-        context: dg.AssetExecutionContext, config: config_type, storage: StorageResource, sie: SIEResource
+        context: dg.AssetExecutionContext, config: config_type, storage: WorkspaceResource, sie: SIEResource
     ) -> dg.Output:
         return classify_partition(context, approach, config, storage, sie)
 
@@ -210,14 +210,14 @@ def evaluation_assets(approach: Approach, registered: dict[str, Approach]) -> li
         automation_condition=AUTOMATION,
         description=f"`{approach.name}` scored: strict and lenient {approach.headline} metrics, latency, into `metrics`.",
     )  # fmt: skip
-    def metrics(storage: StorageResource, result: dict) -> dg.MaterializeResult:
+    def metrics(storage: WorkspaceResource, result: dict) -> dg.MaterializeResult:
         return score_partition(approach, storage, result)
 
     return [predictions, metrics]
 
 
 def _all() -> list[dg.AssetsDefinition]:
-    registered = {approach.name: approach for approach in approaches()}
+    registered = {approach.name: approach for approach in approaches(settings.current().approaches)}
     return [asset for approach in registered.values() for asset in evaluation_assets(approach, registered)]
 
 

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from taxo_pipeline import settings
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER
 from taxo_pipeline.defs.evaluate.assets import predictions_key
@@ -22,7 +23,7 @@ _DESCRIPTIONS = {
 
 
 def evaluation_selection(partitioning: str) -> dg.AssetSelection:
-    keys = [key for a in approaches() if a.partitioning == partitioning
+    keys = [key for a in approaches(settings.current().approaches) if a.partitioning == partitioning
             for key in (predictions_key(a), dg.AssetKey(f"{a.slug}_metrics"))]  # fmt: skip
     selection = dg.AssetSelection.assets(*keys)
     return selection | dg.AssetSelection.assets(category_embeddings) if partitioning == MODEL_VARIANT else selection
@@ -31,5 +32,5 @@ def evaluation_selection(partitioning: str) -> dg.AssetSelection:
 EVALUATION_JOBS = [
     dg.define_asset_job(name, selection=evaluation_selection(partitioning), description=_DESCRIPTIONS[partitioning])
     for partitioning, name in JOB_NAMES.items()
-    if any(a.partitioning == partitioning for a in approaches())
+    if any(a.partitioning == partitioning for a in approaches(settings.current().approaches))
 ]

@@ -16,6 +16,7 @@ from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
 from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, recorded_version
 from taxo_pipeline.errors import InputError
+from taxo_pipeline.workspace import Workspace
 
 GROUP = "feedback"
 
@@ -35,7 +36,7 @@ def _checked(version: str) -> str:
     full taxonomy once it is built (label transfer checks it again when it reads it)."""
     current = settings.current()
     if version != NONE and (current.data_dir / settings.TAXONOMY_FULL_DEPTH_FILE).is_file():
-        load_corrections(current.data_dir)
+        load_corrections(Workspace(current))
     return version
 
 

@@ -21,13 +21,12 @@ from taxo_pipeline.defs.ingest.assets import (
 )
 from taxo_pipeline.defs.models.fingerprints import encoder_model_fingerprint
 from taxo_pipeline.defs.models.partitions import MODEL_DIMENSION, model_variant, partition_models
+from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.store import DEPTH, LATENCIES, add_depth_column, latency_rows
-from taxo_pipeline.resources import StorageResource
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.retrieval.variants import variant_documents
 from taxo_pipeline.sie.catalogue import model_slug
-from taxo_pipeline.sie.resource import SIEResource
 from taxo_pipeline.warehouse import replace_rows, vector_column
 
 GROUP = "category_index"
@@ -51,15 +50,16 @@ class CategoryEmbeddingsConfig(dg.Config):
     automation_condition=AUTOMATION,
 )
 def category_embeddings(
-    context: dg.AssetExecutionContext, config: CategoryEmbeddingsConfig, storage: StorageResource, sie: SIEResource
+    context: dg.AssetExecutionContext, config: CategoryEmbeddingsConfig, storage: WorkspaceResource, sie: SIEResource
 ) -> dg.MaterializeResult:
     """The variant's category documents encoded: every node's full path or leaf name (the taxonomy at
     TAXO_DEPTH), or every node of the full taxonomy's full path (full-depth)."""
     models = partition_models(MODEL_VARIANT, context.partition_key)
     model, variant = models.model, models.variant
-    taxonomy = load_taxonomy_l3(storage.data_path(""))
+    workspace = storage.workspace()
+    taxonomy = load_taxonomy_l3(workspace)
     depth = depth_label(taxonomy.depth)
-    categories = variant_documents(taxonomy, variant, load_taxonomy_full_depth(storage.data_path(""), variant))
+    categories = variant_documents(taxonomy, variant, load_taxonomy_full_depth(workspace, variant))
     with sie.client(logger=context.log) as client:
         encoded = client.encode_detailed(
             model, categories.documents, is_query=False, batch_size=config.batch_size, refresh=config.rebuild

@@ -33,9 +33,9 @@ from taxo_pipeline.dataset.taxonomy import (
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.metadata import table_metadata
+from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.files import file_sha256, write_parquet_atomic
-from taxo_pipeline.resources import StorageResource
 
 GROUP = "dataset"
 # Definition metadata naming the source ("products" or "taxonomy") a raw asset reads, so the main job
@@ -64,7 +64,7 @@ def depth_code_version(version: str) -> str:
     return version if depth == MAX_LEVEL else f"{version}+depth-{depth_label(depth)}"
 
 
-def source_file(storage: StorageResource, what: str, source: str | None = None, refresh: bool = False) -> tuple[str, Path]:
+def source_file(storage: WorkspaceResource, what: str, source: str | None = None, refresh: bool = False) -> tuple[str, Path]:
     """The `what` ("products" or "taxonomy") source, `source` else its env var else the reference's,
     and its local path (a URL is downloaded into data/ once)."""
     env_var, default_source, default_url, default_name = _SOURCES[what]
@@ -73,7 +73,7 @@ def source_file(storage: StorageResource, what: str, source: str | None = None, 
         source,
         what=what,
         env_var=env_var,
-        cache_dir=storage.data_path(""),
+        cache_dir=storage.workspace().data_dir,
         cache_name=cache_name_for(source, default_url, default_name),
         refresh=refresh,
     )
@@ -92,7 +92,7 @@ def source_data_version(path: Path) -> dg.DataVersion:
     automation_condition=AUTOMATION,
     metadata={SOURCE_METADATA: "products"},
 )
-def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
+def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storage: WorkspaceResource) -> dg.Output[str]:
     """The raw product file (Parquet, JSON Lines or CSV), validated; its local path flows downstream."""
     source, path = source_file(storage, "products", config.source, config.refresh)
     frame = read_products(path)
@@ -117,7 +117,7 @@ def raw_products(context: dg.AssetExecutionContext, config: SourceConfig, storag
     automation_condition=AUTOMATION,
     metadata={SOURCE_METADATA: "taxonomy"},
 )
-def raw_taxonomy(context: dg.AssetExecutionContext, config: SourceConfig, storage: StorageResource) -> dg.Output[str]:
+def raw_taxonomy(context: dg.AssetExecutionContext, config: SourceConfig, storage: WorkspaceResource) -> dg.Output[str]:
     """Shopify's categories.txt, validated; its local path flows downstream."""
     source, path = source_file(storage, "taxonomy", config.source, config.refresh)
     categories = parse_categories(path)
@@ -136,7 +136,7 @@ def _warehouse_frame(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col(IMAGE).is_not_null().alias("has_image")).drop(IMAGE)
 
 
-def _write(storage: StorageResource, table: str, file_name: str, frame: pl.DataFrame) -> Path:
+def _write(storage: WorkspaceResource, table: str, file_name: str, frame: pl.DataFrame) -> Path:
     """Warehouse first (one transaction), then the Parquet file (atomic rename)."""
     storage.warehouse().replace_table(table, _warehouse_frame(frame).to_arrow())
     path = storage.data_path(file_name)
@@ -146,7 +146,7 @@ def _write(storage: StorageResource, table: str, file_name: str, frame: pl.DataF
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
 def clean_products_full_depth(
-    context: dg.AssetExecutionContext, storage: StorageResource, raw_products: str, raw_taxonomy: str
+    context: dg.AssetExecutionContext, storage: WorkspaceResource, raw_products: str, raw_taxonomy: str
 ) -> dg.MaterializeResult:
     """Products with every required field and labels that are valid taxonomy categories."""
     clean, report = clean_products(read_products(Path(raw_products)), parse_categories(Path(raw_taxonomy)))
@@ -170,13 +170,14 @@ def clean_products_full_depth(
 @dg.asset(
     group_name=GROUP, code_version=depth_code_version("1"), kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION
 )
-def taxonomy_l3(context: dg.AssetExecutionContext, storage: StorageResource, raw_taxonomy: str) -> dg.MaterializeResult:
+def taxonomy_l3(context: dg.AssetExecutionContext, storage: WorkspaceResource, raw_taxonomy: str) -> dg.MaterializeResult:
     """Every taxonomy node trimmed to TAXO_DEPTH levels (3 by default: L1, L2 and L3 nodes), sorted and unique."""
-    taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)), settings.current().depth)
+    workspace = storage.workspace()
+    taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)), workspace.depth)
     frame = pl.from_arrow(taxonomy.to_arrow())
-    path = _write(storage, "taxonomy_l3", settings.taxonomy_file(taxonomy.depth), frame)
+    path = _write(storage, "taxonomy_l3", workspace.taxonomy_path.name, frame)
     # review_queue reads this table: with it, the catalogue views exist (no rows before classify-products)
-    refresh_catalogue_views(storage.warehouse(), storage.data_path(""))
+    refresh_catalogue_views(workspace.warehouse, workspace.data_dir)
     counts = taxonomy.level_counts()
     context.log.info("%s: %s nodes by level, %d in all", taxonomy.name, counts, len(taxonomy.paths))
     return dg.MaterializeResult(
@@ -192,7 +193,7 @@ def taxonomy_l3(context: dg.AssetExecutionContext, storage: StorageResource, raw
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION)
 def taxonomy_full_depth(
-    context: dg.AssetExecutionContext, storage: StorageResource, raw_taxonomy: str
+    context: dg.AssetExecutionContext, storage: WorkspaceResource, raw_taxonomy: str
 ) -> dg.MaterializeResult:
     """Every category of the taxonomy at its full depth (Shopify's: down to L8), sorted and unique: the
     full-depth category documents, which score each L1-L3 node by the best of its subtree."""
@@ -215,10 +216,10 @@ def taxonomy_full_depth(
     group_name=GROUP, code_version=depth_code_version("1"), deps=[clean_products_full_depth, taxonomy_l3],
     kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION,
 )
-def products_experiment_l3(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+def products_experiment_l3(context: dg.AssetExecutionContext, storage: WorkspaceResource) -> dg.MaterializeResult:
     """The evaluation table: ground truth and potentials trimmed to TAXO_DEPTH levels (3 by default)."""
     clean = pl.read_parquet(storage.data_path(settings.CLEAN_FULL_DEPTH_FILE))
-    taxonomy = load_taxonomy_l3(storage.data_path(""))
+    taxonomy = load_taxonomy_l3(storage.workspace())
     experiment = trim_products(clean, taxonomy)
     path = _write(storage, "products_experiment_l3", settings.experiment_file(taxonomy.depth), experiment)
     by_l1 = experiment.group_by(pl.col("ground_truth_category").str.split(" > ").list.first().alias("l1")).len()

@@ -9,17 +9,17 @@ from taxo_pipeline.defs.ingest.assets import (
     taxonomy_full_depth,
     taxonomy_l3,
 )
-from taxo_pipeline.resources import StorageResource
+from taxo_pipeline.defs.resources import WorkspaceResource
 
 SHOWN = 10  # offending values named in a failed check
 
 
-def _scalar(storage: StorageResource, sql: str) -> int:
+def _scalar(storage: WorkspaceResource, sql: str) -> int:
     with storage.warehouse().connect(read_only=True) as con:
         return con.execute(sql).fetchone()[0]
 
 
-def _values(storage: StorageResource, sql: str) -> list[str]:
+def _values(storage: WorkspaceResource, sql: str) -> list[str]:
     with storage.warehouse().connect(read_only=True) as con:
         return [value for (value,) in con.execute(sql).fetchall()]
 
@@ -35,7 +35,7 @@ def _result(offending: list[str], what: str) -> dg.AssetCheckResult:
 
 def _non_empty_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="has_rows", description=f"{table} holds at least one row.", blocking=True)
-    def check(storage: StorageResource) -> dg.AssetCheckResult:
+    def check(storage: WorkspaceResource) -> dg.AssetCheckResult:
         rows = _scalar(storage, f'SELECT count(*) FROM "{table}"')
         return dg.AssetCheckResult(passed=rows > 0, metadata={"rows": rows})
 
@@ -44,7 +44,7 @@ def _non_empty_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksDe
 
 def _unique_ids_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="unique_product_ids", description=f"product_id is unique in {table}.", blocking=True)
-    def check(storage: StorageResource) -> dg.AssetCheckResult:
+    def check(storage: WorkspaceResource) -> dg.AssetCheckResult:
         repeated = _values(storage, f'SELECT product_id FROM "{table}" GROUP BY product_id HAVING count(*) > 1 ORDER BY 1')
         return _result(repeated, "duplicate_ids")
 
@@ -55,7 +55,7 @@ def _unique_ids_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksD
     asset=products_experiment_l3, blocking=True,
     description="Every ground truth and potential is a node of taxonomy_l3 (L3 by default; the taxonomy at TAXO_DEPTH).",
 )
-def labels_in_taxonomy(storage: StorageResource) -> dg.AssetCheckResult:
+def labels_in_taxonomy(storage: WorkspaceResource) -> dg.AssetCheckResult:
     unknown = _values(
         storage,
         """

@@ -1,5 +1,5 @@
-"""Launch materializations from the command line into the persistent Dagster instance, so they
-show in the UI's run history, with one SIE server for the whole run."""
+"""Materializations launched by the commands into the persistent Dagster instance, so they show in the
+UI's run history, against the SIE server the caller started for the whole command."""
 
 from __future__ import annotations
 
@@ -9,16 +9,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from taxo_pipeline import settings
-from taxo_pipeline.cli.common import RUN_EVENTS_LOGGER, dagster_console_level
-from taxo_pipeline.cli.run_owner import fail_runs_of_dead_commands, owner_tags
 from taxo_pipeline.defs.ingest.assets import source_file
-from taxo_pipeline.errors import (
-    InputError,
-    RunFailedError,  # noqa: F401 (commands import it from here)
-)
-from taxo_pipeline.resources import StorageResource
-from taxo_pipeline.sie.resource import pipeline_resources
+from taxo_pipeline.defs.resources import WorkspaceResource, pipeline_resources
+from taxo_pipeline.defs.runner import RUN_EVENTS_LOGGER
+from taxo_pipeline.defs.runner.launcher import fail_runs_of_dead_commands, owner_tags
+from taxo_pipeline.errors import InputError, RunFailedError
 
 DAGSTER_YAML = """\
 # Written by taxo-pipeline on first use; edit freely.
@@ -31,21 +26,23 @@ run_monitoring:
   enabled: true
   max_resume_run_attempts: 0
 run_launcher:
-  module: taxo_pipeline.cli.run_owner
+  module: taxo_pipeline.defs.runner.launcher
   class: CommandRunLauncher
 """
-# What earlier versions wrote: replaced by the current one, as they were never edited.
+# What earlier versions wrote: replaced by the current one, as they were never edited. (An edited one
+# naming taxo_pipeline.cli.run_owner keeps working: that module re-exports the launcher.)
 _EARLIER_DAGSTER_YAMLS = (
     "# Written by taxo-pipeline on first use; edit freely.\ntelemetry:\n  enabled: false\n",
     "# Written by taxo-pipeline on first use; edit freely.\ntelemetry:\n  enabled: false\n"
     "# While the daemon runs (taxo-pipeline dev), a run whose process died is marked failed instead of\n"
     "# staying STARTED.\nrun_monitoring:\n  enabled: true\n  max_resume_run_attempts: 0\n",
+    DAGSTER_YAML.replace("taxo_pipeline.defs.runner.launcher", "taxo_pipeline.cli.run_owner"),
 )
 
 
-def dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to ./.dagster_home so CLI runs and `taxo-pipeline dev` share one instance."""
-    home = settings.current().dagster_home
+def dagster_home(home: Path) -> Path:
+    """Prepare `home` (DAGSTER_HOME, which the commands and `taxo-pipeline dev` share): create it, and
+    write its dagster.yaml unless there is one the user wrote or edited."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() or config.read_text() in _EARLIER_DAGSTER_YAMLS:
@@ -53,11 +50,11 @@ def dagster_home() -> Path:
     return home
 
 
-def command_instance() -> dg.DagsterInstance:
-    """The persistent instance the commands and `taxo-pipeline dev` share, opened from its folder (the
-    environment is left as it is). Runs left STARTED by a killed command are marked failed first: they
-    would keep their assets "in progress", so the automation would never run them again."""
-    instance = dg.DagsterInstance.from_config(str(dagster_home()))
+def command_instance(home: Path) -> dg.DagsterInstance:
+    """The persistent instance in `home` that the commands and `taxo-pipeline dev` share, opened from
+    its folder (the environment is left as it is). Runs left STARTED by a killed command are marked
+    failed first: they would keep their assets "in progress", so the automation would never run them again."""
+    instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     fail_runs_of_dead_commands(instance)
     return instance
 
@@ -71,7 +68,7 @@ def source_run_config(products: str | None, taxonomy: str | None) -> dict:
     return ops
 
 
-def check_sources(storage: StorageResource, sources: Mapping[str, str | None]) -> None:
+def check_sources(storage: WorkspaceResource, sources: Mapping[str, str | None]) -> None:
     """Resolve each source a command reads ({"products" or "taxonomy": the path or URL given, else its env
     var's}), a URL downloaded into data/ once, before any server starts: one error naming every one missing."""
     problems = []
@@ -87,20 +84,23 @@ def check_sources(storage: StorageResource, sources: Mapping[str, str | None]) -
 def materialize(
     selection: Sequence[str] | dg.AssetSelection,
     *,
+    instance: dg.DagsterInstance,
     sie_url: str | None,
-    storage: StorageResource | None = None,
+    storage: WorkspaceResource | None = None,
     ops_config: dict | None = None,
     partition_key: str | None = None,
     dynamic_partitions: dict[str, list[str]] | None = None,
     tags: dict[str, str] | None = None,
+    console_level: str = "CRITICAL",
 ) -> dg.ExecuteInProcessResult:
-    """Materialize `selection` (for one partition if given; unpartitioned assets in the selection
-    run once) against the SIE server at `sie_url`: the caller's `ensure_sie`, shared by every run
-    of the command (None for selections that call no model). `dynamic_partitions` ({definition
-    name: model ids}) are added first if missing."""
+    """Materialize `selection` in `instance` (`command_instance`; for one partition if given; unpartitioned
+    assets in the selection run once) against the SIE server at `sie_url`: the caller's `ensure_sie`,
+    shared by every run of the command (None for selections that call no model). `dynamic_partitions`
+    ({definition name: model ids}) are added first if missing. Dagster's console logger logs at
+    `console_level` (the run's events go to RUN_EVENTS_LOGGER at DEBUG once it ended). A failed run
+    raises RunFailedError with its innermost error."""
     from taxo_pipeline.definitions import defs  # loading definitions is slow; only commands that run need it
 
-    instance = command_instance()
     for name, keys in (dynamic_partitions or {}).items():
         if missing := [k for k in keys if not instance.has_dynamic_partition(name, k)]:
             instance.add_dynamic_partitions(name, missing)
@@ -113,7 +113,7 @@ def materialize(
         resources=pipeline_resources(storage, sie_url=sie_url),
     ).resolve_job_def(name)
     result = job.execute_in_process(
-        run_config={"ops": ops_config or {}, "loggers": {"console": {"config": {"log_level": dagster_console_level()}}}},
+        run_config={"ops": ops_config or {}, "loggers": {"console": {"config": {"log_level": console_level}}}},
         instance=instance,
         partition_key=partition_key,
         tags={**owner_tags(), **(tags or {})},
