@@ -1,19 +1,22 @@
 """Every setting taxo-pipeline reads from the environment, in one frozen object.
 
-`current()` builds a `Settings` from the environment each time it is called (cheap; tests and the
-Dagster resources change variables between calls), and every bad value is reported at once, naming
-the variable and what it expects, before any work starts. This is the only module that reads
-`os.environ`; the table in docs/configuration.md lists the same variables.
-Each front door (the CLI, the service's start, the Dagster resources) wraps it in a `Workspace`
-(workspace.py) once and hands that down.
+pydantic-settings reads the variables (`_Variables`, the only reader of the environment besides
+`child_environment`, which hands it to child processes); `current()` builds a `Settings` from them each
+time it is called (0.4 ms; tests and the Dagster resources change variables between calls), and every bad
+value is reported at once, naming the variable and what it expects, before any work starts. The table in
+docs/configuration.md lists the same variables. Each front door (the CLI, the service's start, the Dagster
+resources) wraps the settings in a `Workspace` (workspace.py) once and hands that down.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taxo_pipeline.dataset.google_mapping import GOOGLE_CATEGORIES_URL, GOOGLE_MAPPING_URL
 from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, Depth, depth_suffix, parse_depth
@@ -39,6 +42,69 @@ EXPERIMENT_L3_FILE = "shopify-products-experiment-l3.parquet"
 EXECUTORS = ("multiprocess", "in_process")
 # Four characters per token covers the longest window in models.yaml (8,192 tokens) for ordinary text.
 DEFAULT_MAX_TEXT_CHARS = 32_768
+
+
+# Set while Settings.from_env reads a mapping it was given (tests, child processes) instead of the environment.
+_GIVEN: ContextVar[bool] = ContextVar("settings_given", default=False)
+
+
+class _Variables(BaseSettings):
+    """Every variable taxo-pipeline reads, as the text it is set to ("" when unset): pydantic-settings reads
+    them, from the environment (or, for Settings.from_env(mapping), from that mapping alone); _Reader then
+    checks each and names every bad one in one error."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    DAGSTER_HOME: str = ""
+    SIE_API_KEY: str = ""
+    SIE_BASE_URL: str = ""
+    TAXO_APPROACHES: str = ""
+    TAXO_AUTOMATION_INTERVAL_S: str = ""
+    TAXO_CATALOGUE: str = ""
+    TAXO_CLASSIFY_CHUNK: str = ""
+    TAXO_CORRECTIONS: str = ""
+    TAXO_DATA_DIR: str = ""
+    TAXO_DEPTH: str = ""
+    TAXO_EXECUTOR: str = ""
+    TAXO_GOOGLE_CATEGORIES: str = ""
+    TAXO_GOOGLE_MAPPING: str = ""
+    TAXO_INDEX_DIR: str = ""
+    TAXO_LOCK_TIMEOUT_S: str = ""
+    TAXO_MAX_TEXT_CHARS: str = ""
+    TAXO_MODELS: str = ""
+    TAXO_PRODUCTS: str = ""
+    TAXO_SENSOR_INTERVAL_S: str = ""
+    TAXO_SERVE_DEADLINE_S: str = ""
+    TAXO_SERVE_HEADER_TIMEOUT_S: str = ""
+    TAXO_SERVE_MAX_BATCH: str = ""
+    TAXO_SERVE_MAX_BODY_BYTES: str = ""
+    TAXO_SERVE_MAX_CONNECTIONS: str = ""
+    TAXO_SERVE_MAX_IN_FLIGHT: str = ""
+    TAXO_SERVE_RELOAD_S: str = ""
+    TAXO_SHARD_SIZE: str = ""
+    TAXO_SIE_CONNECT_TIMEOUT_S: str = ""
+    TAXO_SIE_DEVICE: str = ""
+    TAXO_SIE_PROVISION_TIMEOUT_S: str = ""
+    TAXO_SIE_START_TIMEOUT_S: str = ""
+    TAXO_SIE_STATE: str = ""
+    TAXO_SIE_TIMEOUT_S: str = ""
+    TAXO_SIE_WARM: str = ""
+    TAXO_TAXONOMY: str = ""
+    TAXO_WAREHOUSE: str = ""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return (init_settings,) if _GIVEN.get() else (env_settings,)
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        if environ is None:
+            return cls().model_dump()
+        token = _GIVEN.set(True)
+        try:
+            return cls(**{name: str(value) for name, value in environ.items() if name in cls.model_fields}).model_dump()
+        finally:
+            _GIVEN.reset(token)
 
 
 @dataclass(frozen=True)
@@ -96,7 +162,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = _Reader(os.environ if environ is None else environ)
+        env = _Reader(_Variables.read(environ))
         data_dir = env.path("TAXO_DATA_DIR", PROJECT_ROOT / "data")
         built = cls(
             data_dir=data_dir,
@@ -157,7 +223,8 @@ def current() -> Settings:
 
 def given(variables: Iterable[str]) -> set[str]:
     """Which of `variables` are set (not empty) in the environment."""
-    return {var for var in variables if os.environ.get(var, "").strip()}
+    values = _Variables.read()
+    return {var for var in variables if (values.get(var) or "").strip()}
 
 
 def child_environment(**overrides: str) -> dict[str, str]:
