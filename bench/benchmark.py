@@ -99,7 +99,7 @@ def _point_at(folder: Path) -> None:
 
 
 def _catalogue(path: Path, with_added: bool) -> Path:
-    from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE
+    from taxo_pipeline.sie.model_catalogue import PACKAGED_CATALOGUE
 
     entries = yaml.safe_load(PACKAGED_CATALOGUE.read_text())["models"]
     minilm = next({**e, "enabled": True} for e in entries if e["id"] == MODEL)
@@ -225,7 +225,7 @@ class Bench:
     def __init__(self, variant: str, work: Path):
         import dagster as dg
 
-        from taxo_pipeline.sie.catalogue import load_catalogue
+        from taxo_pipeline.sie.model_catalogue import load_catalogue
 
         self.variant, self.work = variant, work
         self.texts = _texts(variant)

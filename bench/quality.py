@@ -66,7 +66,7 @@ from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.retrieval.exact_search import cosine_scores, normalise
 from taxo_pipeline.retrieval.full_depth import FULL_DEPTH, best_per_node, full_depth_documents
 from taxo_pipeline.retrieval.fusion import ScoreSource, fuse
-from taxo_pipeline.retrieval.label_transfer import (
+from taxo_pipeline.retrieval.neighbour_votes import (
     NEIGHBOURS,
     TEMPERATURE,
     VOTE_WEIGHTS,
@@ -76,7 +76,7 @@ from taxo_pipeline.retrieval.label_transfer import (
 )
 from taxo_pipeline.retrieval.queries import title_and_description_queries
 from taxo_pipeline.settings import DEFAULT_MAX_TEXT_CHARS
-from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE, ModelSpec, load_catalogue
+from taxo_pipeline.sie.model_catalogue import PACKAGED_CATALOGUE, ModelSpec, load_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

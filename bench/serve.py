@@ -49,7 +49,7 @@ OVERLOAD_CLIENTS, OVERLOAD_BATCH = (1, 8, 32, 64), 32
 
 
 def _environment(work: Path) -> dict[str, str]:
-    from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE
+    from taxo_pipeline.sie.model_catalogue import PACKAGED_CATALOGUE
 
     entries = yaml.safe_load(PACKAGED_CATALOGUE.read_text())["models"]
     catalogue = work / "models.yaml"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from taxo_pipeline.sie.catalogue import PACKAGED_CATALOGUE
+from taxo_pipeline.sie.model_catalogue import PACKAGED_CATALOGUE
 from taxo_pipeline.sie.server import ensure_sie
 from taxo_pipeline_tests.factories import (
     GOOGLE_CATEGORIES,

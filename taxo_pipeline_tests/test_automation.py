@@ -22,7 +22,7 @@ from taxo_pipeline.defs.runner.automation import (
     requested_runs,
     sie_assets,
 )
-from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
+from taxo_pipeline.sie.model_catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
 DATA_ASSETS = {"raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",

@@ -34,7 +34,7 @@ from taxo_pipeline.classification.review import needs_review, refresh_review_que
 from taxo_pipeline.classification.shards import ShardRows, publish, refresh_view, shard_path, shard_table, write_shard
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
-from taxo_pipeline.retrieval.label_transfer import assign_folds
+from taxo_pipeline.retrieval.neighbour_votes import assign_folds
 from taxo_pipeline.warehouse import Warehouse, replace_rows
 
 KEY = ResultKey("title-description", "m", "full-depth", None, "d1")

@@ -25,7 +25,7 @@ from taxo_pipeline.classification.shards import ShardRows, shard_table, write_sh
 from taxo_pipeline.dataset.google_mapping import GoogleMapping
 from taxo_pipeline.dataset.taxonomy import TaxonomyL3
 from taxo_pipeline.evaluation.keys import ResultKey
-from taxo_pipeline.retrieval.label_transfer import neighbour_votes
+from taxo_pipeline.retrieval.neighbour_votes import neighbour_votes
 from taxo_pipeline.warehouse import Warehouse
 
 HOME, PLANTS = "Home & Garden", "Home & Garden > Plants"

@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 
 from taxo_pipeline.classification.calibration import features
-from taxo_pipeline.classification.catalogue import read_shards, validate_catalogue
 from taxo_pipeline.classification.evaluated import load_calibration, save_calibration
+from taxo_pipeline.classification.product_catalogue import read_shards, validate_catalogue
 from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.dataset.products import read_products

@@ -15,7 +15,7 @@ from taxo_pipeline.approaches import label_transfer
 from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.spec import ClassifyRequest
 from taxo_pipeline.classification.calibration import Calibration
-from taxo_pipeline.classification.reviewed import reviewed_categories, reviews
+from taxo_pipeline.classification.reviewer_labels import reviewed_categories, reviews
 from taxo_pipeline.classification.run import CatalogueRun
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint, read_corrections
 from taxo_pipeline.dataset.tables import load_corrections
@@ -25,7 +25,7 @@ from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, recorded_version
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.retrieval.exact_search import normalise
-from taxo_pipeline.retrieval.label_transfer import neighbour_votes, transfer_labels
+from taxo_pipeline.retrieval.neighbour_votes import neighbour_votes, transfer_labels
 from taxo_pipeline.settings import DEFAULT_MAX_TEXT_CHARS, TAXONOMY_FULL_DEPTH_FILE
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.workspace import Workspace

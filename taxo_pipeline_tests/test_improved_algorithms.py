@@ -7,7 +7,7 @@ import pytest
 from taxo_pipeline.retrieval.cascade import Hierarchy, hard_cascade, node_scores, path_scores, subtree_max
 from taxo_pipeline.retrieval.exact_search import cosine_scores, normalise, top_k
 from taxo_pipeline.retrieval.fusion import ScoreSource, fuse, standardise
-from taxo_pipeline.retrieval.label_transfer import (
+from taxo_pipeline.retrieval.neighbour_votes import (
     assign_folds,
     fold_of,
     neighbour_votes,

@@ -25,7 +25,7 @@ from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions
 from taxo_pipeline.defs.runner.runs import dagster_home
 from taxo_pipeline.files import file_sha256
 from taxo_pipeline.settings import PROJECT_ROOT
-from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
+from taxo_pipeline.sie.model_catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, subtree_sources
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from taxo_pipeline.settings import PROJECT_ROOT
-from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 
 _spec = importlib.util.spec_from_file_location("bench_mpnet", PROJECT_ROOT / "bench" / "mpnet.py")
 mpnet = importlib.util.module_from_spec(_spec)

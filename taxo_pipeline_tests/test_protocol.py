@@ -7,7 +7,7 @@ from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.products import read_products
 from taxo_pipeline.dataset.taxonomy import parse_categories
 from taxo_pipeline.evaluation.protocol import DEV, TEST, split_mask, split_of
-from taxo_pipeline.retrieval.label_transfer import assign_folds
+from taxo_pipeline.retrieval.neighbour_votes import assign_folds
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
 
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from taxo_pipeline.classification.catalogue import read_shards, validate_catalogue
+from taxo_pipeline.classification.product_catalogue import read_shards, validate_catalogue
 from taxo_pipeline.classification.run import catalogue_name
 from taxo_pipeline.dataset.fetch import resolve_source
 from taxo_pipeline.dataset.products import read_products
@@ -20,7 +20,7 @@ from taxo_pipeline.dataset.taxonomy import parse_categories
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.retrieval.categories import CategoryDocuments
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
-from taxo_pipeline.sie.catalogue import load_catalogue, model_slug, validate_model_id
+from taxo_pipeline.sie.model_catalogue import load_catalogue, model_slug, validate_model_id
 from taxo_pipeline_tests.factories import SHARED_DATA, TAXONOMY
 
 GID = "gid://shopify/TaxonomyCategory/<id>"

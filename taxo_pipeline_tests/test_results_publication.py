@@ -19,7 +19,7 @@ from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import publish_if_whole, settings_fingerprint
 from taxo_pipeline.evaluation.store import clear_results, save_results
 from taxo_pipeline.evaluation.views import refresh_views
-from taxo_pipeline.sie.catalogue import Catalogue, ModelSpec
+from taxo_pipeline.sie.model_catalogue import Catalogue, ModelSpec
 from taxo_pipeline.warehouse import Warehouse
 from taxo_pipeline.workspace import Workspace
 

@@ -39,7 +39,7 @@ from taxo_pipeline.defs.resources import pipeline_resources
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import publish_if_whole
-from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.warehouse import Warehouse
 from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.classify_testkit import evaluated_workspace

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxo_pipeline.classification import shopify_export
-from taxo_pipeline.classification.catalogue import is_export, read_shards, validate_catalogue
+from taxo_pipeline.classification.product_catalogue import is_export, read_shards, validate_catalogue
 from taxo_pipeline.classification.shopify_export import description, html_text, is_shopify_export, read_export
 from taxo_pipeline.errors import InputError
 from taxo_pipeline_tests.factories import SHARED_DATA

@@ -21,9 +21,9 @@ from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.retrieval.exact_search import normalise, top_k, unit_scores
 from taxo_pipeline.retrieval.full_depth import NodeMap
 from taxo_pipeline.retrieval.variants import variant_documents
-from taxo_pipeline.sie.catalogue import model_slug
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.latency import LatencyRecord
+from taxo_pipeline.sie.model_catalogue import model_slug
 
 if TYPE_CHECKING:
     from taxo_pipeline.workspace import Workspace

@@ -1,5 +1,5 @@
 """`label-transfer`: the cascade's scores (full-depth documents) plus the category votes of the most similar
-labelled products (taxo_pipeline/retrieval/label_transfer.py). Evaluated under 5-fold cross-validation by product-id
+labelled products (taxo_pipeline/retrieval/neighbour_votes.py). Evaluated under 5-fold cross-validation by product-id
 hash, so a product never votes for itself; on other products (a user's catalogue) every labelled
 product may vote, with the vote weight chosen by cross-validation on the labelled products alone.
 
@@ -24,7 +24,7 @@ from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import product_set_fingerprint
 from taxo_pipeline.retrieval.exact_search import top_k
 from taxo_pipeline.retrieval.full_depth import FULL_DEPTH
-from taxo_pipeline.retrieval.label_transfer import (
+from taxo_pipeline.retrieval.neighbour_votes import (
     FOLDS,
     NEIGHBOURS,
     TEMPERATURE,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from taxo_pipeline.dataset.taxonomy import SEPARATOR
-from taxo_pipeline.retrieval.label_transfer import assign_folds
+from taxo_pipeline.retrieval.neighbour_votes import assign_folds
 
 BINS = 10  # equal-count bins: each holds a tenth of the products, by predicted confidence
 FOLDS = 5

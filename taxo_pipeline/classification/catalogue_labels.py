@@ -36,11 +36,11 @@ from taxo_pipeline.classification.calibration import (
     fit_calibration,
     max_gap,
 )
-from taxo_pipeline.classification.catalogue import read_shards
 from taxo_pipeline.classification.coverage import correct_by_level, coverage_table, threshold_for_precision
+from taxo_pipeline.classification.product_catalogue import read_shards
 from taxo_pipeline.dataset.taxonomy import SEPARATOR, TaxonomyL3, trim_path
 from taxo_pipeline.files import write_atomic
-from taxo_pipeline.retrieval.label_transfer import VOTE_WEIGHTS
+from taxo_pipeline.retrieval.neighbour_votes import VOTE_WEIGHTS
 from taxo_pipeline.warehouse import Warehouse
 
 # Shop labels are close neighbours (a shop's products look alike), so their votes may outweigh retrieval

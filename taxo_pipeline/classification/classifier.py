@@ -24,8 +24,8 @@ from taxo_pipeline.classification.run import CatalogueRun, Classify
 from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_l3
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.locks import LockTimeoutError, file_lock
-from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.workspace import Workspace
 
 

@@ -1,7 +1,7 @@
 """The review queue of a catalogue run: with a target precision P, a product needs review when its
 confidence is below the review threshold (taxo_pipeline/classification/coverage.py: the smallest
 threshold whose held-out products reach P in exact precision and in mean confidence), when no threshold
-reaches P, or when it got no prediction; never once a person reviewed it (classification/reviewed.py).
+reaches P, or when it got no prediction; never once a person reviewed it (classification/reviewer_labels.py).
 The warehouse view `review_queue` lists them, most useful first: lowest confidence, then the largest
 predicted categories (a correction there fixes the most look-alike products), each with how many levels
 its prediction reaches and why it stops above the taxonomy's depth.

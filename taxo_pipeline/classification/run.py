@@ -21,7 +21,6 @@ from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import Classified, Voters
 from taxo_pipeline.classification.calibration import ECE_BINS, FOLDS, Calibration, deciles, features
-from taxo_pipeline.classification.catalogue import CatalogueCheck, Shard, check_file, read_shards, validate_catalogue
 from taxo_pipeline.classification.catalogue_labels import (
     MIN_LABELLED,
     CatalogueLabels,
@@ -31,8 +30,15 @@ from taxo_pipeline.classification.catalogue_labels import (
 )
 from taxo_pipeline.classification.coverage import review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration, published_state
+from taxo_pipeline.classification.product_catalogue import (
+    CatalogueCheck,
+    Shard,
+    check_file,
+    read_shards,
+    validate_catalogue,
+)
 from taxo_pipeline.classification.review import with_review
-from taxo_pipeline.classification.reviewed import Reviews, reviewed_categories, reviews, shard_fingerprint
+from taxo_pipeline.classification.reviewer_labels import Reviews, reviewed_categories, reviews, shard_fingerprint
 from taxo_pipeline.classification.shards import (
     SHARD_COLUMNS,
     ShardRows,
@@ -55,7 +61,7 @@ from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import settings_fingerprint
 from taxo_pipeline.files import file_sha256
-from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.warehouse import Warehouse
 from taxo_pipeline.workspace import Workspace
 
@@ -80,7 +86,7 @@ class CatalogueRun:
     target_precision: float | None = None  # set: products below review_threshold get needs_review
     review_threshold: float | None = None  # None with a target: no threshold reaches it, all need review
     corrections: str = NONE  # the fingerprint of the reviewers' corrections a label-learning approach votes with
-    reviewed: Reviews = field(default_factory=dict)  # the corrections' labels by product id (classification/reviewed.py)
+    reviewed: Reviews = field(default_factory=dict)  # the corrections' labels by product id (classification/reviewer_labels.py)
     labels: CatalogueLabels | None = None  # the categories the catalogue already carries (catalogue_labels.py)
     # Without enough labels of its own, a catalogue cannot confirm the evaluation's calibration: with a target
     # precision every product goes to review unless the user trusts the evaluation's threshold.

@@ -30,7 +30,7 @@ from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.files import write_atomic, write_parquet_atomic
 from taxo_pipeline.processes import pid_alive
-from taxo_pipeline.sie.catalogue import model_slug
+from taxo_pipeline.sie.model_catalogue import model_slug
 from taxo_pipeline.warehouse import Warehouse
 
 VIEW = "classifications"
@@ -93,7 +93,7 @@ class ShardRows:
     ranked: list[list[tuple[str, float]]]  # empty for a skipped product
     confidence: np.ndarray
     skipped: list[str | None]  # why a product got no prediction
-    reviewed: Sequence[str | None] = ()  # a reviewer's category (classification/reviewed.py), else None
+    reviewed: Sequence[str | None] = ()  # a reviewer's category (classification/reviewer_labels.py), else None
     merchant: Sequence[str | None] = ()  # the catalogue's own label at the run's depth, else None
 
     @property

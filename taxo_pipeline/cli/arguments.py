@@ -16,7 +16,7 @@ from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.defs.models.partitions import PartitionModels
 from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.retrieval.variants import VARIANTS
-from taxo_pipeline.sie.catalogue import validate_model_id
+from taxo_pipeline.sie.model_catalogue import validate_model_id
 
 FAMILY_WORD = {MODEL_VARIANT: "encoder", MODEL: "encoder", NLI_MODEL: "NLI model"}
 

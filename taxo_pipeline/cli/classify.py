@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from taxo_pipeline import settings
-from taxo_pipeline.classification.catalogue import is_export
 from taxo_pipeline.classification.catalogue_labels import MIN_LABELLED, refresh_learning_view
 from taxo_pipeline.classification.classifier import cached_learning, catalogue_classifier, learned_run
 from taxo_pipeline.classification.coverage import TARGETS, held_out
+from taxo_pipeline.classification.product_catalogue import is_export
 from taxo_pipeline.classification.review import accepted_categories, refresh_review_queue, run_summary
 from taxo_pipeline.classification.run import (
     CatalogueRun,

@@ -34,7 +34,7 @@ from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.reports import report_for, write_report
 from taxo_pipeline.evaluation.store import latency, load_metrics
 from taxo_pipeline.retrieval.variants import VARIANTS, variants_read
-from taxo_pipeline.sie.catalogue import model_slug
+from taxo_pipeline.sie.model_catalogue import model_slug
 from taxo_pipeline.sie.server import ensure_sie
 
 log = logging.getLogger("taxo_pipeline")

@@ -11,7 +11,7 @@ from taxo_pipeline.cli.arguments import add_source_arguments
 from taxo_pipeline.cli.common import dagster_console_level
 from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.evaluation.leaderboard import leaderboard, leaderboard_text
-from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.warehouse import Warehouse
 
 log = logging.getLogger("taxo_pipeline")

@@ -36,9 +36,9 @@ from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.defs.runner.runs import check_sources, source_run_config
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
-from taxo_pipeline.sie.catalogue import load_catalogue, model_slug
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
+from taxo_pipeline.sie.model_catalogue import load_catalogue, model_slug
 from taxo_pipeline.sie.server import LazySIE, lazy_sie
 from taxo_pipeline.workspace import Workspace
 

@@ -13,8 +13,8 @@ from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.cli.arguments import positive_int
 from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.serving.model import Loader, Names, fingerprint, load_served, settings_problem
-from taxo_pipeline.sie.catalogue import validate_model_id
 from taxo_pipeline.sie.dev_server import dev_sie
+from taxo_pipeline.sie.model_catalogue import validate_model_id
 from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger("taxo_pipeline")

@@ -6,7 +6,7 @@ A product's part comes from a hash of its `product_id` alone: it does not depend
 other rows, or on the file the product came from (the ids are the Hugging Face split and row,
 `train-123`, wherever the row was exported), so a product keeps its part when rows are added or
 dropped, and a new catalogue is split the same way. The hash is salted so that the part is
-independent of label transfer's cross-validation folds (retrieval/label_transfer.py hashes the bare id).
+independent of label transfer's cross-validation folds (retrieval/neighbour_votes.py hashes the bare id).
 
 Half and half. With the 260 sample rows each part holds about 130 (132 dev, 128 test). The choices made
 on the development part are few and coarse (a handful of document constructions, two label-transfer

@@ -25,8 +25,8 @@ import duckdb
 import pyarrow as pa
 
 from taxo_pipeline.evaluation.keys import KEY_COLUMNS
-from taxo_pipeline.sie.catalogue import Catalogue, CatalogueError, fingerprint
 from taxo_pipeline.sie.embedding_cache import UNKNOWN_FINGERPRINT
+from taxo_pipeline.sie.model_catalogue import Catalogue, CatalogueError, fingerprint
 from taxo_pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from taxo_pipeline.classification.coverage import HELD_OUT, coverage_sql
 from taxo_pipeline.classification.coverage import VIEW as COVERAGE_VIEW
 from taxo_pipeline.evaluation.publication import current_dataset, publish, source
 from taxo_pipeline.evaluation.store import DATASETS, METRICS, add_depth_column
-from taxo_pipeline.sie.catalogue import Catalogue
+from taxo_pipeline.sie.model_catalogue import Catalogue
 from taxo_pipeline.warehouse import Warehouse
 
 MODELS_TABLE = "models"

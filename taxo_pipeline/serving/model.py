@@ -5,7 +5,7 @@ then classifying products with no warehouse, Chroma or embedding-cache access pe
 `Loader` keeps the current result and swaps in a new one, loaded beside it, when the warehouse says the
 result was re-evaluated (its metrics or calibration rows were rewritten), the leaderboard's best changed,
 or the reviewers' corrections did (a product sent with the id and text of a correction gets its reviewed
-category, as in catalogue runs: classification/reviewed.py)."""
+category, as in catalogue runs: classification/reviewer_labels.py)."""
 
 from __future__ import annotations
 
@@ -22,16 +22,16 @@ from taxo_pipeline.classification.calibration import Calibration, features
 from taxo_pipeline.classification.classifier import classify_request
 from taxo_pipeline.classification.coverage import review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration, published_state
-from taxo_pipeline.classification.reviewed import Reviews, reviewed_category, reviews
+from taxo_pipeline.classification.reviewer_labels import Reviews, reviewed_category, reviews
 from taxo_pipeline.classification.run import classify_chunk
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
 from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.dataset.taxonomy import split_path
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import settings_fingerprint
-from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from taxo_pipeline import settings
-from taxo_pipeline.sie.catalogue import Catalogue, ModelSpec, catalogue_path, fingerprint, load_catalogue
 from taxo_pipeline.sie.local_process import LocalSIEServer
+from taxo_pipeline.sie.model_catalogue import Catalogue, ModelSpec, catalogue_path, fingerprint, load_catalogue
 from taxo_pipeline.sie.model_yaml import server_config, sync_models_dir
 from taxo_pipeline.sie.redaction import redact
 from taxo_pipeline.sie.server import remote_url, served_specs

@@ -19,8 +19,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from taxo_pipeline.sie.catalogue import Catalogue, fingerprint, load_catalogue
 from taxo_pipeline.sie.latency import LatencyRecord
+from taxo_pipeline.sie.model_catalogue import Catalogue, fingerprint, load_catalogue
 from taxo_pipeline.warehouse import Warehouse, vector_column
 
 TABLE = "embedding_cache"

@@ -26,7 +26,7 @@ from typing import Any
 
 from taxo_pipeline import settings
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.sie.catalogue import ModelSpec
+from taxo_pipeline.sie.model_catalogue import ModelSpec
 from taxo_pipeline.sie.model_yaml import write_models_dir
 
 log = logging.getLogger(__name__)

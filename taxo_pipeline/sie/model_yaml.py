@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from taxo_pipeline import settings
-from taxo_pipeline.sie.catalogue import ModelSpec
+from taxo_pipeline.sie.model_catalogue import ModelSpec
 
 
 def server_config(spec: ModelSpec, device: str = "cpu", weights_path: Path | None = None) -> dict[str, Any]:

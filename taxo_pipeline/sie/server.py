@@ -16,8 +16,8 @@ from typing import Any
 
 from taxo_pipeline import settings
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.sie.catalogue import Catalogue, ModelSpec, load_catalogue
 from taxo_pipeline.sie.local_process import LocalSIEServer
+from taxo_pipeline.sie.model_catalogue import Catalogue, ModelSpec, load_catalogue
 from taxo_pipeline.sie.redaction import redact
 from taxo_pipeline.sie.warm import find_warm_server
 

@@ -36,7 +36,7 @@ from taxo_pipeline import settings
 from taxo_pipeline.files import write_atomic
 from taxo_pipeline.locks import file_lock
 from taxo_pipeline.processes import process_start
-from taxo_pipeline.sie.catalogue import ModelSpec, fingerprint
+from taxo_pipeline.sie.model_catalogue import ModelSpec, fingerprint
 
 log = logging.getLogger(__name__)
 

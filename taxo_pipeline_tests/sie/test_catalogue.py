@@ -10,7 +10,7 @@ import yaml
 
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.settings import PROJECT_ROOT
-from taxo_pipeline.sie.catalogue import (
+from taxo_pipeline.sie.model_catalogue import (
     PACKAGED_CATALOGUE,
     CatalogueError,
     fingerprint,

@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 
 from taxo_pipeline import settings
-from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
+from taxo_pipeline.sie.model_catalogue import fingerprint, load_catalogue
 from taxo_pipeline.warehouse import Warehouse
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, write_catalogue
 

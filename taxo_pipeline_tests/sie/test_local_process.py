@@ -15,9 +15,9 @@ import pytest
 
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.sie import local_process
-from taxo_pipeline.sie.catalogue import load_catalogue
 from taxo_pipeline.sie.client import InferenceClient, SIEUnavailableError
 from taxo_pipeline.sie.local_process import LocalServerError, LocalSIEServer
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.sie.server import ensure_sie, lazy_sie
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, NLI_LABELS, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
@@ -194,7 +194,7 @@ def test_sigterm_while_the_server_starts_leaves_nothing_behind(test_catalogue):
 SIGTERM_IN_A_FINALIZER = f"""
 import os, signal, time
 from taxo_pipeline.sie import local_process
-from taxo_pipeline.sie.catalogue import load_catalogue
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 
 local_process.TERM_GRACE_S = 2.0
 

@@ -19,10 +19,10 @@ import pytest
 from taxo_pipeline import settings
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.processes import process_start
-from taxo_pipeline.sie.catalogue import fingerprint, load_catalogue
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.dev_server import dev_sie
 from taxo_pipeline.sie.local_process import free_port
+from taxo_pipeline.sie.model_catalogue import fingerprint, load_catalogue
 from taxo_pipeline.sie.server import ensure_sie
 from taxo_pipeline.sie.warm import Publisher, find_warm_server
 from taxo_pipeline_tests.sie.sie_testkit import TINY_CLIP, TINY_NLI, build_tiny_models, write_catalogue

@@ -49,7 +49,7 @@ from taxo_pipeline.evaluation.publication import settings_fingerprint
 from taxo_pipeline.evaluation.store import clear_results
 from taxo_pipeline.evaluation.views import refresh_views
 from taxo_pipeline.retrieval.variants import VARIANTS
-from taxo_pipeline.sie.catalogue import Catalogue, load_catalogue
+from taxo_pipeline.sie.model_catalogue import Catalogue, load_catalogue
 
 CODE_VERSION = "3"
 METRICS_CODE_VERSION = "5"  # 4: also stores the confidence calibration of path approaches; 5: chosen on dev, held out

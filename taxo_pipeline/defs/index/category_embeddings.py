@@ -26,7 +26,7 @@ from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.store import DEPTH, LATENCIES, add_depth_column, latency_rows
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.retrieval.variants import variant_documents
-from taxo_pipeline.sie.catalogue import model_slug
+from taxo_pipeline.sie.model_catalogue import model_slug
 from taxo_pipeline.warehouse import replace_rows, vector_column
 
 GROUP = "category_index"

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from taxo_pipeline.defs.models.partitions import encoder_models, nli_models, rerank_models
-from taxo_pipeline.sie.catalogue import Catalogue, fingerprint, load_catalogue
+from taxo_pipeline.sie.model_catalogue import Catalogue, fingerprint, load_catalogue
 
 GROUP = "models"
 

@@ -8,7 +8,7 @@ import dagster as dg
 
 from taxo_pipeline.approaches.spec import MODEL, MODEL_VARIANT, NLI_MODEL, RERANKER_RETRIEVER
 from taxo_pipeline.retrieval.variants import VARIANTS
-from taxo_pipeline.sie.catalogue import Catalogue
+from taxo_pipeline.sie.model_catalogue import Catalogue
 
 # One dynamic set of model ids for every encoder family (text and image), so a model added to the
 # catalogue adds its partitions everywhere at once.

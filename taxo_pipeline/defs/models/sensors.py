@@ -14,7 +14,7 @@ import dagster as dg
 from taxo_pipeline import settings
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES, model_fingerprints
 from taxo_pipeline.defs.models.partitions import PartitionChanges, enabled_by_partitions, model_partition_changes
-from taxo_pipeline.sie.catalogue import Catalogue, load_catalogue
+from taxo_pipeline.sie.model_catalogue import Catalogue, load_catalogue
 
 # Observations carry their data version in this tag, as the ones an observe run records.
 DATA_VERSION_TAG = "dagster/data_version"

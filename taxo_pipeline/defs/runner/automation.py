@@ -28,7 +28,7 @@ from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, apply_model_sync
 from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
 from taxo_pipeline.defs.runner.runs import check_sources, materialize
 from taxo_pipeline.errors import RunFailedError
-from taxo_pipeline.sie.catalogue import Catalogue
+from taxo_pipeline.sie.model_catalogue import Catalogue
 from taxo_pipeline.sie.server import ensure_sie
 
 log = logging.getLogger("taxo_pipeline")
