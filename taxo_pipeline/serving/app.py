@@ -326,10 +326,12 @@ class Service:
                                             "(TAXO_SERVE_HEADER_TIMEOUT_S)") from None  # fmt: skip
         return parse_products(_json(body), self.limits.max_batch)
 
+    def _late(self) -> JSONResponse:
+        return _refuse(504, f"no answer within {self.limits.deadline_s:g}s (TAXO_SERVE_DEADLINE_S): send fewer "
+                            "products per request, or try again")  # fmt: skip
+
     async def _answer(self, request: Request, work: asyncio.Future, limit: Budget, served: Served, count: int) -> Response:
         """The work's answer; 504 at the deadline, nothing for a client that hung up (both cancel the work)."""
-        late = _refuse(504, f"no answer within {self.limits.deadline_s:g}s (TAXO_SERVE_DEADLINE_S): send fewer "
-                            "products per request, or try again")  # fmt: skip
         hangup = asyncio.ensure_future(_disconnected(request.receive))
         try:
             done, _ = await asyncio.wait({work, hangup}, timeout=max(0.0, limit.remaining()),
@@ -339,14 +341,14 @@ class Service:
         if work not in done:
             limit.cancelled.set()
             if hangup not in done:
-                return late
+                return self._late()
             log.info(f"client hung up before the answer; its work was cancelled id={REQUEST_ID.get()}")
             return Response(status_code=499)  # nginx's "client closed request", for the access log and the metrics
         try:
             classified = work.result()
         except (SIEInferenceError, InputError, LookupError) as exc:
             if limit.remaining() <= 0 or isinstance(exc, CallAbandoned):
-                return late
+                return self._late()
             log.warning(f"classify failed id={REQUEST_ID.get()}: {exc}")
             return _refuse(503, "the SIE server failed to answer; the service log has the details under this "
                                 "request id", RETRY_AFTER)  # fmt: skip
