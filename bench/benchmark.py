@@ -112,13 +112,13 @@ def _texts(variant: str) -> dict[str, list[str]]:
     """The texts each scenario encodes, read with the pipeline's own rules (cleaning, trimming)."""
     from taxo_pipeline.dataset.cleaning import clean_products
     from taxo_pipeline.dataset.products import read_products
-    from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
+    from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy, parse_categories
     from taxo_pipeline.dataset.trimming import trim_products
     from taxo_pipeline.retrieval.queries import title_and_description_queries
     from taxo_pipeline.retrieval.variants import VARIANTS, variant_documents
 
     categories = parse_categories(TAXONOMY)
-    taxonomy = TaxonomyL3.from_categories(categories)
+    taxonomy = TrimmedTaxonomy.from_categories(categories)
     products = trim_products(clean_products(read_products(PRODUCTS), categories)[0], taxonomy)
     documents = {name: variant_documents(taxonomy, name, categories).documents for name in VARIANTS}
     rich = title_and_description_queries(products["product_title"].to_list(), products["product_description"].to_list())

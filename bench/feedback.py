@@ -40,7 +40,7 @@ import polars as pl
 from taxo_pipeline.classification.coverage import LEVELS, correct_by_level, coverage_table
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.products import read_products
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy, parse_categories
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.evaluation.protocol import DEV, split_mask
 
@@ -68,7 +68,7 @@ def split(work: Path, copies: bool) -> tuple[Path, Path, dict[str, str]]:
     times with `copies`) and its true labels."""
     categories = parse_categories(TAXONOMY)
     clean, _ = clean_products(read_products(SAMPLE), categories)
-    products = trim_products(clean, TaxonomyL3.from_categories(categories))
+    products = trim_products(clean, TrimmedTaxonomy.from_categories(categories))
     dev = pl.Series(split_mask(products["product_id"].to_list(), DEV))
     labelled, catalogue = work / "labelled.jsonl", work / "catalogue.parquet"
     products.filter(dev).select(*TEXTS, "ground_truth_category").write_ndjson(labelled)
@@ -86,8 +86,8 @@ def evaluate_label_transfer() -> str:
     from taxo_pipeline.definitions import defs
     from taxo_pipeline.defs.resources import pipeline_resources
 
-    selection = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
-                 "products_experiment_l3", "label_transfer_predictions", "label_transfer_metrics"]  # fmt: skip
+    selection = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth",
+                 "products_experiment", "label_transfer_predictions", "label_transfer_metrics"]  # fmt: skip
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("encoder_model", [MODEL])
     result = dg.materialize([*defs.assets, *defs.asset_checks], selection=selection, instance=instance,

@@ -50,7 +50,7 @@ from taxo_pipeline.classification.catalogue_labels import CatalogueLabels, label
 from taxo_pipeline.classification.classifier import classify_request
 from taxo_pipeline.classification.coverage import coverage_table, review_threshold
 from taxo_pipeline.classification.evaluated import choose, load_calibration
-from taxo_pipeline.dataset.tables import load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_trimmed_taxonomy
 from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.retrieval.neighbour_votes import neighbour_votes
 from taxo_pipeline.sie.client import InferenceClient
@@ -256,7 +256,7 @@ def run_raw(target: float, share_hidden: float = 0.7) -> None:
     print(f"{'export':<20}{'products':>9}{'kept':>6}{'blanked':>9}{'exact':>8}{'accepted':>9}{'precision':>10}"
           "  (kept: merchant categories left, usable; blanked: scored against the merchant's)")  # fmt: skip
     workspace = Workspace.from_env()
-    nodes, depth = set(load_taxonomy_l3(workspace).paths), workspace.depth
+    nodes, depth = set(load_trimmed_taxonomy(workspace).paths), workspace.depth
     logging.getLogger().handlers.clear()  # the command logs to the terminal itself
     for export in sorted((MERCHANT / "raw").glob("*.csv")):
         with tempfile.TemporaryDirectory() as tmp:
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--raw", action="store_true", help="also run the raw exports through classify-products")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    taxonomy = load_taxonomy_l3(Workspace.from_env())
+    taxonomy = load_trimmed_taxonomy(Workspace.from_env())
     shops = load_shops(MERCHANT / "rows.jsonl", set(taxonomy.paths), taxonomy.depth, args.cap, args.fields)
     print(f"{shops.height} products of {shops['shop'].n_unique()} shops (at most {args.cap} each), "
           f"depth {taxonomy.depth}")  # fmt: skip

@@ -56,7 +56,7 @@ from taxo_pipeline.approaches.evidence import Evidence
 from taxo_pipeline.approaches.spec import ClassifyRequest
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.products import read_products
-from taxo_pipeline.dataset.taxonomy import SEPARATOR, TaxonomyL3, parse_categories, split_path
+from taxo_pipeline.dataset.taxonomy import SEPARATOR, TrimmedTaxonomy, parse_categories, split_path
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.evaluation.metrics import ancestors
 from taxo_pipeline.evaluation.protocol import DEV, DEV_FRACTION, TEST, split_mask
@@ -154,7 +154,7 @@ class Encoder:
 @dataclass(frozen=True)
 class Data:
     products: pl.DataFrame
-    taxonomy: TaxonomyL3
+    taxonomy: TrimmedTaxonomy
     categories: list[str]
     dev: np.ndarray  # bool per product
 
@@ -172,7 +172,7 @@ class Data:
 
 def load(products: Path, taxonomy: Path) -> Data:
     categories = parse_categories(taxonomy)
-    l3 = TaxonomyL3.from_categories(categories)
+    l3 = TrimmedTaxonomy.from_categories(categories)
     clean, _ = clean_products(read_products(products), categories)
     frame = trim_products(clean, l3)
     return Data(frame, l3, categories, split_mask(frame["product_id"].to_list(), DEV))

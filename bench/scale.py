@@ -289,8 +289,8 @@ def evaluate() -> None:
     from taxo_pipeline.definitions import defs
     from taxo_pipeline.defs.resources import pipeline_resources
 
-    data = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
-            "products_experiment_l3"]
+    data = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth",
+            "products_experiment"]
     fused = [f"{a}_{k}" for a in ("hierarchical_cascade", "label_transfer") for k in ("predictions", "metrics")]
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("encoder_model", [MODEL])

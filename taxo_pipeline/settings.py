@@ -34,10 +34,10 @@ TAXONOMY_URL = "https://raw.githubusercontent.com/Shopify/product-taxonomy/main/
 RAW_PRODUCTS_FILE = "train-00000-of-00015.parquet"
 RAW_TAXONOMY_FILE = "shopify-taxonomy-categories.txt"
 CLEAN_FULL_DEPTH_FILE = "shopify-products-clean-full-depth.parquet"
-TAXONOMY_L3_FILE = "shopify-taxonomy-l3.parquet"
+TRIMMED_TAXONOMY_FILE = "shopify-taxonomy-l3.parquet"
 # Not one of the reference's: every category at its full depth, for the full-depth category documents.
 TAXONOMY_FULL_DEPTH_FILE = "shopify-taxonomy-full-depth.parquet"
-EXPERIMENT_L3_FILE = "shopify-products-experiment-l3.parquet"
+EXPERIMENT_FILE = "shopify-products-experiment-l3.parquet"
 
 EXECUTORS = ("multiprocess", "in_process")
 # Four characters per token covers the longest window in models.yaml (8,192 tokens) for ordinary text.
@@ -313,9 +313,9 @@ def _at_depth(reference_name: str, depth: Depth) -> str:
 
 def taxonomy_file(depth: Depth) -> str:
     """The trimmed taxonomy's Parquet file: shopify-taxonomy-l3.parquet at depth 3, -full, -l5 ..."""
-    return _at_depth(TAXONOMY_L3_FILE, depth)
+    return _at_depth(TRIMMED_TAXONOMY_FILE, depth)
 
 
 def experiment_file(depth: Depth) -> str:
     """The evaluation table's Parquet file: shopify-products-experiment-l3.parquet at depth 3, -full ..."""
-    return _at_depth(EXPERIMENT_L3_FILE, depth)
+    return _at_depth(EXPERIMENT_FILE, depth)

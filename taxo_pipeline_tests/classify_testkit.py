@@ -18,8 +18,8 @@ from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, TAXONOMY
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
 BRANCHES = ("Luggage & Bags", "Animals & Pet Supplies")
-EVALUATED = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
-             "products_experiment_l3", "title_description_predictions", "title_description_metrics"]  # fmt: skip
+EVALUATED = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth",
+             "products_experiment", "title_description_predictions", "title_description_metrics"]  # fmt: skip
 RUN = "title-description--sentence-transformers__all-MiniLM-L6-v2--full-depth"
 
 

@@ -25,8 +25,8 @@ from taxo_pipeline.defs.runner.automation import (
 from taxo_pipeline.sie.model_catalogue import fingerprint, load_catalogue
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
-DATA_ASSETS = {"raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
-               "products_experiment_l3"}  # fmt: skip
+DATA_ASSETS = {"raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth",
+               "products_experiment"}  # fmt: skip
 # An encoder's assets: per model x variant, and per model (the approaches that read both variants).
 VARIANT_ASSETS = {
     "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics", "image_retrieval_predictions",
@@ -230,7 +230,7 @@ def test_enabling_a_model_runs_its_partitions_and_disabling_one_keeps_its_histor
 
 def test_refreshed_data_reruns_every_partition_downstream(steady):
     _, instance, cursor = steady
-    instance.report_runless_asset_event(dg.AssetMaterialization("products_experiment_l3"))
+    instance.report_runless_asset_event(dg.AssetMaterialization("products_experiment"))
     result = evaluate(instance, cursor=cursor)
     # category_embeddings only reads the taxonomy; reranking reads the data too, so it is requested with
     # the retrieval whose candidates it reranks (the main job runs it after, in upstream-first order)

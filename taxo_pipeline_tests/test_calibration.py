@@ -223,7 +223,7 @@ def test_the_review_queue_lists_flagged_products_least_confident_first_with_why_
     warehouse, data = Warehouse(tmp_path / "w.duckdb"), tmp_path / "data"
     taxonomy = ["A", "A > B", "A > B > C", "A > B > D", "E", "E > F"]  # E > F is a leaf at L2
     with warehouse.transaction() as con:
-        con.execute("CREATE TABLE taxonomy_l3 AS SELECT unnest(?) AS path", [taxonomy])
+        con.execute("CREATE TABLE taxonomy_trimmed AS SELECT unnest(?) AS path", [taxonomy])
     ranked = [
         [("A > B > C", 0.9), ("A > B", 0.5)],  # confident: not queued
         [("A > B", 0.6), ("A > B > D", 0.55), ("E", 0.2)],  # stops at L2, a child in the top-k

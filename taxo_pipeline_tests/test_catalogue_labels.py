@@ -23,14 +23,14 @@ from taxo_pipeline.classification.catalogue_labels import (
 from taxo_pipeline.classification.review import accepted_categories, with_review
 from taxo_pipeline.classification.shards import ShardRows, shard_table, write_shard
 from taxo_pipeline.dataset.google_mapping import GoogleMapping
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.retrieval.neighbour_votes import neighbour_votes
 from taxo_pipeline.warehouse import Warehouse
 
 HOME, PLANTS = "Home & Garden", "Home & Garden > Plants"
 FLOWERS, VASES = "Home & Garden > Plants > Flowers", "Home & Garden > Decor > Vases"
-TAXONOMY = TaxonomyL3.from_categories([HOME, PLANTS, FLOWERS, f"{FLOWERS} > Fresh Cut Flowers", "Home & Garden > Decor", VASES,
+TAXONOMY = TrimmedTaxonomy.from_categories([HOME, PLANTS, FLOWERS, f"{FLOWERS} > Fresh Cut Flowers", "Home & Garden > Decor", VASES,
                                        "Uncategorized"])  # fmt: skip
 KEY = ResultKey("label-transfer", "m", "full-depth")
 

@@ -75,8 +75,8 @@ def test_calibrations_are_stored_per_key_with_and_without_a_reranker(tmp_path):
             for p in truths for rank, category, score in
             ((1, truths[p] if p in right else "X > Y", 0.9 if p in right else 0.4), (2, "Z", 0.1))]  # fmt: skip
     with warehouse.transaction() as con:
-        con.execute("CREATE TABLE products_experiment_l3 (product_id VARCHAR, ground_truth_category VARCHAR)")
-        con.executemany("INSERT INTO products_experiment_l3 VALUES (?, ?)", list(truths.items()))
+        con.execute("CREATE TABLE products_experiment (product_id VARCHAR, ground_truth_category VARCHAR)")
+        con.executemany("INSERT INTO products_experiment VALUES (?, ?)", list(truths.items()))
         con.execute("CREATE TABLE predictions (approach VARCHAR, model VARCHAR, reranker VARCHAR, variant VARCHAR, "
                     "dataset VARCHAR, product_id VARCHAR, rank INTEGER, category VARCHAR, score DOUBLE)")  # fmt: skip
         con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -19,7 +19,7 @@ from taxo_pipeline.classification.reviewer_labels import reviewed_categories, re
 from taxo_pipeline.classification.run import CatalogueRun
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint, read_corrections
 from taxo_pipeline.dataset.tables import load_corrections
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories, trim_path
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy, parse_categories, trim_path
 from taxo_pipeline.defs.feedback.corrections import corrections_file, corrections_observations, corrections_sensor
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, recorded_version
 from taxo_pipeline.errors import InputError
@@ -167,7 +167,7 @@ def small(tmp_path_factory, sie_server):
     categories = parse_categories(small_taxonomy(root / "categories.txt"))
     (root / "data").mkdir()
     pl.DataFrame({"path": sorted(categories)}).write_parquet(root / "data" / TAXONOMY_FULL_DEPTH_FILE)
-    taxonomy = TaxonomyL3.from_categories(categories)
+    taxonomy = TrimmedTaxonomy.from_categories(categories)
     sample = pl.read_ndjson(SAMPLE_PRODUCTS).filter(pl.col("ground_truth_category").str.contains(f"^({'|'.join(BRANCHES)})"))
     labelled = pl.DataFrame({
         "product_id": [f"{s}-{i}" for s, i in sample.select("split", "row_index").iter_rows()],

@@ -61,8 +61,8 @@ def test_sample_materializes_to_the_seed_rules_result(workspace, shared_data):
     assert all(c.passed for c in result.get_asset_check_evaluations())
     expected = independent_experiment_rows()
     with duckdb.connect(str(workspace / "warehouse" / "taxo.duckdb"), read_only=True) as con:
-        rows = dict(con.execute("SELECT product_id, ground_truth_category FROM products_experiment_l3").fetchall())
-        l1, total = con.execute("SELECT count(*) FILTER (level = 1), count(*) FROM taxonomy_l3").fetchone()
+        rows = dict(con.execute("SELECT product_id, ground_truth_category FROM products_experiment").fetchall())
+        l1, total = con.execute("SELECT count(*) FILTER (level = 1), count(*) FROM taxonomy_trimmed").fetchone()
     assert rows == expected and len(rows) == 260
     assert (l1, total) == (26, 1863)
     for name in ("shopify-products-clean-full-depth", "shopify-taxonomy-l3", "shopify-taxonomy-full-depth",
@@ -73,7 +73,7 @@ def test_sample_materializes_to_the_seed_rules_result(workspace, shared_data):
     assert clean["rows_in"].value == 322
     assert clean["dropped_empty_description"].value == 26
     assert clean["rows_out"].value == 260
-    taxonomy = result.asset_materializations_for_node("taxonomy_l3")[0].metadata
+    taxonomy = result.asset_materializations_for_node("taxonomy_trimmed")[0].metadata
     assert (taxonomy["l1_nodes"].value, taxonomy["l2_nodes"].value, taxonomy["total_nodes"].value) == (26, 218, 1863)
     # issue 32: the catalogue views are in the published copy from the first materialization, without rows
     with duckdb.connect(str(workspace / "warehouse" / "taxo.duckdb"), read_only=True) as con:
@@ -104,7 +104,7 @@ def test_shard_with_images_and_potentials_keeps_them(workspace):
     assert result.success
     with duckdb.connect(str(workspace / "warehouse" / "taxo.duckdb"), read_only=True) as con:
         rows = con.execute(
-            "SELECT product_id, ground_truth_category, potential_product_categories, has_image FROM products_experiment_l3"
+            "SELECT product_id, ground_truth_category, potential_product_categories, has_image FROM products_experiment"
         ).fetchall()
     assert rows == [("0", HATS, [HATS], True)]
     assert PANAMA not in rows[0][2]

@@ -7,7 +7,7 @@ import pytest
 
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.products import read_products
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories, trim_path
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy, parse_categories, trim_path
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.errors import InputError
 from taxo_pipeline_tests.factories import HATS, PANAMA, PANTS, RACKS, SCARVES, TAXONOMY, product, write_shard
@@ -26,10 +26,10 @@ VALID = [
 ]
 
 
-def test_real_taxonomy_l3_has_26_l1_and_1863_nodes(shared_data):
+def test_real_taxonomy_trimmed_has_26_l1_and_1863_nodes(shared_data):
     categories = parse_categories(TAXONOMY)
     assert len(categories) == 14606
-    taxonomy = TaxonomyL3.from_categories(categories)
+    taxonomy = TrimmedTaxonomy.from_categories(categories)
     assert taxonomy.level_counts() == {1: 26, 2: 218, 3: 1619}
     assert len(taxonomy.paths) == 1863
     assert taxonomy.paths == sorted(taxonomy.paths)
@@ -143,7 +143,7 @@ def test_trimming_cuts_to_l3_and_dedupes_potentials_in_order():
         {"product_id": ["a"], "product_title": ["t"], "product_description": ["d"], "ground_truth_category": [PANAMA],
          "potential_product_categories": [[PANAMA, SCARVES, HATS]]}
     )
-    taxonomy = TaxonomyL3.from_categories(VALID)
+    taxonomy = TrimmedTaxonomy.from_categories(VALID)
     trimmed = trim_products(clean, taxonomy)
     assert trimmed["ground_truth_category"].to_list() == [HATS]
     assert trimmed["potential_product_categories"].to_list() == [[HATS, SCARVES]]

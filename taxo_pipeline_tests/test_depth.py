@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from taxo_pipeline import settings
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.ingest.assets import depth_code_version
@@ -72,9 +72,9 @@ def test_depth_3_keeps_the_reference_file_names_and_code_versions_others_get_the
 
 
 def test_trimming_at_full_depth_keeps_every_level_and_at_4_cuts_there():
-    full = TaxonomyL3.from_categories(CATEGORIES, None)
+    full = TrimmedTaxonomy.from_categories(CATEGORIES, None)
     assert full.paths == sorted(CATEGORIES) and full.level_counts() == {1: 2, 2: 2, 3: 1, 4: 2, 5: 1}
-    l4 = TaxonomyL3.from_categories(CATEGORIES, 4)
+    l4 = TrimmedTaxonomy.from_categories(CATEGORIES, 4)
     assert l4.paths == ["A", "A > B", "A > B > C", "A > B > C > D", P1, "G", "G > H"]
     clean = pl.DataFrame(
         {"product_id": ["1", "2"], "ground_truth_category": [T1, T3], "potential_product_categories": [[P1, T1, T1], []]}
@@ -89,7 +89,7 @@ def test_trimming_at_full_depth_keeps_every_level_and_at_4_cuts_there():
 
 
 def test_documents_and_node_scores_at_full_depth_are_one_per_category():
-    full = TaxonomyL3.from_categories(CATEGORIES, None)
+    full = TrimmedTaxonomy.from_categories(CATEGORIES, None)
     assert category_documents(full, "leaf").documents == ["A", "B", "C", "D", "E", "X", "G", "H"]
     documents = full_depth_documents(CATEGORIES, full)
     scores = np.arange(8, dtype=float)[None, :]  # document i scores i
@@ -97,7 +97,7 @@ def test_documents_and_node_scores_at_full_depth_are_one_per_category():
     expected = [float(CATEGORIES.index(p)) for p in full.paths]
     assert best_per_node(scores, documents.ids, full).tolist() == [expected]
     # at depth 3 the same documents fold into their L3 node: A > B > C takes the best of C, D, E, X (5)
-    l3 = TaxonomyL3.from_categories(CATEGORIES)
+    l3 = TrimmedTaxonomy.from_categories(CATEGORIES)
     assert best_per_node(scores, documents.ids, l3).tolist() == [[0.0, 1.0, 5.0, 6.0, 7.0]]
 
 
@@ -156,7 +156,7 @@ def test_the_dataset_fingerprint_differs_between_depths_and_depth_3_keeps_its_va
 
 
 def test_each_depth_has_its_own_chroma_directory_and_collection(tmp_path):
-    l3, full = TaxonomyL3.from_categories(CATEGORIES), TaxonomyL3.from_categories(CATEGORIES, None)
+    l3, full = TrimmedTaxonomy.from_categories(CATEGORIES), TrimmedTaxonomy.from_categories(CATEGORIES, None)
     indexes = {}
     for taxonomy in (l3, full):
         documents = category_documents(taxonomy, "full-path")
@@ -234,5 +234,5 @@ def test_switching_the_depth_reruns_what_it_touches_through_the_automation(tmp_p
     tick = {asset: set(keys) for asset, keys in json.loads(done.stdout.splitlines()[-1]).items()}
     # the depth-dependent data assets, every category index and what reads them alone in the same tick (eager);
     # the approaches that read several indexes follow on the next tick, once those ran
-    assert tick == {"taxonomy_l3": {"None"}, "products_experiment_l3": {"None"},
+    assert tick == {"taxonomy_trimmed": {"None"}, "products_experiment": {"None"},
                     **encoder_requests(MINILM, assets=VARIANT_ASSETS)}  # fmt: skip

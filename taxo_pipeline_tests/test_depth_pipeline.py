@@ -14,8 +14,8 @@ from taxo_pipeline.evaluation.metrics import hierarchical_prf
 from taxo_pipeline_tests.factories import SUBTREE_PRODUCTS, subtree_sources
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
-SELECTION = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
-             "products_experiment_l3", "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"]  # fmt: skip
+SELECTION = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth",
+             "products_experiment", "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"]  # fmt: skip
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
@@ -56,7 +56,7 @@ def test_full_depth_end_to_end_next_to_depth_3(sources, sie_server, test_catalog
         l3_files = {name: _sha(data / name) for name in ("shopify-taxonomy-l3.parquet", "shopify-products-experiment-l3.parquet")}
         l3_metrics = _query(tmp_path, "SELECT mode, scope, f1 FROM metrics ORDER BY ALL")
         full = _run(instance, env, "full")
-        shown = {key: value.value for key, value in full.asset_materializations_for_node("taxonomy_l3")[0].metadata.items()}
+        shown = {key: value.value for key, value in full.asset_materializations_for_node("taxonomy_trimmed")[0].metadata.items()}
         assert (shown["depth"], shown["total_nodes"], shown["l5_nodes"]) == ("full", 113, 7)
         assert {name: _sha(data / name) for name in l3_files} == l3_files  # depth 3's files untouched
         assert (data / "shopify-taxonomy-full.parquet").is_file() and (data / "shopify-products-experiment-full.parquet").is_file()
@@ -69,7 +69,7 @@ def test_full_depth_end_to_end_next_to_depth_3(sources, sie_server, test_catalog
             ("full", ["hierarchical", "macro_l1", "macro_l2", "macro_l3", "macro_l4", "macro_l5"], 12),  # deepest label: L5
         ]
         top1 = _query(tmp_path, f"""SELECT p.category, e.ground_truth_category FROM predictions p
-            JOIN products_experiment_l3 e USING (product_id) WHERE p.rank = 1 AND p.dataset = '{datasets["full"]}'
+            JOIN products_experiment e USING (product_id) WHERE p.rank = 1 AND p.dataset = '{datasets["full"]}'
             ORDER BY product_id""")  # fmt: skip
         assert [truth for _, truth in top1] == [c for _, _, c in SUBTREE_PRODUCTS]  # the full-depth labels, untrimmed
         assert max(len(category.split(" > ")) for category, _ in top1) > 3  # predictions reach below L3

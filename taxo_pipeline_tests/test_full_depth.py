@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy, parse_categories
 from taxo_pipeline.retrieval.full_depth import best_per_node, full_depth_documents, node_columns
 from taxo_pipeline_tests.factories import HATS, PANAMA, TAXONOMY
 
@@ -20,7 +20,7 @@ CATEGORIES = [
     "B > y",
     "B > y > 1",
 ]
-TAXONOMY_L3 = TaxonomyL3.from_categories(CATEGORIES)
+TAXONOMY_L3 = TrimmedTaxonomy.from_categories(CATEGORIES)
 
 
 def test_every_category_is_a_document_scored_for_the_node_it_trims_to():
@@ -52,7 +52,7 @@ def test_mismatched_taxonomies_and_scores_are_refused():
 
 def test_the_real_taxonomy_fits_minilm_and_puts_the_kinds_of_hats_under_hats():
     categories = parse_categories(TAXONOMY)
-    taxonomy = TaxonomyL3.from_categories(categories)
+    taxonomy = TrimmedTaxonomy.from_categories(categories)
     documents = full_depth_documents(categories, taxonomy)
     assert len(documents.ids) == 14_606 and len(taxonomy.paths) == 1_863
     assert [documents.levels.count(level) for level in range(1, 9)] == [26, 218, 1_619, 4_704, 5_159, 2_252, 557, 71]

@@ -29,8 +29,8 @@ from taxo_pipeline_tests.factories import (
 )
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP
 
-DATA = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
-        "products_experiment_l3"]  # fmt: skip
+DATA = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth",
+        "products_experiment"]  # fmt: skip
 REFERENCE = ["category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"]
 # title-description runs per model x variant; the others name the documents they read, once per model
 PER_VARIANT = ["title_description_predictions", "title_description_metrics"]
@@ -149,7 +149,7 @@ def top1_by_part(root) -> dict[tuple[str, str], dict[str, tuple[list[str], list[
     """{(approach, variant): {part: (top-1 predictions, ground truths)}} from the stored predictions."""
     rows = query(
         root, "SELECT p.approach, p.variant, p.product_id, p.category, e.ground_truth_category FROM predictions p "
-        "JOIN products_experiment_l3 e USING (product_id) WHERE p.rank = 1 AND p.model = ? ORDER BY ALL", [MINILM],
+        "JOIN products_experiment e USING (product_id) WHERE p.rank = 1 AND p.model = ? ORDER BY ALL", [MINILM],
     )  # fmt: skip
     grouped = defaultdict(list)
     for approach, variant, *row in rows:

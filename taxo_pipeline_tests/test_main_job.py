@@ -131,7 +131,7 @@ def test_main_job_materializes_every_enabled_partition_and_prints_the_results(
     by_model = {k.to_user_string() for k, keys in expected.items() if TINY_CLIP in keys}
     assert launched(since=0) == [
         (None, {"raw_products", "raw_taxonomy"}),
-        (None, {"clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth", "products_experiment_l3"}),
+        (None, {"clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth", "products_experiment"}),
         (f"{TINY_CLIP}|full-depth", by_variant),
         (f"{TINY_CLIP}|full-path", by_variant),
         (f"{TINY_CLIP}|leaf", by_variant),
@@ -200,7 +200,7 @@ def test_a_changed_source_reruns_what_reads_it_and_an_unchanged_one_nothing(
     monkeypatch.setenv("SIE_BASE_URL", CLOSED_PORT)
     everything = [
         (None, {"raw_products", "raw_taxonomy"}),
-        (None, {"clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth", "products_experiment_l3"}),
+        (None, {"clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth", "products_experiment"}),
     ]
     assert main(["materialize"]) == 0
     assert launched(since=0) == everything
@@ -213,7 +213,7 @@ def test_a_changed_source_reruns_what_reads_it_and_an_unchanged_one_nothing(
     assert main(["materialize", "--products", str(fewer)]) == 0
     assert launched(since=2) == [
         (None, {"raw_products"}),
-        (None, {"clean_products_full_depth", "products_experiment_l3"}),
+        (None, {"clean_products_full_depth", "products_experiment"}),
     ]
     with dg.DagsterInstance.get() as instance:
         latest = instance.get_latest_materialization_event(dg.AssetKey("raw_products")).asset_materialization
@@ -324,7 +324,7 @@ def test_definitions_validate_and_show_every_asset():
     assert " - WARNING - " not in completed.stderr + completed.stdout
     names = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert names == {
-        "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth", "products_experiment_l3",
+        "raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth", "products_experiment",
         "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics",
         "image_retrieval_predictions", "image_retrieval_metrics", "nli_predictions", "nli_metrics",
         "reranking_predictions", "reranking_metrics", "title_description_predictions", "title_description_metrics",

@@ -18,7 +18,7 @@ from taxo_pipeline.classification.catalogue_labels import label_at_depth
 from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.dataset.google_mapping import load_google_mapping
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy, parse_categories
 from taxo_pipeline.defs.resources import pipeline_resources
 from taxo_pipeline_tests.factories import (
     GOOGLE_CATEGORIES,
@@ -58,8 +58,8 @@ def merchant(sie_server, test_catalogue, tmp_path_factory):
     environment = {"TAXO_DATA_DIR": root / "data", "TAXO_WAREHOUSE": root / "warehouse.duckdb",
                    "TAXO_PRODUCTS": SAMPLE_PRODUCTS, "TAXO_TAXONOMY": merchant_taxonomy(root / "categories.txt"),
                    "TAXO_MODELS": test_catalogue, "SIE_BASE_URL": sie_server}  # fmt: skip
-    data = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "taxonomy_full_depth",
-            "products_experiment_l3", "category_embeddings"]  # fmt: skip
+    data = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth",
+            "products_experiment", "category_embeddings"]  # fmt: skip
     with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
         for name, value in environment.items():
             env.setenv(name, str(value))
@@ -93,7 +93,7 @@ def export_products(path: Path, nodes: set[str]) -> tuple[list[str], dict[str, s
 
 
 def _nodes(root: Path) -> set[str]:
-    return set(TaxonomyL3.from_categories(parse_categories(root / "categories.txt")).paths)
+    return set(TrimmedTaxonomy.from_categories(parse_categories(root / "categories.txt")).paths)
 
 
 def test_a_shopify_export_is_classified_as_it_is_and_learned_from(env, tmp_path, capsys):

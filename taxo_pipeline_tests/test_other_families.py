@@ -72,7 +72,7 @@ def test_every_approach_has_strict_and_lenient_metric_rows(evaluated):
 
 def test_image_retrieval_skips_and_reports_the_broken_image(evaluated):
     root, reports = evaluated
-    ids = dict(query(root, "SELECT product_title, product_id FROM products_experiment_l3"))
+    ids = dict(query(root, "SELECT product_title, product_id FROM products_experiment"))
     predicted = {pid for (pid,) in query(root, "SELECT DISTINCT product_id FROM predictions WHERE approach = 'image-retrieval'")}
     assert ids["Broken"] not in predicted and len(predicted) == 6
     assert reports["image"]["count"] == 6
@@ -99,7 +99,7 @@ def test_reranking_reorders_the_retrievers_candidates_by_score(evaluated, sie_se
         )
     )
     assert len(reranked) == 7
-    description = dict(query(root, "SELECT product_id, product_description FROM products_experiment_l3"))
+    description = dict(query(root, "SELECT product_id, product_description FROM products_experiment"))
     pid, candidates = retrieved[0]
     with InferenceClient(sie_server) as client:
         direct = client.score(TINY_CROSS_ENCODER, description[pid], candidates)
@@ -124,7 +124,7 @@ def test_reranking_reorders_the_retrievers_candidates_by_score(evaluated, sie_se
 
 def test_nli_prediction_is_its_top_scoring_label(evaluated, sie_server):
     root, reports = evaluated
-    labels = [p for (p,) in query(root, "SELECT path FROM taxonomy_l3 WHERE level = 1 ORDER BY path")]
+    labels = [p for (p,) in query(root, "SELECT path FROM taxonomy_trimmed WHERE level = 1 ORDER BY path")]
     assert len(labels) == 26
     rows = query(
         root,
@@ -134,7 +134,7 @@ def test_nli_prediction_is_its_top_scoring_label(evaluated, sie_server):
     assert len(rows) == 7
     for _, cats, scores in rows:
         assert len(cats) == 5 and set(cats) <= set(labels) and scores == sorted(scores, reverse=True)
-    description = dict(query(root, "SELECT product_id, product_description FROM products_experiment_l3"))
+    description = dict(query(root, "SELECT product_id, product_description FROM products_experiment"))
     pid, cats, _ = rows[0]
     with InferenceClient(sie_server) as client:
         (direct,) = client.extract(TINY_NLI, [description[pid]], labels)
@@ -149,8 +149,8 @@ def test_nli_prediction_is_its_top_scoring_label(evaluated, sie_server):
 
 def test_predict_commands_print_ranked_lines_then_latencies(evaluated, tmp_path, capsys):
     root, _ = evaluated
-    labels = {p for (p,) in query(root, "SELECT path FROM taxonomy_l3 WHERE level = 1")}
-    paths = {p for (p,) in query(root, "SELECT path FROM taxonomy_l3")}
+    labels = {p for (p,) in query(root, "SELECT path FROM taxonomy_trimmed WHERE level = 1")}
+    paths = {p for (p,) in query(root, "SELECT path FROM taxonomy_trimmed")}
 
     def lines(command, argv):
         assert command(argv) == 0, capsys.readouterr().err
@@ -225,4 +225,4 @@ def test_bad_input_fails_before_anything_is_written_and_keeps_the_results(evalua
     assert eval_nli(["--model", TINY_NLI, "--products", str(repeated)]) == 1
     assert "1 product_id values repeat (e.g. 'same')" in capsys.readouterr().err
     assert query(root, "SELECT approach, count(*), sum(f1) FROM metrics GROUP BY ALL ORDER BY ALL") == before
-    assert query(root, "SELECT count(*) FROM products_experiment_l3")[0][0] == len(ROWS)
+    assert query(root, "SELECT count(*) FROM products_experiment")[0][0] == len(ROWS)

@@ -13,7 +13,7 @@ import pytest
 
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import ClassifyRequest
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.metrics import evaluate_paths
 from taxo_pipeline.settings import PROJECT_ROOT
@@ -62,8 +62,8 @@ def test_a_registered_approach_gets_assets_jobs_commands_runs_metrics_and_a_lead
         ).fetchall()
         board = con.execute("SELECT model, products, strict FROM leaderboard WHERE approach = ?", [TOY]).fetchall()
         products = con.sql("SELECT product_id, product_title, ground_truth_category, potential_product_categories "
-                           "FROM products_experiment_l3").pl()  # fmt: skip
-        taxonomy = TaxonomyL3(con.sql("SELECT path FROM taxonomy_l3 ORDER BY path").pl()["path"].to_list())
+                           "FROM products_experiment").pl()  # fmt: skip
+        taxonomy = TrimmedTaxonomy(con.sql("SELECT path FROM taxonomy_trimmed ORDER BY path").pl()["path"].to_list())
     # the figures are the plain classifier's, recomputed here without Dagster or the warehouse
     toy = toy_approach.classify(ClassifyRequest(products, taxonomy, evidence=None, model=TINY_CLIP, variant="both",
                                                 model_family="image"))  # fmt: skip
@@ -78,7 +78,7 @@ def test_a_registered_approach_gets_assets_jobs_commands_runs_metrics_and_a_lead
 
 
 def test_a_toy_classifier_is_a_plain_function():
-    taxonomy = TaxonomyL3(["A", "A > Wool Hats", "A > Racks", "B", "B > Tents"])
+    taxonomy = TrimmedTaxonomy(["A", "A > Wool Hats", "A > Racks", "B", "B > Tents"])
     products = pl.DataFrame({"product_id": ["1", "2"], "product_title": ["Warm wool hats", "Dome tents x"]})
     ranked = toy_approach.classify(
         ClassifyRequest(products, taxonomy, evidence=None, model="m/x", variant="both", model_family="text", top_k=2)

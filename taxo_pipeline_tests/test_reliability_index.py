@@ -4,7 +4,7 @@ the index was built."""
 import numpy as np
 import pytest
 
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, parse_categories
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy, parse_categories
 from taxo_pipeline.retrieval.categories import CategoryDocuments, category_documents
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.retrieval.exact_search import cosine_scores, top_k
@@ -21,7 +21,7 @@ def test_query_with_non_positive_top_k_is_a_clear_error(tmp_path):
 
 def test_identical_vectors_give_identical_exact_results_across_index_builds(tmp_path, shared_data):
     # HNSW's graph depends on insertion threads: two builds disagreed on top-1 for 109 of 2,000 queries.
-    categories = category_documents(TaxonomyL3.from_categories(parse_categories(TAXONOMY)), "full-path")
+    categories = category_documents(TrimmedTaxonomy.from_categories(parse_categories(TAXONOMY)), "full-path")
     rng = np.random.default_rng(7)
     vectors = rng.standard_normal((len(categories.ids), 384)).astype(np.float32)
     queries = rng.standard_normal((500, 384)).astype(np.float32)

@@ -239,7 +239,7 @@ def test_deleting_the_published_warehouse_starts_a_new_one_and_keeps_the_cache(t
         assert con.execute("SELECT * FROM embedding_cache").fetchall() == [("h1",)]
 
 
-SELECTION = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
+SELECTION = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "products_experiment",
              "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"]  # fmt: skip
 # Per result key of MiniLM: the top-5 predictions of the 260 products, the metrics rows and the leaderboard's
 # row. Whole states only: all 1,300 predictions, with all 8 metric rows or with none (rewritten predictions

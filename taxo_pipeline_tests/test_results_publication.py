@@ -64,9 +64,9 @@ def hf1(right: int) -> float:
 def warehouse(tmp_path) -> Warehouse:
     warehouse = Warehouse(tmp_path / "taxo.duckdb")
     with warehouse.transaction() as con:
-        con.execute("CREATE TABLE products_experiment_l3 (product_id VARCHAR, product_title VARCHAR, "
+        con.execute("CREATE TABLE products_experiment (product_id VARCHAR, product_title VARCHAR, "
                     "product_description VARCHAR, ground_truth_category VARCHAR, potential_product_categories VARCHAR[])")  # fmt: skip
-        con.executemany("INSERT INTO products_experiment_l3 VALUES (?, 't', 'd', ?, [])", list(zip(IDS, TRUTHS)))
+        con.executemany("INSERT INTO products_experiment VALUES (?, 't', 'd', ?, [])", list(zip(IDS, TRUTHS)))
     return warehouse
 
 

@@ -42,7 +42,7 @@ def test_the_metrics_asset_stores_the_calibration_and_precision_at_coverage(eval
         method, products, accuracy, stored_ece, bins = con.execute(
             "SELECT method, products, accuracy, ece, reliability FROM calibrations WHERE approach = 'title-description'"
         ).fetchone()
-        truths = dict(con.execute("SELECT product_id, ground_truth_category FROM products_experiment_l3").fetchall())
+        truths = dict(con.execute("SELECT product_id, ground_truth_category FROM products_experiment").fetchall())
         top1 = dict(con.execute("SELECT product_id, category FROM predictions WHERE rank = 1").fetchall())
         view = con.execute("SELECT threshold, products, coverage, precision_l1, precision_l2, precision_exact "
                            "FROM precision_at_coverage WHERE approach = 'title-description'").fetchall()  # fmt: skip
@@ -130,7 +130,7 @@ def test_reviewed_products_keep_their_label_and_leave_the_queue(evaluated, monke
     shard = root / "data" / run_dir(products) / "shard-00000.parquet"
     before = {r["product_id"]: r for r in pl.read_parquet(shard).iter_rows(named=True)}
     with duckdb.connect(environment["TAXO_WAREHOUSE"], read_only=True) as con:
-        paths = [r[0] for r in con.execute("SELECT path FROM taxonomy_l3 WHERE path LIKE '% > % > %' ORDER BY path").fetchall()]
+        paths = [r[0] for r in con.execute("SELECT path FROM taxonomy_trimmed WHERE path LIKE '% > % > %' ORDER BY path").fetchall()]
     labels = {p: next(c for c in paths if c != before[p]["category"]) for p in ("p0000", "p0001", "p0002")}
     texts = pl.read_csv(products).filter(pl.col("product_id").is_in(list(labels)))
     corrections = texts.with_columns(  # p0002's text has changed since its review: it is classified afresh

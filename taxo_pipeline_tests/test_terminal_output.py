@@ -48,7 +48,7 @@ def test_progress_goes_to_the_terminal_and_everything_to_the_log_file(tmp_path, 
     monkeypatch.setenv("TAXO_DATA_DIR", str(tmp_path))
     common.configure_logging(verbose=False)
     try:
-        logging.getLogger("taxo_pipeline").info("run 1: taxonomy_l3")
+        logging.getLogger("taxo_pipeline").info("run 1: taxonomy_trimmed")
         logging.getLogger("taxo_pipeline.sie").debug("a debug line")
         logging.getLogger("dagster.automation_condition_tester").info("evaluation result: 3 requested")
         logging.getLogger("dagster").warning("a warning")
@@ -59,7 +59,7 @@ def test_progress_goes_to_the_terminal_and_everything_to_the_log_file(tmp_path, 
             logging.getLogger().removeHandler(handler)
             handler.close()
     terminal = [line.split(" ", 1)[1] for line in capsys.readouterr().err.splitlines()]
-    assert terminal == ["run 1: taxonomy_l3", "a warning"]
+    assert terminal == ["run 1: taxonomy_trimmed", "a warning"]
     logged = (tmp_path / "logs" / "taxo-pipeline.log").read_text()
     for line in ("a debug line", "evaluation result: 3 requested", "a warning", "STEP_START"):
         assert line in logged

@@ -23,12 +23,12 @@ from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.resources import pipeline_resources
 from taxo_pipeline.evaluation.charts import FOOTER, GROUP, HEADER, WIDTH
 from taxo_pipeline.evaluation.metrics import evaluate_paths
-from taxo_pipeline.settings import EXPERIMENT_L3_FILE
+from taxo_pipeline.settings import EXPERIMENT_FILE
 from taxo_pipeline_tests.factories import HATS, SAMPLE_PRODUCTS, SUBTREE, png_in_markdown, subtree_sources
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, write_catalogue
 
 VARIANTS = ("full-path", "leaf")
-SELECTION = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_l3", "products_experiment_l3",
+SELECTION = ["raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "products_experiment",
              "category_embeddings", "text_retrieval_predictions", "text_retrieval_metrics"]  # fmt: skip
 
 
@@ -74,7 +74,7 @@ def test_predictions_and_metrics_tables_agree_with_a_recomputation(pipeline):
         rows = query(
             root,
             """SELECT p.product_id, p.category, e.ground_truth_category, e.potential_product_categories
-               FROM predictions p JOIN products_experiment_l3 e USING (product_id)
+               FROM predictions p JOIN products_experiment e USING (product_id)
                WHERE approach = 'text-retrieval' AND model = ? AND variant = ? AND rank = 1""",
             [MINILM, variant],
         )
@@ -124,9 +124,9 @@ def _reference_hf1(paths, documents, descriptions, truths, base_url):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_hf1_matches_an_independent_reimplementation_of_the_reference(pipeline, sie_server, variant):
     root, _, _ = pipeline
-    paths = [p for (p,) in query(root, "SELECT path FROM taxonomy_l3 ORDER BY path")]
+    paths = [p for (p,) in query(root, "SELECT path FROM taxonomy_trimmed ORDER BY path")]
     documents = paths if variant == "full-path" else [p.split(" > ")[-1] for p in paths]
-    products = query(root, "SELECT product_description, ground_truth_category FROM products_experiment_l3 ORDER BY product_id")
+    products = query(root, "SELECT product_description, ground_truth_category FROM products_experiment ORDER BY product_id")
     expected = _reference_hf1(paths, documents, [d for d, _ in products], [t for _, t in products], sie_server)
     (stored,) = query(
         root, "SELECT f1 FROM metrics WHERE model = ? AND variant = ? AND mode = 'strict' AND scope = 'hierarchical'",
@@ -169,7 +169,7 @@ def test_eval_command_writes_the_reference_json(pipeline, tmp_path, capsys, monk
     assert set(report["strict"]) == {"hierarchical", "macro"} and set(report["strict"]["macro"]) == {"l1", "l2", "l3"}
     # the 40 descriptions come from the embedding cache: the first run encoded all 260 shortest first,
     # 8 per request, so their latencies are those of the requests that carried them
-    descriptions = pl.read_parquet(root / "data" / EXPERIMENT_L3_FILE)["product_description"].to_list()
+    descriptions = pl.read_parquet(root / "data" / EXPERIMENT_FILE)["product_description"].to_list()
     unique = list(dict.fromkeys(descriptions))
     shortest_first = sorted(range(len(unique)), key=lambda i: len(unique[i]))
     request_of = {unique[i]: position // 8 for position, i in enumerate(shortest_first)}
@@ -207,7 +207,7 @@ def test_predict_command_prints_paths_with_distances(pipeline, capsys):
     ]
     assert printed[5].startswith("# confidence that the top category is right: 0.")  # the stored calibration's
     out = [line for line in printed if not line.startswith("#")]
-    paths = {p for (p,) in query(root, "SELECT path FROM taxonomy_l3")}
+    paths = {p for (p,) in query(root, "SELECT path FROM taxonomy_trimmed")}
     matches = [line.split("\t") for line in out[:3]]
     assert all(path in paths for path, _ in matches)
     distances = [float(d) for _, d in matches]
@@ -241,7 +241,7 @@ def test_predict_with_only_a_taxonomy_builds_only_the_taxonomy_and_its_index(sie
                 run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records}
             for run in runs
         ]  # fmt: skip
-    assert planned == [{"raw_taxonomy", "taxonomy_l3", "taxonomy_full_depth"}, {"category_embeddings"}]
+    assert planned == [{"raw_taxonomy", "taxonomy_trimmed", "taxonomy_full_depth"}, {"category_embeddings"}]
     assert all(run.is_success for run in runs)
     assert query(tmp_path, "SELECT count(*) FROM category_embeddings") == [(37,)]  # the subtree's L1-L3 nodes
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from taxo_pipeline.dataset.tables import load_taxonomy_full_depth
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.dataset.texts import truncate_for_model
 from taxo_pipeline.retrieval.categories import CategoryDocuments
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
@@ -38,7 +38,7 @@ CATEGORY_BATCH = 64
 
 class Evidence:
     def __init__(
-        self, client: InferenceClient, index_dir: Path, taxonomy: TaxonomyL3, categories: Sequence[str] | None = None,
+        self, client: InferenceClient, index_dir: Path, taxonomy: TrimmedTaxonomy, categories: Sequence[str] | None = None,
         *, max_chars: int,
     ):  # fmt: skip
         """`categories`: every category of the full taxonomy (taxonomy_full_depth), which the full-depth
@@ -147,7 +147,7 @@ class Evidence:
         return scores
 
 
-def workspace_evidence(workspace: Workspace, client: InferenceClient, taxonomy: TaxonomyL3, variant: str) -> Evidence:
+def workspace_evidence(workspace: Workspace, client: InferenceClient, taxonomy: TrimmedTaxonomy, variant: str) -> Evidence:
     """Evidence for `variant`'s documents in `workspace`: its index folder, its full taxonomy where the
     documents need it, its text limit."""
     categories = load_taxonomy_full_depth(workspace, variant)

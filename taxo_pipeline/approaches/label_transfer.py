@@ -98,7 +98,7 @@ def labelled_pool(request: ClassifyRequest, labelled: pl.DataFrame) -> tuple[np.
 def classify(request: ClassifyRequest) -> Classified:
     labelled = request.labelled
     if labelled is None or labelled.height == 0:
-        raise InputError("label transfer needs labelled products (products_experiment_l3): run the main job first")
+        raise InputError("label transfer needs labelled products (products_experiment): run the main job first")
     if request.cross_validate:  # the products are the labelled ones: each votes only for the other folds
         products, scored = with_corrections(request, request.products)
         queries = query_vectors(request, products)

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from taxo_pipeline.approaches.evidence import Evidence
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 
 # Which partitions an approach runs on (taxo_pipeline/defs/models/partitions.py maps each to Dagster's):
 MODEL_VARIANT = "model_variant"  # an encoder x one category-document variant
@@ -34,7 +34,7 @@ class ClassifyRequest:
     models of the partition, and the models' outputs through `evidence`."""
 
     products: pl.DataFrame  # product_id, product_title, product_description (product_image if any)
-    taxonomy: TaxonomyL3
+    taxonomy: TrimmedTaxonomy
     evidence: Evidence
     model: str
     variant: str

@@ -38,7 +38,7 @@ from taxo_pipeline.classification.calibration import (
 )
 from taxo_pipeline.classification.coverage import correct_by_level, coverage_table, threshold_for_precision
 from taxo_pipeline.classification.product_catalogue import read_shards
-from taxo_pipeline.dataset.taxonomy import SEPARATOR, TaxonomyL3, trim_path
+from taxo_pipeline.dataset.taxonomy import SEPARATOR, TrimmedTaxonomy, trim_path
 from taxo_pipeline.files import write_atomic
 from taxo_pipeline.retrieval.neighbour_votes import VOTE_WEIGHTS
 from taxo_pipeline.warehouse import Warehouse
@@ -108,7 +108,7 @@ def label_at_depth(value: str | None, nodes: set[str], depth) -> str | None:
     return trimmed if trimmed in nodes and trimmed.split(SEPARATOR)[0] != UNCATEGORIZED else None
 
 
-def read_labels(path: Path, shard_size: int, taxonomy: TaxonomyL3) -> CatalogueLabels:
+def read_labels(path: Path, shard_size: int, taxonomy: TrimmedTaxonomy) -> CatalogueLabels:
     """The catalogue's labelled products, streamed shard by shard (only labelled rows are kept)."""
     nodes, kept, unrecognised = set(taxonomy.paths), [], Counter()
     for shard in read_shards(path, shard_size):

@@ -21,7 +21,7 @@ from taxo_pipeline.classification.catalogue_labels import (
     saved_about,
 )
 from taxo_pipeline.classification.run import CatalogueRun, Classify
-from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_trimmed_taxonomy
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.locks import LockTimeoutError, file_lock
 from taxo_pipeline.sie.client import InferenceClient
@@ -35,7 +35,7 @@ def classify_request(
     """The key's approach and a request for it with no products yet: the taxonomy, the evidence (models,
     category documents and index) and the labelled pool when the approach learns from labels."""
     approach = approach_named(key.approach, workspace.settings.approaches)
-    taxonomy = load_taxonomy_l3(workspace)
+    taxonomy = load_trimmed_taxonomy(workspace)
     family = {spec.id: spec.family for spec in load_catalogue()}.get(key.model, "text")
     evidence = workspace_evidence(workspace, client, taxonomy, key.variant)
     request = ClassifyRequest(

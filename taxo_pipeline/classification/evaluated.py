@@ -124,7 +124,7 @@ def calibrate(warehouse: Warehouse, key: ResultKey) -> Calibrated:
     with warehouse.connect(read_only=True) as con:
         rows = con.execute(
             """SELECT p.product_id, list((p.category, p.score) ORDER BY p.rank), max(e.ground_truth_category)
-               FROM predictions p JOIN products_experiment_l3 e USING (product_id)
+               FROM predictions p JOIN products_experiment e USING (product_id)
                WHERE p.approach = ? AND p.model = ? AND p.variant = ? AND p.reranker IS NOT DISTINCT FROM ?
                  AND p.dataset = ?
                GROUP BY p.product_id ORDER BY p.product_id""",

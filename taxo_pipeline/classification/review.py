@@ -28,7 +28,7 @@ from taxo_pipeline.warehouse import Warehouse
 
 NEEDS_REVIEW = "needs_review"
 VIEW = "review_queue"
-CLASSIFICATIONS, TAXONOMY = "classifications", "taxonomy_l3"
+CLASSIFICATIONS, TAXONOMY = "classifications", "taxonomy_trimmed"
 
 VIEW_SQL = f"""
     WITH parents AS (  -- taxonomy nodes that have a node below them

@@ -55,8 +55,8 @@ from taxo_pipeline.classification.shards import (
 )
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
 from taxo_pipeline.dataset.google_mapping import GoogleMapping, google_mapping
-from taxo_pipeline.dataset.tables import load_corrections, load_taxonomy_l3
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.tables import load_corrections, load_trimmed_taxonomy
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import settings_fingerprint
@@ -211,7 +211,7 @@ def _approach_for(workspace: Workspace, enabled: list[str], choices: Choices, la
 _LABELS: dict[tuple, CatalogueLabels] = {}
 
 
-def _labels(products: Path, fingerprint: str, shard_size: int, taxonomy: TaxonomyL3, taxonomy_fingerprint: str
+def _labels(products: Path, fingerprint: str, shard_size: int, taxonomy: TrimmedTaxonomy, taxonomy_fingerprint: str
             ) -> CatalogueLabels:  # fmt: skip
     """read_labels (every row checked on the way), once per content of the file and taxonomy."""
     key = (str(products.resolve()), fingerprint, shard_size, taxonomy.depth, taxonomy_fingerprint)
@@ -239,7 +239,7 @@ def prepare_run(workspace: Workspace, products: Path, choices: Choices) -> Catal
     check_file(products)
     enabled = [spec.id for spec in load_catalogue().enabled()]
     choice = choose(workspace, enabled, choices.approach, choices.model, choices.variant)  # the evaluation is there
-    catalogue_fingerprint, taxonomy = file_sha256(products)[:16], load_taxonomy_l3(workspace)
+    catalogue_fingerprint, taxonomy = file_sha256(products)[:16], load_trimmed_taxonomy(workspace)
     taxonomy_fingerprint = hashlib.sha256("\n".join(taxonomy.paths).encode()).hexdigest()[:16]
     labels = _labels(products, catalogue_fingerprint, choices.shard_size, taxonomy, taxonomy_fingerprint)
     if (preferred := _approach_for(workspace, enabled, choices, labels)) not in (None, choice.key.approach):

@@ -29,7 +29,7 @@ from taxo_pipeline.cli.arguments import (
 from taxo_pipeline.cli.common import materialize
 from taxo_pipeline.cli.evaluate import INDEX_ASSET, evaluation_runs
 from taxo_pipeline.dataset.products import IMAGE
-from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_trimmed_taxonomy
 from taxo_pipeline.defs.ingest.assets import GROUP as DATA_GROUP
 from taxo_pipeline.defs.models.partitions import PartitionModels, dynamic_partitions, partition_key
 from taxo_pipeline.defs.resources import WorkspaceResource
@@ -44,7 +44,7 @@ from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger("taxo_pipeline")
 INDEX_KEY = dg.AssetKey(INDEX_ASSET)
-EXPERIMENT_KEY = dg.AssetKey("products_experiment_l3")
+EXPERIMENT_KEY = dg.AssetKey("products_experiment")
 
 
 def build_parser(approach: Approach, prog: str, add_help: bool = True) -> argparse.ArgumentParser:
@@ -113,7 +113,7 @@ def run_predict(approach: Approach, args: argparse.Namespace) -> int:
         if data:
             materialize(data[0], sie_url=None, ops_config=data[1], storage=store)
         _build_indexes(approach, args, store, sie)
-        taxonomy = load_taxonomy_l3(workspace)
+        taxonomy = load_trimmed_taxonomy(workspace)
         cache = EmbeddingCache(workspace.warehouse)
         variant = models.variant or approach.documents
         with InferenceClient(sie, cache=cache, logger=log) as client:

@@ -10,7 +10,7 @@ import polars as pl
 
 from taxo_pipeline.dataset.corrections import read_corrections
 from taxo_pipeline.dataset.products import IMAGE
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.retrieval.full_depth import FULL_DEPTH
 
@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from taxo_pipeline.workspace import Workspace
 
 
-def load_taxonomy_l3(workspace: Workspace) -> TaxonomyL3:
+def load_trimmed_taxonomy(workspace: Workspace) -> TrimmedTaxonomy:
     """The taxonomy at the workspace's depth (TAXO_DEPTH)."""
-    return TaxonomyL3(pl.read_parquet(workspace.taxonomy_path)["path"].to_list(), workspace.depth)
+    return TrimmedTaxonomy(pl.read_parquet(workspace.taxonomy_path)["path"].to_list(), workspace.depth)
 
 
 def load_taxonomy_full_depth(workspace: Workspace, variant: str = FULL_DEPTH) -> list[str] | None:

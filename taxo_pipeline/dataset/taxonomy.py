@@ -86,15 +86,14 @@ def depth_suffix(depth: Depth) -> str:
 
 
 @dataclass(frozen=True)
-class TaxonomyL3:
-    """The taxonomy trimmed to `depth` levels (L3 unless TAXO_DEPTH says otherwise); the name is the
-    reference's, whose depth is the default."""
+class TrimmedTaxonomy:
+    """The taxonomy trimmed to `depth` levels (L3, the reference's, unless TAXO_DEPTH says otherwise)."""
 
     paths: list[str]  # sorted, unique, every ancestor node included
     depth: Depth = MAX_LEVEL
 
     @classmethod
-    def from_categories(cls, categories: list[str], depth: Depth = MAX_LEVEL) -> TaxonomyL3:
+    def from_categories(cls, categories: list[str], depth: Depth = MAX_LEVEL) -> TrimmedTaxonomy:
         return cls(sorted({trim_path(c, depth) for c in categories}), depth)
 
     @property

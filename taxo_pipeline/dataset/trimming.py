@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from taxo_pipeline.dataset.products import POTENTIALS
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.errors import InputError
 
 
@@ -14,7 +14,7 @@ def _dedupe(paths: list[str]) -> list[str]:
     return list(dict.fromkeys(paths))  # first-seen order kept
 
 
-def trim_products(clean: pl.DataFrame, taxonomy: TaxonomyL3) -> pl.DataFrame:
+def trim_products(clean: pl.DataFrame, taxonomy: TrimmedTaxonomy) -> pl.DataFrame:
     """Trim ground truth and potentials to the taxonomy's depth. Potentials absent -> an empty list, so
     lenient metrics fall back to the ground truth alone."""
     truths = [taxonomy.trim(p) for p in clean["ground_truth_category"]]

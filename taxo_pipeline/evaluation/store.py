@@ -173,7 +173,7 @@ def top1_with_truth(warehouse: Warehouse, key: ResultKey) -> pl.DataFrame:
         return con.sql(
             f"""
             SELECT p.product_id, p.category AS prediction, e.ground_truth_category, e.potential_product_categories
-            FROM {PREDICTIONS} p JOIN products_experiment_l3 e USING (product_id)
+            FROM {PREDICTIONS} p JOIN products_experiment e USING (product_id)
             WHERE {condition} AND p.rank = 1
             ORDER BY p.product_id
             """,

@@ -18,7 +18,7 @@ from taxo_pipeline.sie.model_catalogue import Catalogue
 from taxo_pipeline.warehouse import Warehouse
 
 MODELS_TABLE = "models"
-# The taxonomy depth of the latest results: the experiment table's (TAXO_DEPTH), which products_experiment_l3 holds.
+# The taxonomy depth of the latest results: the experiment table's (TAXO_DEPTH), which products_experiment holds.
 CURRENT_DEPTH = "(SELECT depth FROM datasets ORDER BY recorded_at DESC LIMIT 1)"
 
 
@@ -71,7 +71,7 @@ VIEWS = {
                p.category = e.ground_truth_category AS correct_strict,
                p.category = e.ground_truth_category OR list_contains(e.potential_product_categories, p.category)
                    AS correct_lenient
-        FROM {{predictions}} p JOIN products_experiment_l3 e USING (product_id) LEFT JOIN datasets d USING (dataset)
+        FROM {{predictions}} p JOIN products_experiment e USING (product_id) LEFT JOIN datasets d USING (dataset)
         WHERE p.rank = 1 AND coalesce(d.depth, '3') = {CURRENT_DEPTH}
     """,
     # Most frequent wrong top-level and second-level calls per approach: where a model gets lost.
@@ -115,11 +115,11 @@ def refresh_views(warehouse: Warehouse, catalogue: Catalogue, registered: Sequen
         con.register("_models", models)
         con.execute(f"CREATE OR REPLACE TABLE {MODELS_TABLE} AS SELECT * FROM _models")
         existing = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment_l3"} <= existing:
+        if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment"} <= existing:
             add_depth_column(con, METRICS)  # a warehouse from before TAXO_DEPTH: its rows are depth 3
             add_depth_column(con, DATASETS)
         published = publish(con, catalogue, registered)
-        if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment_l3"} <= existing:
+        if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment"} <= existing:
             # bound now: until the first publication (an older warehouse) the working table
             if metrics := source(con, METRICS):
                 con.execute(f"CREATE OR REPLACE VIEW leaderboard AS {leaderboard_sql(metrics, current_dataset(con))}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, split_path
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy, split_path
 
 FULL_PATH, LEAF = "full-path", "leaf"
 NODE_VARIANTS = (FULL_PATH, LEAF)
@@ -17,7 +17,7 @@ class CategoryDocuments:
     levels: list[int]
 
 
-def category_documents(taxonomy: TaxonomyL3, variant: str) -> CategoryDocuments:
+def category_documents(taxonomy: TrimmedTaxonomy, variant: str) -> CategoryDocuments:
     if variant not in NODE_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: expected one of {', '.join(NODE_VARIANTS)}")
     nodes = [split_path(p) for p in taxonomy.paths]

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3, split_path
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy, split_path
 from taxo_pipeline.retrieval.categories import CategoryDocuments
 
 FULL_DEPTH = "full-depth"
 
 
-def full_depth_documents(categories: Sequence[str], taxonomy: TaxonomyL3) -> CategoryDocuments:
+def full_depth_documents(categories: Sequence[str], taxonomy: TrimmedTaxonomy) -> CategoryDocuments:
     """One document per category of the full taxonomy (`parse_categories` of the file `taxonomy` was
     trimmed from): ids and documents are the full paths, unique, in the file's order."""
     known = set(taxonomy.paths)
@@ -37,7 +37,7 @@ def full_depth_documents(categories: Sequence[str], taxonomy: TaxonomyL3) -> Cat
     return CategoryDocuments(ids=ids, documents=list(ids), levels=[len(split_path(c)) for c in ids])
 
 
-def node_columns(document_ids: Sequence[str], taxonomy: TaxonomyL3) -> np.ndarray:
+def node_columns(document_ids: Sequence[str], taxonomy: TrimmedTaxonomy) -> np.ndarray:
     """Per document, the column (index in taxonomy.paths) of the node it speaks for."""
     column = {path: i for i, path in enumerate(taxonomy.paths)}
     try:
@@ -51,7 +51,7 @@ class NodeMap:
     the documents in node order and where each node's run starts, so a score matrix becomes node scores
     in one vectorised pass (the classification service maps every request with the same NodeMap)."""
 
-    def __init__(self, document_ids: Sequence[str], taxonomy: TaxonomyL3):
+    def __init__(self, document_ids: Sequence[str], taxonomy: TrimmedTaxonomy):
         columns = node_columns(document_ids, taxonomy)
         self.documents, self.nodes = len(document_ids), len(taxonomy.paths)
         self.order = np.argsort(columns, kind="stable")
@@ -69,7 +69,7 @@ class NodeMap:
         return np.maximum.reduceat(scores[:, self.order], self.starts, axis=1)
 
 
-def best_per_node(scores: np.ndarray, document_ids: Sequence[str], taxonomy: TaxonomyL3) -> np.ndarray:
+def best_per_node(scores: np.ndarray, document_ids: Sequence[str], taxonomy: TrimmedTaxonomy) -> np.ndarray:
     """Products x documents scores -> products x taxonomy.paths: per node, the best score among the
     documents of its full-depth subtree that trim to it (its own path included)."""
     scores = np.asarray(scores)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from taxo_pipeline.dataset.taxonomy import TaxonomyL3
+from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.retrieval.categories import FULL_PATH, LEAF, NODE_VARIANTS, CategoryDocuments, category_documents
 from taxo_pipeline.retrieval.full_depth import FULL_DEPTH, full_depth_documents
 
@@ -21,7 +21,7 @@ VARIANTS = (*NODE_VARIANTS, FULL_DEPTH)
 BOTH = "both"  # what score fusion reads: full-path and leaf, fused
 
 
-def variant_documents(taxonomy: TaxonomyL3, variant: str, categories: Sequence[str] | None = None) -> CategoryDocuments:
+def variant_documents(taxonomy: TrimmedTaxonomy, variant: str, categories: Sequence[str] | None = None) -> CategoryDocuments:
     """The variant's documents; `categories` (every category of the full taxonomy) for full-depth."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")

@@ -22,7 +22,7 @@ from taxo_pipeline.classification.run import (
 )
 from taxo_pipeline.classification.shards import MERCHANT, REVIEWER, classifications_root, refresh_view
 from taxo_pipeline.defs.classify.partitions import catalogue_shards
-from taxo_pipeline.defs.ingest.assets import products_experiment_l3, taxonomy_full_depth, taxonomy_l3
+from taxo_pipeline.defs.ingest.assets import products_experiment, taxonomy_full_depth, taxonomy_trimmed
 from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
 
 GROUP = "classify"
@@ -67,7 +67,7 @@ def run_config(run: CatalogueRun) -> dict:
 
 @dg.asset(
     partitions_def=catalogue_shards, group_name=GROUP, kinds={"sie", "parquet"},
-    deps=[products_experiment_l3, taxonomy_l3, taxonomy_full_depth],
+    deps=[products_experiment, taxonomy_trimmed, taxonomy_full_depth],
     description="A shard of the catalogue (TAXO_CATALOGUE or the run config's `products`) classified by the "
     "leaderboard's best approach (or the one configured), with a calibrated confidence per product, written "
     "to one Parquet file under data/classifications/ that the warehouse view `classifications` reads.",

@@ -21,14 +21,14 @@ from taxo_pipeline.approaches.spec import (
 )
 from taxo_pipeline.classification.coverage import coverage_table, held_out
 from taxo_pipeline.classification.evaluated import save_calibration
-from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_corrections, load_experiment, load_trimmed_taxonomy
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.feedback.corrections import corrections_file
 from taxo_pipeline.defs.index.category_embeddings import category_embeddings
 from taxo_pipeline.defs.ingest.assets import (
-    products_experiment_l3,
+    products_experiment,
     taxonomy_full_depth,
-    taxonomy_l3,
+    taxonomy_trimmed,
 )
 from taxo_pipeline.defs.metadata import calibration_metadata, hf1_chart_metadata, markdown_table, metrics_metadata
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
@@ -93,7 +93,7 @@ def _deps(approach: Approach, registered: dict[str, Approach]) -> list:
         for name in approach.reads
     ]  # fmt: skip
     corrections = [corrections_file] if approach.needs_labels else []  # the reviewed labels it learns from too
-    return [products_experiment_l3, taxonomy_l3, taxonomy_full_depth, *corrections, *_model_deps(approach.partitioning), *reads]
+    return [products_experiment, taxonomy_trimmed, taxonomy_full_depth, *corrections, *_model_deps(approach.partitioning), *reads]
 
 
 def _notes_metadata(notes) -> dict[str, dg.MetadataValue]:
@@ -129,8 +129,8 @@ def classify_partition(
     full = config.limit is None
     products = products if full else products.head(config.limit)
     if products.height == 0:
-        raise InputError(f"{key}: no products to evaluate in products_experiment_l3: nothing was written")
-    taxonomy = load_taxonomy_l3(workspace)
+        raise InputError(f"{key}: no products to evaluate in products_experiment: nothing was written")
+    taxonomy = load_trimmed_taxonomy(workspace)
     # the settings the models have as the partition starts: what its predictions are recorded as computed with
     model_settings = settings_fingerprint(catalogue, models.model, models.reranker)
     with sie.client(logger=context.log) as client:
@@ -176,7 +176,7 @@ def _score(approach: Approach, storage: WorkspaceResource, result: dict) -> dict
         return {"skipped": result["skipped"], "count": 0}
     workspace = storage.workspace()
     key, warehouse = ResultKey(**result), workspace.warehouse
-    scored = score_and_store(warehouse, approach, key, load_taxonomy_l3(workspace).l1_labels())
+    scored = score_and_store(warehouse, approach, key, load_trimmed_taxonomy(workspace).l1_labels())
     if scored is None:
         return {"count": 0, "skipped": "no predictions to score"}
     # Path approaches are what classify-products runs: their confidence is calibrated on these rows.

@@ -11,13 +11,13 @@ from pydantic import Field
 
 from taxo_pipeline.approaches.evidence import CATEGORY_STAGE
 from taxo_pipeline.approaches.spec import MODEL_VARIANT
-from taxo_pipeline.dataset.tables import load_taxonomy_full_depth, load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_taxonomy_full_depth, load_trimmed_taxonomy
 from taxo_pipeline.dataset.taxonomy import depth_label
 from taxo_pipeline.defs.automation import AUTOMATION
 from taxo_pipeline.defs.ingest.assets import (
     depth_code_version,
     taxonomy_full_depth,
-    taxonomy_l3,
+    taxonomy_trimmed,
 )
 from taxo_pipeline.defs.models.fingerprints import encoder_model_fingerprint
 from taxo_pipeline.defs.models.partitions import MODEL_DIMENSION, model_variant, partition_models
@@ -44,7 +44,7 @@ class CategoryEmbeddingsConfig(dg.Config):
 @dg.asset(
     partitions_def=model_variant,
     group_name=GROUP,
-    deps=[taxonomy_l3, taxonomy_full_depth, dg.AssetDep(encoder_model_fingerprint, partition_mapping=MODEL_DIMENSION)],
+    deps=[taxonomy_trimmed, taxonomy_full_depth, dg.AssetDep(encoder_model_fingerprint, partition_mapping=MODEL_DIMENSION)],
     code_version=depth_code_version("1"),
     kinds={"sie", "duckdb", "chroma"},
     automation_condition=AUTOMATION,
@@ -57,7 +57,7 @@ def category_embeddings(
     models = partition_models(MODEL_VARIANT, context.partition_key)
     model, variant = models.model, models.variant
     workspace = storage.workspace()
-    taxonomy = load_taxonomy_l3(workspace)
+    taxonomy = load_trimmed_taxonomy(workspace)
     depth = depth_label(taxonomy.depth)
     categories = variant_documents(taxonomy, variant, load_taxonomy_full_depth(workspace, variant))
     with sie.client(logger=context.log) as client:

@@ -1,7 +1,7 @@
 """Data assets: raw sources -> clean full-depth table -> L3 taxonomy and experiment table, and the
 full-depth taxonomy the full-depth category documents are made of.
 
-TAXO_DEPTH sets the depth `taxonomy_l3` and `products_experiment_l3` trim to. The asset keys stay (their
+TAXO_DEPTH sets the depth `taxonomy_trimmed` and `products_experiment` trim to. The asset keys stay (their
 lineage and the automation's cursors survive a switch); the depth is in their metadata, their code version
 (so the automation reruns them, and then everything downstream, when it changes) and their file names.
 
@@ -21,10 +21,10 @@ from taxo_pipeline.classification.review import refresh_catalogue_views
 from taxo_pipeline.dataset.cleaning import clean_products
 from taxo_pipeline.dataset.fetch import cache_name_for, resolve_source
 from taxo_pipeline.dataset.products import IMAGE, read_products
-from taxo_pipeline.dataset.tables import load_taxonomy_l3
+from taxo_pipeline.dataset.tables import load_trimmed_taxonomy
 from taxo_pipeline.dataset.taxonomy import (
     MAX_LEVEL,
-    TaxonomyL3,
+    TrimmedTaxonomy,
     depth_label,
     level_counts,
     parse_categories,
@@ -170,12 +170,12 @@ def clean_products_full_depth(
 @dg.asset(
     group_name=GROUP, code_version=depth_code_version("1"), kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION
 )
-def taxonomy_l3(context: dg.AssetExecutionContext, storage: WorkspaceResource, raw_taxonomy: str) -> dg.MaterializeResult:
+def taxonomy_trimmed(context: dg.AssetExecutionContext, storage: WorkspaceResource, raw_taxonomy: str) -> dg.MaterializeResult:
     """Every taxonomy node trimmed to TAXO_DEPTH levels (3 by default: L1, L2 and L3 nodes), sorted and unique."""
     workspace = storage.workspace()
-    taxonomy = TaxonomyL3.from_categories(parse_categories(Path(raw_taxonomy)), workspace.depth)
+    taxonomy = TrimmedTaxonomy.from_categories(parse_categories(Path(raw_taxonomy)), workspace.depth)
     frame = pl.from_arrow(taxonomy.to_arrow())
-    path = _write(storage, "taxonomy_l3", workspace.taxonomy_path.name, frame)
+    path = _write(storage, "taxonomy_trimmed", workspace.taxonomy_path.name, frame)
     # review_queue reads this table: with it, the catalogue views exist (no rows before classify-products)
     refresh_catalogue_views(workspace.warehouse, workspace.data_dir)
     counts = taxonomy.level_counts()
@@ -213,15 +213,15 @@ def taxonomy_full_depth(
 
 
 @dg.asset(
-    group_name=GROUP, code_version=depth_code_version("1"), deps=[clean_products_full_depth, taxonomy_l3],
+    group_name=GROUP, code_version=depth_code_version("1"), deps=[clean_products_full_depth, taxonomy_trimmed],
     kinds={"parquet", "duckdb"}, automation_condition=AUTOMATION,
 )
-def products_experiment_l3(context: dg.AssetExecutionContext, storage: WorkspaceResource) -> dg.MaterializeResult:
+def products_experiment(context: dg.AssetExecutionContext, storage: WorkspaceResource) -> dg.MaterializeResult:
     """The evaluation table: ground truth and potentials trimmed to TAXO_DEPTH levels (3 by default)."""
     clean = pl.read_parquet(storage.data_path(settings.CLEAN_FULL_DEPTH_FILE))
-    taxonomy = load_taxonomy_l3(storage.workspace())
+    taxonomy = load_trimmed_taxonomy(storage.workspace())
     experiment = trim_products(clean, taxonomy)
-    path = _write(storage, "products_experiment_l3", settings.experiment_file(taxonomy.depth), experiment)
+    path = _write(storage, "products_experiment", settings.experiment_file(taxonomy.depth), experiment)
     by_l1 = experiment.group_by(pl.col("ground_truth_category").str.split(" > ").list.first().alias("l1")).len()
     context.log.info("experiment table: %d products", experiment.height)
     return dg.MaterializeResult(

@@ -5,9 +5,9 @@ import dagster as dg
 
 from taxo_pipeline.defs.ingest.assets import (
     clean_products_full_depth,
-    products_experiment_l3,
+    products_experiment,
     taxonomy_full_depth,
-    taxonomy_l3,
+    taxonomy_trimmed,
 )
 from taxo_pipeline.defs.resources import WorkspaceResource
 
@@ -52,19 +52,19 @@ def _unique_ids_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksD
 
 
 @dg.asset_check(
-    asset=products_experiment_l3, blocking=True,
-    description="Every ground truth and potential is a node of taxonomy_l3 (L3 by default; the taxonomy at TAXO_DEPTH).",
+    asset=products_experiment, blocking=True,
+    description="Every ground truth and potential is a node of taxonomy_trimmed (L3 by default; the taxonomy at TAXO_DEPTH).",
 )
 def labels_in_taxonomy(storage: WorkspaceResource) -> dg.AssetCheckResult:
     unknown = _values(
         storage,
         """
         WITH labels AS (
-            SELECT ground_truth_category AS label FROM products_experiment_l3
+            SELECT ground_truth_category AS label FROM products_experiment
             UNION ALL
-            SELECT unnest(potential_product_categories) FROM products_experiment_l3
+            SELECT unnest(potential_product_categories) FROM products_experiment
         )
-        SELECT DISTINCT label FROM labels WHERE label NOT IN (SELECT path FROM taxonomy_l3) ORDER BY 1
+        SELECT DISTINCT label FROM labels WHERE label NOT IN (SELECT path FROM taxonomy_trimmed) ORDER BY 1
         """,
     )
     return _result(unknown, "unknown_labels")
@@ -73,9 +73,9 @@ def labels_in_taxonomy(storage: WorkspaceResource) -> dg.AssetCheckResult:
 checks = [
     labels_in_taxonomy,
     _non_empty_check(clean_products_full_depth, "clean_products_full_depth"),
-    _non_empty_check(taxonomy_l3, "taxonomy_l3"),
+    _non_empty_check(taxonomy_trimmed, "taxonomy_trimmed"),
     _non_empty_check(taxonomy_full_depth, "taxonomy_full_depth"),
-    _non_empty_check(products_experiment_l3, "products_experiment_l3"),
+    _non_empty_check(products_experiment, "products_experiment"),
     _unique_ids_check(clean_products_full_depth, "clean_products_full_depth"),
-    _unique_ids_check(products_experiment_l3, "products_experiment_l3"),
+    _unique_ids_check(products_experiment, "products_experiment"),
 ]
