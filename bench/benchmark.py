@@ -253,12 +253,13 @@ class Bench:
     def server(self, label: str):
         from taxo_pipeline.sie.client import InferenceClient
         from taxo_pipeline.sie.server import ensure_sie
+        from taxo_pipeline.workspace import Workspace
 
         _point_at(self.work / "server")
-        started = time.perf_counter()
-        with ensure_sie(self.after, models=[MODEL, ADDED_MODEL], logger=log) as url:
+        workspace, started = Workspace.from_env(), time.perf_counter()
+        with ensure_sie(workspace.sie, workspace.data_dir, self.after, [MODEL, ADDED_MODEL], logger=log) as url:
             self.notes.append(f"SIE server {label}: started in {time.perf_counter() - started:.1f}s (2 models preloaded)")
-            with InferenceClient(url) as client:  # one request per model, so no first-request cost is timed
+            with InferenceClient(url, workspace.sie) as client:  # one request per model, so no first-request cost is timed
                 for model in (MODEL, ADDED_MODEL):
                     client.encode(model, ["warm up"], is_query=True)
             (self.pgid,) = _own_servers(self.work)  # started in its own session: pid = process group

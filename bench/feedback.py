@@ -144,11 +144,12 @@ def correction_votes(url: str, labelled: Path, catalogue: Path, corrected: list[
     from taxo_pipeline.retrieval.neighbour_votes import neighbour_votes
     from taxo_pipeline.retrieval.queries import title_and_description_queries
     from taxo_pipeline.sie.client import InferenceClient
+    from taxo_pipeline.workspace import Workspace
 
     products = pl.read_parquet(catalogue)
     pool = pl.concat([pl.read_ndjson(labelled).select(TEXTS), products.filter(pl.col("product_id").is_in(corrected))])
     rest = products.filter(~pl.col("product_id").is_in(corrected))
-    with InferenceClient(url) as client:
+    with InferenceClient(url, Workspace.from_env().sie) as client:
         vectors = [normalise(client.encode(MODEL, title_and_description_queries(f["product_title"].to_list(),
                    f["product_description"].to_list()), is_query=True)) for f in (pool, rest)]  # fmt: skip
     from_corrections = np.arange(pool.height) >= pool.height - len(corrected)
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     from taxo_pipeline.sie.server import ensure_sie
+    from taxo_pipeline.workspace import Workspace
 
     work = args.work or Path(tempfile.mkdtemp(prefix="taxo-feedback-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                        "TAXO_PRODUCTS": str(labelled), "TAXO_TAXONOMY": str(TAXONOMY)})  # fmt: skip
     os.environ.pop("TAXO_CORRECTIONS", None)
     (work / "dagster").mkdir(exist_ok=True)
-    with ensure_sie(models=[MODEL], logger=log) as url:
+    workspace = Workspace.from_env()
+    with ensure_sie(workspace.sie, workspace.data_dir, workspace.settings.models, [MODEL], logger=log) as url:
         os.environ["SIE_BASE_URL"] = url
         weights = [evaluate_label_transfer()]
         before = classify(catalogue, args.target, work / "before.parquet")

@@ -138,7 +138,7 @@ class Bench:
     def __init__(self, client: InferenceClient, target: float):
         workspace = Workspace.from_env()
         self.warehouse = workspace.warehouse
-        enabled = [spec.id for spec in load_catalogue().enabled()]
+        enabled = [spec.id for spec in load_catalogue(workspace.settings.models).enabled()]
         key = choose(workspace, enabled, "label-transfer", None, None).key
         self.approach, self.request = classify_request(key, workspace, client, top_k=5)
         self.calibration = load_calibration(self.warehouse, key)
@@ -303,14 +303,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--raw", action="store_true", help="also run the raw exports through classify-products")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    taxonomy = load_trimmed_taxonomy(Workspace.from_env())
+    workspace = Workspace.from_env()
+    taxonomy = load_trimmed_taxonomy(workspace)
     shops = load_shops(MERCHANT / "rows.jsonl", set(taxonomy.paths), taxonomy.depth, args.cap, args.fields)
     print(f"{shops.height} products of {shops['shop'].n_unique()} shops (at most {args.cap} each), "
           f"depth {taxonomy.depth}")  # fmt: skip
-    warehouse = WorkspaceResource().warehouse()
+    warehouse, catalogue = WorkspaceResource().warehouse(), load_catalogue(workspace.settings.models)
     if args.shares:
-        with ensure_sie(models=["sentence-transformers/all-MiniLM-L6-v2"], logger=log) as url:
-            with InferenceClient(url, cache=EmbeddingCache(warehouse), logger=log) as client:
+        with ensure_sie(workspace.sie, workspace.data_dir, catalogue, ["sentence-transformers/all-MiniLM-L6-v2"],
+                        logger=log) as url:  # fmt: skip
+            with InferenceClient(url, workspace.sie, cache=EmbeddingCache(warehouse, catalogue), logger=log) as client:
                 bench = Bench(client, args.target)
                 labelled_pool(bench.request, bench.request.labelled)
                 results = run_shops(bench, shops, args.shares, args.seeds)

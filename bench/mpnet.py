@@ -159,8 +159,9 @@ def check_sie(folder: Path) -> None:
 
     texts = ["Handwoven straw Panama hat with a cotton ribbon.", "Apparel & Accessories > Clothing Accessories > Hats"]
     started = time.perf_counter()
-    with ensure_sie(Catalogue(PACKAGED_CATALOGUE, (spec(folder),)), models=[MODEL]) as url:
-        with InferenceClient(url) as client:
+    current = settings.current()
+    with ensure_sie(current.sie, current.data_dir, Catalogue(PACKAGED_CATALOGUE, (spec(folder),)), [MODEL]) as url:
+        with InferenceClient(url, current.sie) as client:
             served = client.encode(MODEL, texts, is_query=True)
     print(f"SIE: {len(texts)} texts encoded, server started and stopped in {time.perf_counter() - started:.0f}s")
     local = SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_numpy=True)

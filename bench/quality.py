@@ -114,12 +114,13 @@ class Encoder:
 
     SAVE_EVERY = 2048  # texts: a long cold run (all-mpnet-base-v2) keeps what it encoded if stopped
 
-    def __init__(self, model: str, cache: Path | None):
+    def __init__(self, model: str, cache: Path | None, spec: ModelSpec | None = None):
+        """`spec`: weights other than the catalogue's for `model` (a fine-tuned encoder's)."""
         import torch
         from sentence_transformers import SentenceTransformer
 
         torch.set_num_threads(2)
-        spec = model_spec(model)
+        spec = spec or model_spec(model)
         self.model_id = model
         # the sequence limit, [CLS] and [SEP] included
         self.max_tokens = int(spec.server["max_sequence_length"])

@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         build, suffix, options = synthetic_catalogue, "parquet", ()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     from taxo_pipeline.sie.server import ensure_sie
+    from taxo_pipeline.workspace import Workspace
 
     work = Path(tempfile.mkdtemp(prefix="taxo-scale-"))
     os.environ.update({"TAXO_DATA_DIR": str(work / "data"), "TAXO_WAREHOUSE": str(work / "warehouse.duckdb"),
@@ -331,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TAXO_GOOGLE_MAPPING", str(GOOGLE / "shopify_2025-08_to_google_2021-09-21.txt"))
     os.environ.setdefault("TAXO_GOOGLE_CATEGORIES", str(GOOGLE / "full_names.yml"))
     (work / "dagster").mkdir()
-    results = []
-    with ensure_sie(models=[MODEL], logger=log) as url:
+    results, workspace = [], Workspace.from_env()
+    with ensure_sie(workspace.sie, workspace.data_dir, workspace.settings.models, [MODEL], logger=log) as url:
         os.environ["SIE_BASE_URL"] = url
         evaluate()
         for size in (int(s) for s in args.sizes.split(",") if s):

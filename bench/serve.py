@@ -220,10 +220,12 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     sys.path.insert(0, str(ROOT))
     from taxo_pipeline.sie.server import ensure_sie
+    from taxo_pipeline.workspace import Workspace
 
     try:
         os.environ.update({k: env[k] for k in ("TAXO_MODELS", "TAXO_DATA_DIR")})
-        with ensure_sie(models=[MODEL]) as url:
+        workspace = Workspace.from_env()
+        with ensure_sie(workspace.sie, workspace.data_dir, workspace.settings.models, [MODEL]) as url:
             env["SIE_BASE_URL"] = url
             if not (work / "warehouse.duckdb").exists():
                 print(f"evaluating {APPROACH} {MODEL} {args.variant} in {work} ...", file=sys.stderr)

@@ -1,5 +1,5 @@
 """Whether a process of this host is still running, for what a killed process left behind (temp files,
-runs marked STARTED)."""
+runs marked STARTED), and the environment a child process (an SIE server, `dagster dev`) starts with."""
 
 import os
 from pathlib import Path
@@ -58,3 +58,8 @@ def group_alive(pgid: int) -> bool:
         if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
             return True
     return False
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment for a child process: this one's, whole (the child reads its own variables), with `overrides`."""
+    return {**os.environ, **overrides}

@@ -1,19 +1,20 @@
 """Every setting taxo-pipeline reads from the environment, in one frozen object.
 
 pydantic-settings reads the variables (`_Variables`, the only reader of the environment besides
-`child_environment`, which hands it to child processes); `current()` builds a `Settings` from them each
-time it is called (0.4 ms; tests and the Dagster resources change variables between calls), and every bad
-value is reported at once, naming the variable and what it expects, before any work starts. The table in
-docs/configuration.md lists the same variables. Each front door (the CLI, the service's start, the Dagster
-resources) wraps the settings in a `Workspace` (workspace.py) once and hands that down.
+`processes.child_environment`, which hands it whole to child processes); `current()` builds a `Settings`
+from them each time it is called (0.4 ms; tests and the Dagster resources change variables between calls),
+and every bad value is reported at once, naming the variable and what it expects, before any work starts.
+The table in docs/configuration.md lists the same variables. Only the front doors (the CLI, the service's
+start, the Dagster definitions and resources) call it: each wraps the settings in a `Workspace`
+(workspace.py) once and hands that, or the part a callee needs (`sie`: `SIESettings`), down
+(taxo_pipeline_tests/test_layout.py checks who calls it).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from taxo_pipeline.dataset.google_mapping import GOOGLE_CATEGORIES_URL, GOOGLE_MAPPING_URL
 from taxo_pipeline.dataset.taxonomy import MAX_LEVEL, Depth, depth_suffix, parse_depth
 from taxo_pipeline.errors import InputError
+from taxo_pipeline.sie.config import SIESettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +92,7 @@ class _Variables(BaseSettings):
     TAXO_SIE_TIMEOUT_S: str = ""
     TAXO_SIE_WARM: str = ""
     TAXO_TAXONOMY: str = ""
+    TAXO_TRAINING_PRODUCTS: str = ""
     TAXO_WAREHOUSE: str = ""
 
     @classmethod
@@ -108,22 +111,6 @@ class _Variables(BaseSettings):
 
 
 @dataclass(frozen=True)
-class SIESettings:
-    """Where inference runs and how long it may take."""
-
-    base_url: str | None = None  # SIE_BASE_URL, without a trailing slash; None: a local server
-    api_key: str | None = field(default=None, repr=False)  # SIE_API_KEY
-    device: str = "cpu"  # TAXO_SIE_DEVICE, for a local server
-    start_timeout_s: float = 600.0  # TAXO_SIE_START_TIMEOUT_S: a local server's start, models loaded
-    timeout_s: float = 300.0  # TAXO_SIE_TIMEOUT_S: one request
-    connect_timeout_s: float = 10.0  # TAXO_SIE_CONNECT_TIMEOUT_S
-    provision_timeout_s: float = 600.0  # TAXO_SIE_PROVISION_TIMEOUT_S: a cluster scaling up for a model
-    # TAXO_SIE_STATE: where `dev` and `serve` publish their server for every command (<data_dir>/sie-server.json)
-    state_file: Path | None = None
-    warm: bool = True  # TAXO_SIE_WARM: commands use that warm server (1) or always start their own (0)
-
-
-@dataclass(frozen=True)
 class Settings:
     # Paths
     data_dir: Path  # TAXO_DATA_DIR: downloaded and derived files (./data)
@@ -139,6 +126,7 @@ class Settings:
     google_mapping: str  # TAXO_GOOGLE_MAPPING: Shopify's Shopify-to-Google mapping .txt, a path or URL (Shopify's main branch)
     google_categories: str  # TAXO_GOOGLE_CATEGORIES: the Google ids of that mapping, full_names.yml, a path or URL
     corrections: Path | None  # TAXO_CORRECTIONS: reviewed labels (label transfer learns from them, catalogue runs keep them)
+    training_products: tuple[Path, ...]  # TAXO_TRAINING_PRODUCTS: labelled product files a fine-tuned encoder learns from
     # Models and approaches
     models: Path | None  # TAXO_MODELS: a model list other than the packaged models.yaml
     approaches: tuple[str, ...]  # TAXO_APPROACHES: modules that each define APPROACH
@@ -177,6 +165,7 @@ class Settings:
             google_mapping=env.text("TAXO_GOOGLE_MAPPING") or GOOGLE_MAPPING_URL,
             google_categories=env.text("TAXO_GOOGLE_CATEGORIES") or GOOGLE_CATEGORIES_URL,
             corrections=env.path("TAXO_CORRECTIONS", None),
+            training_products=env.paths("TAXO_TRAINING_PRODUCTS"),
             models=env.path("TAXO_MODELS", None),
             approaches=tuple(filter(None, (m.strip() for m in env.text("TAXO_APPROACHES").split(",")))),
             max_text_chars=env.whole("TAXO_MAX_TEXT_CHARS", DEFAULT_MAX_TEXT_CHARS),
@@ -227,11 +216,6 @@ def given(variables: Iterable[str]) -> set[str]:
     return {var for var in variables if (values.get(var) or "").strip()}
 
 
-def child_environment(**overrides: str) -> dict[str, str]:
-    """The environment for a child process (a server, `dagster dev`): this one's, with `overrides`."""
-    return {**os.environ, **overrides}
-
-
 class _Reader:
     """Reads variables, collecting every problem so one error names them all."""
 
@@ -241,6 +225,10 @@ class _Reader:
 
     def text(self, var: str) -> str:
         return (self.environ.get(var) or "").strip()
+
+    def paths(self, var: str) -> tuple[Path, ...]:
+        """A comma-separated list of paths (none when unset)."""
+        return tuple(Path(p.strip()).expanduser().resolve() for p in self.text(var).split(",") if p.strip())
 
     def path(self, var: str, default: Path | None, resolve: bool = True) -> Path | None:
         value = self.text(var)

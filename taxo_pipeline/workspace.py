@@ -1,6 +1,7 @@
 """The workspace a command, the service or a Dagster step works in: the settings, and the warehouse, folders
-and file names they name. Each front door (the CLI, the service's start, the Dagster resources) builds
-one, once; everything below it receives it as a parameter and never reads the environment itself."""
+and file names they name. Each front door (the CLI, the service's start, the Dagster definitions and
+resources) builds one, once; everything below it receives it, or the part it needs (`sie`), as a
+parameter and never reads the environment itself."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 from taxo_pipeline import settings
 from taxo_pipeline.dataset.taxonomy import Depth
-from taxo_pipeline.settings import SIESettings
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.sie.config import SIESettings
+from taxo_pipeline.warehouse.store import Warehouse
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Fixtures shared by every test: the offline data in ../shared/data, an isolated workspace, and
 tiny real models with one local SIE server for the whole session.
 
-Request `sie_env` to point TAXO_MODELS and SIE_BASE_URL at the session server (so SIEResource()
-and load_catalogue() see the test models), or `sie_server` for its URL.
+Request `sie_env` to point TAXO_MODELS and SIE_BASE_URL at the session server (so SIEResource() and
+the workspace's catalogue, `load_catalogue(Workspace.from_env().settings.models)`, see the test models),
+or `sie_server` for its URL.
 """
 
 import contextlib
@@ -15,6 +16,7 @@ import yaml
 
 from taxo_pipeline.sie.model_catalogue import PACKAGED_CATALOGUE
 from taxo_pipeline.sie.server import ensure_sie
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.factories import (
     GOOGLE_CATEGORIES,
     GOOGLE_MAPPING,
@@ -127,7 +129,8 @@ def sie_server(test_catalogue, tmp_path_factory) -> Iterator[str]:
             env.setenv("TAXO_DATA_DIR", str(tmp_path_factory.mktemp("sie-data")))
             env.delenv("SIE_BASE_URL", raising=False)
             env.delenv("SIE_API_KEY", raising=False)
-            url = stack.enter_context(ensure_sie())
+            started = Workspace.from_env()
+            url = stack.enter_context(ensure_sie(started.sie, started.data_dir, started.settings.models))
         yield url
 
 

@@ -9,13 +9,12 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.observe import observe  # not exported at the top level in 1.13
 
-from taxo_pipeline.definitions import defs
-from taxo_pipeline.defs.automation import automation_sensor
-from taxo_pipeline.defs.classify.sensors import catalogue_shards_sensor
-from taxo_pipeline.defs.feedback.corrections import corrections_observations, corrections_sensor
+from taxo_pipeline.definitions import build_sensors, defs
+from taxo_pipeline.defs.feedback.corrections import corrections_observations
 from taxo_pipeline.defs.ingest.refresh import DATA_JOB, WEEKLY_CRON, weekly_evaluation
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
-from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
+from taxo_pipeline.defs.models.sensors import apply_model_sync, build_model_partitions_sensor, model_sync
+from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.defs.runner.automation import (
     dynamic_partitions_read_once,
     models_downstream,
@@ -23,6 +22,7 @@ from taxo_pipeline.defs.runner.automation import (
     sie_assets,
 )
 from taxo_pipeline.sie.model_catalogue import fingerprint, load_catalogue
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
 DATA_ASSETS = {"raw_products", "raw_taxonomy", "clean_products_full_depth", "taxonomy_trimmed", "taxonomy_full_depth",
@@ -59,10 +59,15 @@ def evaluate(instance: dg.DagsterInstance, cursor=None) -> dg.EvaluateAutomation
         return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
 
 
+def active_catalogue():
+    """The catalogue TAXO_MODELS names now, as the sensor reads it."""
+    return load_catalogue(Workspace.from_env().settings.models)
+
+
 def sync(instance: dg.DagsterInstance) -> None:
     """One tick of the partition sensor and of the corrections sensor, applied as the daemon applies them."""
-    apply_model_sync(instance, model_sync(instance, load_catalogue()))
-    for observation in corrections_observations(instance):
+    apply_model_sync(instance, model_sync(instance, active_catalogue(), Workspace.from_env()))
+    for observation in corrections_observations(instance, Workspace.from_env()):
         instance.report_runless_asset_event(observation)
 
 
@@ -142,7 +147,7 @@ def test_changing_one_model_reruns_only_its_partitions_and_no_change_reruns_noth
     # a new runtime option for MiniLM: a different model as far as results go
     catalogue.entries[MINILM]["server"]["max_sequence_length"] = 128
     catalogue.write()
-    changes = model_sync(instance, load_catalogue())
+    changes = model_sync(instance, active_catalogue(), Workspace.from_env())
     assert [(o.asset_key.to_user_string(), o.partition) for o in changes.observations] == [
         ("encoder_model_fingerprint", MINILM)
     ]
@@ -212,7 +217,8 @@ def test_enabling_a_model_runs_its_partitions_and_disabling_one_keeps_its_histor
 
     catalogue.entries[TINY_CLIP]["enabled"] = False
     catalogue.write()
-    sensor = model_partitions_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    tick = build_model_partitions_sensor(Workspace.from_env())
+    sensor = tick(dg.build_sensor_context(instance=instance, definitions=defs))
     assert [(type(r).__name__, r.partitions_def_name, list(r.partition_keys)) for r in sensor.dynamic_partitions_requests] == [
         ("DeleteDynamicPartitionsRequest", "encoder_model", [TINY_CLIP])
     ]
@@ -247,20 +253,23 @@ def test_refreshed_data_reruns_every_partition_downstream(steady):
 def test_the_schedules_and_sensors_run_by_default():
     assert weekly_evaluation.cron_schedule == WEEKLY_CRON and weekly_evaluation.job_name == DATA_JOB
     assert weekly_evaluation.default_status == dg.DefaultScheduleStatus.RUNNING
-    sensors = (automation_sensor, model_partitions_sensor, catalogue_shards_sensor, corrections_sensor)
+    sensors = build_sensors(Workspace.from_env())
     assert {s.default_status for s in sensors} == {dg.DefaultSensorStatus.RUNNING}
-    assert {s.name for s in defs.sensors} == {s.name for s in sensors}
+    assert {s.name for s in defs.sensors} == {s.name for s in sensors} == {
+        "evaluation_automation", "model_partitions_sensor", "catalogue_shards_sensor", "corrections_sensor"
+    }
 
 
 def test_observing_from_the_ui_records_what_the_sensor_records(steady):
     _, instance, cursor = steady
-    result = observe([FINGERPRINT_SOURCES["encoder_model"]], instance=instance)  # "Observe sources" in the UI
+    result = observe([FINGERPRINT_SOURCES["encoder_model"]], instance=instance,
+                     resources={"storage": WorkspaceResource()})  # "Observe sources" in the UI  # fmt: skip
     assert result.success
     for model in (MINILM, TINY_CLIP):
         (record,) = instance.fetch_observations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("encoder_model_fingerprint"), asset_partitions=[model]), limit=1
         ).records
-        assert record.asset_observation.tags["dagster/data_version"] == fingerprint(load_catalogue()[model])
+        assert record.asset_observation.tags["dagster/data_version"] == fingerprint(active_catalogue()[model])
     # the same versions as the sensor's: nothing to rerun
     assert evaluate(instance, cursor=cursor).total_requested == 0
 
@@ -277,7 +286,7 @@ def test_a_changed_corrections_file_reruns_only_label_transfer(steady, tmp_path,
     report(instance, result)
     moved.write_text(corrections.read_text())  # the same content elsewhere: no new version, nothing reruns
     monkeypatch.setenv("TAXO_CORRECTIONS", str(moved))
-    assert corrections_observations(instance) == []
+    assert corrections_observations(instance, Workspace.from_env()) == []
     result = evaluate(instance, cursor=result.cursor)
     assert result.total_requested == 0
     moved.write_text(moved.read_text() + "r2,Animals & Pet Supplies,Collar,\n")  # edited: label transfer again

@@ -21,8 +21,6 @@ from taxo_pipeline.classification.calibration import (
     predict,
 )
 from taxo_pipeline.classification.coverage import (
-    HELD_OUT,
-    VIEW_SQL,
     correct_by_level,
     coverage_lines,
     coverage_table,
@@ -30,12 +28,15 @@ from taxo_pipeline.classification.coverage import (
     review_threshold,
     threshold_for_precision,
 )
-from taxo_pipeline.classification.review import needs_review, refresh_review_queue, with_review
+from taxo_pipeline.classification.review import needs_review, with_review
 from taxo_pipeline.classification.shards import ShardRows, publish, refresh_view, shard_path, shard_table, write_shard
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.retrieval.neighbour_votes import assign_folds
-from taxo_pipeline.warehouse import Warehouse, replace_rows
+from taxo_pipeline.warehouse.calibrations import HELD_OUT
+from taxo_pipeline.warehouse.classifications import refresh_review_queue
+from taxo_pipeline.warehouse.store import Warehouse, replace_rows
+from taxo_pipeline.warehouse.views import coverage_sql
 
 KEY = ResultKey("title-description", "m", "full-depth", None, "d1")
 
@@ -204,7 +205,7 @@ def test_the_coverage_view_and_review_threshold_read_the_held_out_rows(tmp_path)
     with warehouse.transaction() as con:
         replace_rows(con, HELD_OUT, KEY.columns, held_out_rows(KEY, ids, CONFIDENCE, CORRECT))
         replace_rows(con, HELD_OUT, other.columns, held_out_rows(other, ids[:2], np.array([0.3, 0.2]), CORRECT[:2]))
-        con.execute(f"CREATE VIEW precision_at_coverage AS {VIEW_SQL}")
+        con.execute(f"CREATE VIEW precision_at_coverage AS {coverage_sql(HELD_OUT)}")
     with duckdb.connect(str(warehouse.path), read_only=True) as con:
         rows = con.execute("SELECT threshold, products, coverage, precision_l1, precision_l2, precision_exact "
                            "FROM precision_at_coverage WHERE approach = 'title-description'").fetchall()  # fmt: skip

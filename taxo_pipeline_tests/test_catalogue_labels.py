@@ -26,7 +26,7 @@ from taxo_pipeline.dataset.google_mapping import GoogleMapping
 from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.retrieval.neighbour_votes import neighbour_votes
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.store import Warehouse
 
 HOME, PLANTS = "Home & Garden", "Home & Garden > Plants"
 FLOWERS, VASES = "Home & Garden > Plants > Flowers", "Home & Garden > Decor > Vases"

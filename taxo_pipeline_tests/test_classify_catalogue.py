@@ -21,7 +21,7 @@ from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.dataset.products import read_products
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline_tests.classify_testkit import evaluated_workspace, kill_after_shards, run_dir
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS
 from taxo_pipeline_tests.sie.sie_testkit import MINILM

@@ -12,8 +12,9 @@ import pytest
 from taxo_pipeline.classification.shards import catalogue_name
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.definitions import defs
-from taxo_pipeline.defs.classify.sensors import catalogue_shards_sensor
+from taxo_pipeline.defs.classify.sensors import build_catalogue_shards_sensor
 from taxo_pipeline.defs.resources import WorkspaceResource, pipeline_resources
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.classify_testkit import catalogue, evaluated_workspace, run_dir
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
@@ -66,7 +67,7 @@ def test_classify_products_dagster_runs_one_partition_per_new_shard(env, tmp_pat
 
 def _tick(instance, cursor=None):
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": WorkspaceResource()})
-    return catalogue_shards_sensor(context)
+    return build_catalogue_shards_sensor(Workspace.from_env())(context)
 
 
 def _run(instance, request):

@@ -20,14 +20,16 @@ from taxo_pipeline.classification.run import CatalogueRun
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint, read_corrections
 from taxo_pipeline.dataset.tables import load_corrections
 from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy, parse_categories, trim_path
-from taxo_pipeline.defs.feedback.corrections import corrections_file, corrections_observations, corrections_sensor
+from taxo_pipeline.defs.feedback.corrections import build_corrections_sensor, corrections_file, corrections_observations
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, recorded_version
+from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.retrieval.exact_search import normalise
 from taxo_pipeline.retrieval.neighbour_votes import neighbour_votes, transfer_labels
 from taxo_pipeline.settings import DEFAULT_MAX_TEXT_CHARS, TAXONOMY_FULL_DEPTH_FILE
 from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline.sie.config import SIESettings
 from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.classify_testkit import BRANCHES, small_taxonomy
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS
@@ -113,6 +115,8 @@ def test_the_sensor_refuses_a_bad_file_by_its_rows_and_keeps_the_last_good_versi
     monkeypatch.setenv("TAXO_DATA_DIR", str(tmp_path / "data"))
     path = _csv(tmp_path, "a,Luggage & Bags,Bag,\n")
     monkeypatch.setenv("TAXO_CORRECTIONS", str(path))
+    workspace = Workspace.from_env()
+    corrections_sensor = build_corrections_sensor(workspace)
     with dg.DagsterInstance.ephemeral() as instance:
         good = corrections_sensor(dg.build_sensor_context(instance=instance))
         (observation,) = good.asset_events
@@ -124,8 +128,9 @@ def test_the_sensor_refuses_a_bad_file_by_its_rows_and_keeps_the_last_good_versi
         assert bad.skip_message == (f"corrections file {path}: 1 bad row(s): row 2: unknown category "
                                     "'Luggage & Bags > Hats' for product_id 'b': not a path of the taxonomy")  # fmt: skip
         with pytest.raises(InputError, match="row 2: unknown category"):  # what `materialize` stops on
-            corrections_observations(instance)
-        observed = observe([corrections_file], instance=instance, raise_on_error=False)  # "Observe sources"
+            corrections_observations(instance, workspace)
+        observed = observe([corrections_file], instance=instance, resources={"storage": WorkspaceResource()},
+                           raise_on_error=False)  # "Observe sources"  # fmt: skip
         assert not observed.success and "row 2: unknown category" in str(observed.get_step_failure_events()[0])
         assert recorded_version(instance, corrections_file.key) == observation.tags[DATA_VERSION_TAG]
 
@@ -174,7 +179,7 @@ def small(tmp_path_factory, sie_server):
         "product_title": sample["product_title"], "product_description": sample["product_description"],
         "ground_truth_category": [trim_path(c) for c in sample["ground_truth_category"]],
     })  # fmt: skip
-    with InferenceClient(sie_server) as client:
+    with InferenceClient(sie_server, SIESettings()) as client:
         evidence = Evidence(client, root / "chroma", taxonomy, sorted(categories), max_chars=DEFAULT_MAX_TEXT_CHARS)
         request = ClassifyRequest(pl.DataFrame(), taxonomy, evidence, MINILM, "full-depth", "text",
                                   top_k=len(taxonomy.paths), labelled=labelled)  # fmt: skip

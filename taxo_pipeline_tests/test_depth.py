@@ -20,15 +20,17 @@ from taxo_pipeline.defs.ingest.assets import depth_code_version
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey, product_set_fingerprint
 from taxo_pipeline.evaluation.metrics import evaluate_paths
-from taxo_pipeline.evaluation.store import dataset_depth, load_metrics, save_metrics, save_results
+from taxo_pipeline.evaluation.store import load_metrics, save_metrics, save_results
 from taxo_pipeline.evaluation.tables import metric_rows
 from taxo_pipeline.retrieval.cascade import Hierarchy, hard_cascade, node_scores, path_scores
 from taxo_pipeline.retrieval.categories import category_documents
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.retrieval.full_depth import best_per_node, full_depth_documents
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.results import dataset_depth
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 from taxo_pipeline_tests.test_automation import VARIANT_ASSETS, encoder_requests, materialize_everything, sync
+from taxo_pipeline_tests.warehouse_testkit import earlier_warehouse
 
 # A tiny taxonomy five levels deep (every ancestor listed, as in Shopify's file).
 CATEGORIES = ["A", "A > B", "A > B > C", "A > B > C > D", "A > B > C > D > E", "A > B > C > X", "G", "G > H"]
@@ -171,12 +173,13 @@ def test_each_depth_has_its_own_chroma_directory_and_collection(tmp_path):
 
 
 def test_results_record_their_depth_and_an_older_warehouse_reads_as_depth_3(tmp_path):
-    warehouse = Warehouse(tmp_path / "taxo.duckdb")
-    # a warehouse written before TAXO_DEPTH: metrics and datasets without a depth column
+    # a warehouse written before TAXO_DEPTH: metrics and datasets without a depth column (schema.py adds it)
     old = ResultKey("text-retrieval", "org/model", "full-path", dataset="old")
     result = evaluate_paths([T1], [T1], [[]])
-    warehouse.replace_partition("metrics", old.columns, metric_rows(result, old, count=1))
-    warehouse.replace_table("datasets", pa.table({"dataset": ["old"], "products": [1], "scope": ["full"]}))
+    warehouse = earlier_warehouse(tmp_path / "taxo.duckdb", {
+        "metrics": metric_rows(result, old, count=1),
+        "datasets": pa.table({"dataset": ["old"], "products": [1], "scope": ["full"]}),
+    })  # fmt: skip
     assert dataset_depth(warehouse, "old") == 3
     new = old.on("new")
     save_results(warehouse, new, ["1"], [[(P1, 0.9)]], {}, products=1, scope="full", depth=None, model_fingerprint="")

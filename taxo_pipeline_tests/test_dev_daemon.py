@@ -29,7 +29,9 @@ from taxo_pipeline.defs.runner.runs import DAGSTER_YAML
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.settings import PROJECT_ROOT
 from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline.sie.config import SIESettings
 from taxo_pipeline.sie.local_process import free_port
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.sie.sie_testkit import TINY_CLIP, TINY_CROSS_ENCODER, write_catalogue
 from taxo_pipeline_tests.test_webserver import failure_report
 
@@ -167,7 +169,7 @@ def test_a_model_enabled_while_dev_runs_is_served_and_its_partitions_run(
                 f"the enabled model's {len(runs) - len(runs_before)} runs succeeded {time.monotonic() - enabled_at:.0f}s after"
             )
             assert instance.get_dynamic_partitions("encoder_model") == [TINY_CLIP]
-        vector = InferenceClient(sie_url).encode(TINY_CLIP, ["a straw hat"])
+        vector = InferenceClient(sie_url, SIESettings()).encode(TINY_CLIP, ["a straw hat"])
     finally:
         _stop(dev)
 
@@ -183,9 +185,9 @@ def test_a_model_enabled_while_dev_runs_is_served_and_its_partitions_run(
 
 def test_the_run_executor_setting(monkeypatch):
     monkeypatch.setenv("TAXO_EXECUTOR", "in_process")
-    assert run_executor() is dg.in_process_executor
+    assert run_executor(Workspace.from_env()) is dg.in_process_executor
     monkeypatch.delenv("TAXO_EXECUTOR")
-    assert run_executor() is dg.multi_or_in_process_executor  # Dagster's default
+    assert run_executor(Workspace.from_env()) is dg.multi_or_in_process_executor  # Dagster's default
     monkeypatch.setenv("TAXO_EXECUTOR", "threads")
     with pytest.raises(InputError, match="^bad setting\\(s\\): TAXO_EXECUTOR='threads': expected one of multiprocess, in_process$"):
-        run_executor()
+        Workspace.from_env()  # as taxo_pipeline/definitions.py builds it

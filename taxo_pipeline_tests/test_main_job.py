@@ -21,11 +21,13 @@ from taxo_pipeline.cli.main import main
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.classify.assets import GROUP as CLASSIFY_GROUP
 from taxo_pipeline.defs.feedback.corrections import corrections_observations
-from taxo_pipeline.defs.models.sensors import apply_model_sync, model_partitions_sensor, model_sync
+from taxo_pipeline.defs.models.sensors import apply_model_sync, build_model_partitions_sensor, model_sync
 from taxo_pipeline.defs.runner.runs import dagster_home
+from taxo_pipeline.defs.training.assets import GROUP as TRAINING_GROUP
 from taxo_pipeline.files import file_sha256
 from taxo_pipeline.settings import PROJECT_ROOT
 from taxo_pipeline.sie.model_catalogue import fingerprint, load_catalogue
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS, subtree_sources
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
 
@@ -61,7 +63,7 @@ def expected_partitions(instance: dg.DagsterInstance) -> dict[dg.AssetKey, set[s
     graph = defs.resolve_asset_graph()
     expected = {}
     for key in graph.materializable_asset_keys:
-        if graph.get(key).group_name == CLASSIFY_GROUP:
+        if graph.get(key).group_name in (CLASSIFY_GROUP, TRAINING_GROUP):  # no fine-tuned entry is enabled here
             continue
         partitions_def = graph.get(key).partitions_def
         expected[key] = set(partitions_def.get_partition_keys(dynamic_partitions_store=instance)) if partitions_def else {None}
@@ -174,8 +176,9 @@ def test_main_job_launches_nothing_after_everything_was_materialized_elsewhere(
     monkeypatch.setenv("DAGSTER_HOME", str(workspace / "dagster_home"))
     dagster_home(workspace / "dagster_home")  # as `taxo-pipeline dev` prepares it
     with dg.DagsterInstance.get() as instance:
-        apply_model_sync(instance, model_sync(instance, load_catalogue()))  # the partition sensor's tick
-        for observation in corrections_observations(instance):  # and the corrections sensor's
+        ticked = Workspace.from_env()
+        apply_model_sync(instance, model_sync(instance, load_catalogue(ticked.settings.models), ticked))  # the partition sensor's tick
+        for observation in corrections_observations(instance, ticked):  # and the corrections sensor's
             instance.report_runless_asset_event(observation)
     runs = materialize_everything_elsewhere(sie_env)
     assert runs == 7  # the data assets, then tiny/clip's four partitions, tiny/nli's and the reranking's
@@ -298,6 +301,8 @@ def test_new_weight_files_rerun_every_partition_of_the_model_after_an_ad_hoc_eva
 
 def test_sensor_adds_partitions_and_records_fingerprints_once(tiny_catalogue_entries, tmp_path, monkeypatch):
     monkeypatch.setenv("TAXO_MODELS", str(only_enabled(tiny_catalogue_entries, tmp_path / "models.yaml", TINY_CLIP)))
+    workspace = Workspace.from_env()  # as taxo_pipeline/definitions.py builds the sensor from it
+    model_partitions_sensor = build_model_partitions_sensor(workspace)
     with dg.instance_for_test() as instance:
         result = model_partitions_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert [(r.partitions_def_name, r.partition_keys) for r in result.dynamic_partitions_requests] == [
@@ -306,7 +311,9 @@ def test_sensor_adds_partitions_and_records_fingerprints_once(tiny_catalogue_ent
         assert [(e.asset_key.to_user_string(), e.partition) for e in result.asset_events] == [
             ("encoder_model_fingerprint", TINY_CLIP)
         ]
-        assert result.asset_events[0].tags["dagster/data_version"] == fingerprint(load_catalogue()[TINY_CLIP])
+        assert result.asset_events[0].tags["dagster/data_version"] == fingerprint(
+            load_catalogue(workspace.settings.models)[TINY_CLIP]
+        )
         instance.add_dynamic_partitions("encoder_model", [TINY_CLIP])
         instance.report_runless_asset_event(result.asset_events[0])
         again = model_partitions_sensor(dg.build_sensor_context(instance=instance, definitions=defs))

@@ -9,6 +9,7 @@ import pytest
 from taxo_pipeline.cli.evaluate import eval_image_retrieval, eval_nli, eval_reranking
 from taxo_pipeline.cli.predict import predict_image_retrieval, predict_nli, predict_reranking
 from taxo_pipeline.sie.client import InferenceClient
+from taxo_pipeline.sie.config import SIESettings
 from taxo_pipeline_tests.factories import CAMPING, HATS, PANAMA, PANTS, RACKS, SCARVES, jpeg, product, write_shard
 from taxo_pipeline_tests.sie.sie_testkit import TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI
 
@@ -101,7 +102,7 @@ def test_reranking_reorders_the_retrievers_candidates_by_score(evaluated, sie_se
     assert len(reranked) == 7
     description = dict(query(root, "SELECT product_id, product_description FROM products_experiment"))
     pid, candidates = retrieved[0]
-    with InferenceClient(sie_server) as client:
+    with InferenceClient(sie_server, SIESettings()) as client:
         direct = client.score(TINY_CROSS_ENCODER, description[pid], candidates)
     expected = sorted(zip(candidates, direct.tolist()), key=lambda pair: pair[1], reverse=True)
     assert reranked[pid][0] == [c for c, _ in expected]
@@ -136,7 +137,7 @@ def test_nli_prediction_is_its_top_scoring_label(evaluated, sie_server):
         assert len(cats) == 5 and set(cats) <= set(labels) and scores == sorted(scores, reverse=True)
     description = dict(query(root, "SELECT product_id, product_description FROM products_experiment"))
     pid, cats, _ = rows[0]
-    with InferenceClient(sie_server) as client:
+    with InferenceClient(sie_server, SIESettings()) as client:
         (direct,) = client.extract(TINY_NLI, [description[pid]], labels)
     assert cats[0] == max(direct, key=lambda c: c["score"])["label"]
 

@@ -21,6 +21,7 @@ from taxo_pipeline.errors import InputError
 from taxo_pipeline.retrieval.categories import CategoryDocuments
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.sie.model_catalogue import load_catalogue, model_slug, validate_model_id
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.factories import SHARED_DATA, TAXONOMY
 
 GID = "gid://shopify/TaxonomyCategory/<id>"
@@ -117,7 +118,7 @@ def test_model_slug_is_injective():
 
 
 def test_model_slug_keeps_the_catalogued_ids_names():
-    for spec in load_catalogue():
+    for spec in load_catalogue(Workspace.from_env().settings.models):
         assert spec.slug == spec.id.replace("/", "__")
 
 

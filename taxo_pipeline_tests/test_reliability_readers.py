@@ -16,7 +16,7 @@ import pytest
 
 from taxo_pipeline.definitions import defs
 from taxo_pipeline.defs.resources import pipeline_resources
-from taxo_pipeline.warehouse import Warehouse, replace_rows
+from taxo_pipeline.warehouse.store import Warehouse, replace_rows
 from taxo_pipeline_tests.factories import SAMPLE_PRODUCTS
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 from taxo_pipeline_tests.warehouse_testkit import version_rows, write_version
@@ -80,7 +80,7 @@ def stop_readers(readers: dict[str, subprocess.Popen], stop) -> dict[str, dict]:
 # Writes its partitions at versions 1..N, each in one transaction, and counts failures and publishes.
 WRITER = """
 import json, logging, sys
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline_tests.warehouse_testkit import write_version
 published = []
 class Count(logging.Handler):

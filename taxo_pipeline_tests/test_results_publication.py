@@ -13,14 +13,15 @@ import pytest
 
 from taxo_pipeline.approaches.registry import approach as approach_named
 from taxo_pipeline.classification.coverage import held_out, review_threshold
-from taxo_pipeline.classification.evaluated import choose, load_calibration, published_state, save_calibration
+from taxo_pipeline.classification.evaluated import choose, load_calibration, save_calibration
 from taxo_pipeline.evaluation.evaluate import score_and_store
 from taxo_pipeline.evaluation.keys import ResultKey
-from taxo_pipeline.evaluation.publication import publish_if_whole, settings_fingerprint
-from taxo_pipeline.evaluation.store import clear_results, save_results
-from taxo_pipeline.evaluation.views import refresh_views
+from taxo_pipeline.evaluation.publication import publish_if_whole, refresh_views, settings_fingerprint
+from taxo_pipeline.evaluation.store import save_results
 from taxo_pipeline.sie.model_catalogue import Catalogue, ModelSpec
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.publication import published_state
+from taxo_pipeline.warehouse.results import clear_results
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline.workspace import Workspace
 
 ENC, OTHER = "org/enc", "org/other"

@@ -17,7 +17,7 @@ from taxo_pipeline.classification.coverage import coverage_table, held_out, revi
 from taxo_pipeline.classification.shards import catalogue_name, refresh_view
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.evaluation.keys import ResultKey
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline_tests.classify_testkit import catalogue, evaluated_workspace, run_dir
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 

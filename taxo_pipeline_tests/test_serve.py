@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from taxo_pipeline.classification.calibration import features
-from taxo_pipeline.classification.evaluated import CALIBRATIONS, load_calibration
+from taxo_pipeline.classification.evaluated import load_calibration
 from taxo_pipeline.classification.run import Choices, prepare_run
 from taxo_pipeline.cli.classify import classify_products
 from taxo_pipeline.cli.main import main
@@ -40,7 +40,8 @@ from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import publish_if_whole
 from taxo_pipeline.sie.model_catalogue import load_catalogue
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.calibrations import CALIBRATIONS
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.classify_testkit import evaluated_workspace
 from taxo_pipeline_tests.sie.sie_testkit import MINILM

@@ -41,7 +41,8 @@ from taxo_pipeline.classification.product_catalogue import read_shards
 from taxo_pipeline.dataset.taxonomy import SEPARATOR, TrimmedTaxonomy, trim_path
 from taxo_pipeline.files import write_atomic
 from taxo_pipeline.retrieval.neighbour_votes import VOTE_WEIGHTS
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse import classifications
+from taxo_pipeline.warehouse.store import Warehouse
 
 # Shop labels are close neighbours (a shop's products look alike), so their votes may outweigh retrieval
 # by more than the evaluation's pool ever did: one doubling beyond its grid.
@@ -278,31 +279,9 @@ def load_learning(directory: Path, fingerprint: str) -> tuple[Voters, Learned | 
         return None
 
 
-LEARNING_VIEW = "catalogue_learning"
-_LEARNED_COLUMNS = {
-    "catalogue": "VARCHAR", "approach": "VARCHAR", "model": "VARCHAR", "reranker": "VARCHAR", "variant": "VARCHAR",
-    "products": "VARCHAR", "target_precision": "DOUBLE", "review_threshold": "DOUBLE", "labelled": "BIGINT",
-    "unrecognised_labels": "STRUCT(label VARCHAR, products BIGINT)[]",
-    "coverage": "STRUCT(threshold DOUBLE, products BIGINT, coverage DOUBLE, precision_l1 DOUBLE, precision_l2 DOUBLE, "
-                "precision_exact DOUBLE)[]",
-    "figures": "STRUCT(labelled BIGINT, exact_accuracy DOUBLE, l1_accuracy DOUBLE, ece DOUBLE, max_decile_gap DOUBLE, "
-               "vote_weight DOUBLE, prior_weight DOUBLE, pool_scale DOUBLE, calibration VARCHAR)",
-}  # fmt: skip
-
-
 def refresh_learning_view(warehouse: Warehouse, root: Path) -> None:
     """`catalogue_learning`: per catalogue and approach, what its labelled products taught (k-fold figures and
     held-out precision at coverage, NULL with too few labels), the review threshold of the last target precision,
-    and the label values that are not taxonomy paths; once one run saved any."""
-    if not any(Path(root).glob(f"*/*/{LEARNED_FILE}")):
-        return
-    pattern = str(Path(root) / "*" / "*" / LEARNED_FILE).replace("'", "''")
-    columns = ", ".join(f"{name}: '{kind}'" for name, kind in _LEARNED_COLUMNS.items())
-    figures = ", ".join(f"figures.{f} AS {f}" for f in ("exact_accuracy", "l1_accuracy", "ece", "max_decile_gap",
-                                                          "vote_weight", "prior_weight", "pool_scale", "calibration"))  # fmt: skip
-    with warehouse.transaction() as con:
-        con.execute(f"""CREATE OR REPLACE VIEW {LEARNING_VIEW} AS
-                        SELECT catalogue, approach, model, reranker, variant, products, labelled, {figures},
-                               target_precision, review_threshold, coverage, unrecognised_labels
-                        FROM read_json('{pattern}', columns = {{{columns}}})
-                        ORDER BY catalogue, approach, model, variant""")
+    and the label values that are not taxonomy paths; once one run saved any (warehouse/classifications.py)."""
+    if any(Path(root).glob(f"*/*/{LEARNED_FILE}")):
+        classifications.refresh_learning_view(warehouse, str(Path(root) / "*" / "*" / LEARNED_FILE))

@@ -36,7 +36,7 @@ def classify_request(
     category documents and index) and the labelled pool when the approach learns from labels."""
     approach = approach_named(key.approach, workspace.settings.approaches)
     taxonomy = load_trimmed_taxonomy(workspace)
-    family = {spec.id: spec.family for spec in load_catalogue()}.get(key.model, "text")
+    family = {spec.id: spec.family for spec in load_catalogue(workspace.settings.models)}.get(key.model, "text")
     evidence = workspace_evidence(workspace, client, taxonomy, key.variant)
     request = ClassifyRequest(
         pl.DataFrame(), taxonomy, evidence, key.model, key.variant, family, key.reranker, top_k,

@@ -22,36 +22,12 @@ import pyarrow as pa
 
 from taxo_pipeline.dataset.taxonomy import SEPARATOR
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.evaluation.keys import ResultKey, where
-from taxo_pipeline.evaluation.publication import source
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.evaluation.keys import ResultKey
+from taxo_pipeline.warehouse.calibrations import held_out_confidences
+from taxo_pipeline.warehouse.store import Warehouse
 
-HELD_OUT = "heldout_confidences"  # per result key and labelled product: cross-fitted confidence, right or not
-VIEW = "precision_at_coverage"
 LEVELS = ("l1", "l2", "exact")
 TARGETS = (0.8, 0.9, 0.95)  # what classify-products reports when no --target-precision is given
-
-
-def coverage_sql(held_out: str) -> str:
-    """The precision_at_coverage view's query over `held_out` (the published copy: refresh_views)."""
-    return f"""
-    WITH accepted AS (
-        SELECT approach, model, reranker, variant, dataset, confidence AS threshold,
-               count(*) OVER above AS products, count(*) OVER key AS labelled,
-               avg(correct_l1::DOUBLE) OVER above AS precision_l1, avg(correct_l2::DOUBLE) OVER above AS precision_l2,
-               avg(correct_exact::DOUBLE) OVER above AS precision_exact
-        FROM {held_out}
-        WINDOW key AS (PARTITION BY approach, model, reranker, variant, dataset),
-               above AS (key ORDER BY confidence DESC RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-    )
-    SELECT DISTINCT approach, model, reranker, variant, dataset, threshold, products,
-           products / labelled AS coverage, precision_l1, precision_l2, precision_exact
-    FROM accepted
-    ORDER BY approach, model, reranker NULLS FIRST, variant, dataset, threshold DESC
-"""
-
-
-VIEW_SQL = coverage_sql(HELD_OUT)  # over the working rows
 
 
 def prefix(path: str, level: int) -> str:
@@ -114,14 +90,7 @@ def held_out(warehouse: Warehouse, key: ResultKey, published: bool = True) -> tu
     """The key's held-out confidences and their correct_by_level rows, as the metrics asset stored them:
     the published ones (what classify-products and the service use with the published calibration), or
     with `published=False` the working rows (the metrics asset's own metadata)."""
-    rows = []
-    if warehouse.exists():
-        condition, params = where(key)
-        with warehouse.connect(read_only=True) as con:
-            if table := source(con, HELD_OUT, published):
-                rows = con.execute(
-                    f"SELECT confidence, correct_l1, correct_l2, correct_exact FROM {table} WHERE {condition}", params
-                ).fetchall()
+    rows = held_out_confidences(warehouse, key, published)
     confidence = np.array([r[0] for r in rows], dtype=np.float64)
     return confidence, np.array([r[1:] for r in rows], dtype=bool).reshape(len(rows), len(LEVELS))
 

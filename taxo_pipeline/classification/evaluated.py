@@ -5,8 +5,9 @@ confidence calibration fitted on the approach's stored predictions when it was s
 which the view `precision_at_coverage` reads).
 
 Everything a catalogue run or the service reads here is the published copy of the results
-(evaluation/publication.py): the last result that was whole, never a rerun half-way, and never a
-calibration from one computation paired with metrics or model settings of another."""
+(warehouse/publication.py): the last result that was whole, never a rerun half-way, and never a
+calibration from one computation paired with metrics or model settings of another. The tables and
+their SQL are warehouse/results.py's and warehouse/calibrations.py's."""
 
 from __future__ import annotations
 
@@ -28,18 +29,17 @@ from taxo_pipeline.classification.calibration import (
     fit_calibration,
     max_gap,
 )
-from taxo_pipeline.classification.coverage import HELD_OUT, correct_by_level, held_out_rows
+from taxo_pipeline.classification.coverage import correct_by_level, held_out_rows
 from taxo_pipeline.dataset.taxonomy import depth_label
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.evaluation.keys import ResultKey, where
+from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.protocol import DEV, TEST, split_mask, split_of
-from taxo_pipeline.evaluation.publication import SETTINGS, current_dataset, source
-from taxo_pipeline.evaluation.store import METRICS, dataset_depth
-from taxo_pipeline.warehouse import Warehouse, replace_rows
+from taxo_pipeline.warehouse.calibrations import stored_calibration, write_calibration
+from taxo_pipeline.warehouse.results import dataset_depth, published_scores, ranked_with_truth
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline.workspace import Workspace
 
 RUN_MAIN_JOB = "run `taxo-pipeline materialize` first"
-CALIBRATIONS = "calibrations"
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def choose(
         raise InputError(f"approach {approach} predicts only the top-level (L1) category and cannot classify a "
                          f"catalogue to a category path: choose one of {paths}")  # fmt: skip
     _require_evaluation(warehouse)
-    rows = [r for r in _scored(warehouse) if r[1] in enabled and (r[3] is None or r[3] in enabled)]
+    rows = [r for r in published_scores(warehouse) if r[1] in enabled and (r[3] is None or r[3] in enabled)]
     if not rows:
         raise InputError(f"no evaluation with an enabled model on the current dataset in {warehouse.path}: {RUN_MAIN_JOB}")
     name = approach or rows[0][0]
@@ -95,19 +95,6 @@ def choose(
     return Choice(key, row[5])
 
 
-def _scored(warehouse: Warehouse) -> list[tuple]:
-    """(approach, model, variant, reranker, dataset, strict hF1) of every published path result on the
-    current full dataset, best first."""
-    with warehouse.connect(read_only=True) as con:
-        if (metrics := source(con, METRICS)) is None:
-            return []
-        return con.execute(
-            f"""SELECT approach, model, variant, reranker, dataset, f1 FROM {metrics}
-                WHERE headline AND scope = 'hierarchical' AND mode = 'strict' AND dataset = {current_dataset(con)}
-                ORDER BY f1 DESC, approach, model, variant"""
-        ).fetchall()
-
-
 def _listed(rows: list[tuple], column: int) -> str:
     return ", ".join(dict.fromkeys(str(r[column]) for r in rows))
 
@@ -121,18 +108,10 @@ class Calibrated:
 def calibrate(warehouse: Warehouse, key: ResultKey) -> Calibrated:
     """The key's confidence calibration from its stored top-k against the evaluation's ground truth: the
     method chosen on the protocol's dev part, fitted on every labelled product, with held-out confidences."""
-    with warehouse.connect(read_only=True) as con:
-        rows = con.execute(
-            """SELECT p.product_id, list((p.category, p.score) ORDER BY p.rank), max(e.ground_truth_category)
-               FROM predictions p JOIN products_experiment e USING (product_id)
-               WHERE p.approach = ? AND p.model = ? AND p.variant = ? AND p.reranker IS NOT DISTINCT FROM ?
-                 AND p.dataset = ?
-               GROUP BY p.product_id ORDER BY p.product_id""",
-            [key.approach, key.model, key.variant, key.reranker, key.dataset],
-        ).fetchall()
+    rows = ranked_with_truth(warehouse, key)
     if not rows:
         raise InputError(f"no stored predictions of {key} on the evaluation set to calibrate on: {RUN_MAIN_JOB}")
-    ids, ranked = [r[0] for r in rows], [[tuple(c) for c in r[1]] for r in rows]
+    ids, ranked = [r[0] for r in rows], [r[1] for r in rows]
     correct = correct_by_level([r[0][0] for r in ranked], [r[2] for r in rows])
     calibration, confidence = fit_calibration(ids, features(ranked), correct[:, 2], split_mask(ids, DEV))
     return Calibrated(calibration, held_out_rows(key, ids, confidence, correct))
@@ -152,51 +131,13 @@ def save_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
            "ece_test": pa.array([ece(test_bins) if test_bins else None], pa.float64()),
            "reliability": [json.dumps(calibration.reliability)], "calibration": [json.dumps(calibration.to_dict())],
            "fitted_at": [datetime.now(UTC)]}  # fmt: skip
-    with warehouse.transaction() as con:
-        replace_rows(con, CALIBRATIONS, key.columns, pa.table(row))
-        replace_rows(con, HELD_OUT, key.columns, fitted.held_out)
+    write_calibration(warehouse, key, pa.table(row), fitted.held_out)
     return calibration
 
 
 def load_calibration(warehouse: Warehouse, key: ResultKey) -> Calibration:
-    """The published calibration stored when the key was scored (a warehouse scored before the methods
-    competed has no `calibration` column, or NULL in it: it is scored again)."""
-    condition, params = where(key)
-    row = None
-    if warehouse.exists():
-        with warehouse.connect(read_only=True) as con:
-            if table := source(con, CALIBRATIONS):
-                columns = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
-                                                      "WHERE table_name = ?", [table]).fetchall()}  # fmt: skip
-                if "calibration" in columns:
-                    row = con.execute(
-                        f"SELECT calibration FROM {table} WHERE {condition} AND calibration IS NOT NULL", params
-                    ).fetchone()
-    if row is None:
+    """The published calibration stored when the key was scored (one from before the methods competed is
+    NULL: it is scored again)."""
+    if (stored := stored_calibration(warehouse, key)) is None:
         raise InputError(f"no confidence calibration of {key} in {warehouse.path}: {RUN_MAIN_JOB}")
-    return Calibration.from_dict(json.loads(row[0]))
-
-
-@dataclass(frozen=True)
-class PublishedState:
-    """What identifies the published result of a key: a publication that replaced it changes these."""
-
-    computed_at: datetime | None  # its metrics rows
-    fitted_at: datetime | None  # its calibration row (None: an L1-only approach, or none stored)
-    model_fingerprint: str | None  # the model settings its predictions were computed with
-    # (publication.settings_fingerprint; None: published before settings were recorded)
-
-
-def published_state(warehouse: Warehouse, key: ResultKey) -> PublishedState:
-    """When the key's published metrics and calibration were written and the model settings they belong
-    to, read from one snapshot (a publication replaces all three together)."""
-    condition, params = where(key)
-    with warehouse.connect(read_only=True) as con:
-
-        def latest(table: str, column: str) -> datetime | str | None:
-            if (name := source(con, table)) is None:
-                return None
-            return con.execute(f"SELECT max({column}) FROM {name} WHERE {condition}", params).fetchone()[0]
-
-        return PublishedState(latest(METRICS, "computed_at"), latest(CALIBRATIONS, "fitted_at"),
-                              latest(SETTINGS, "model_fingerprint"))  # fmt: skip
+    return Calibration.from_dict(json.loads(stored))

@@ -2,7 +2,7 @@
 confidence is below the review threshold (taxo_pipeline/classification/coverage.py: the smallest
 threshold whose held-out products reach P in exact precision and in mean confidence), when no threshold
 reaches P, or when it got no prediction; never once a person reviewed it (classification/reviewer_labels.py).
-The warehouse view `review_queue` lists them, most useful first: lowest confidence, then the largest
+The warehouse view `review_queue` (warehouse/classifications.py) lists them, most useful first: lowest confidence, then the largest
 predicted categories (a correction there fixes the most look-alike products), each with how many levels
 its prediction reaches and why it stops above the taxonomy's depth.
 
@@ -24,37 +24,10 @@ import pyarrow.parquet as pq
 
 from taxo_pipeline.classification.coverage import coverage_lines
 from taxo_pipeline.classification.shards import MERCHANT, PREDICTED, REVIEWER, SOURCE, refresh_view
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.classifications import refresh_review_queue
+from taxo_pipeline.warehouse.store import Warehouse
 
-NEEDS_REVIEW = "needs_review"
-VIEW = "review_queue"
-CLASSIFICATIONS, TAXONOMY = "classifications", "taxonomy_trimmed"
-
-VIEW_SQL = f"""
-    WITH parents AS (  -- taxonomy nodes that have a node below them
-        SELECT DISTINCT array_to_string(list_slice(string_split(path, ' > '), 1, -2), ' > ') AS parent
-        FROM {TAXONOMY} WHERE contains(path, ' > ')
-    ), queued AS (
-        SELECT c.*, coalesce(len(string_split(c.category, ' > ')), 0) AS levels, p.parent IS NOT NULL AS has_deeper,
-               count(c.category) OVER (PARTITION BY c.catalogue, c.approach, c.model, c.reranker, c.variant, c.category)
-                   AS category_products,
-               list_filter(c.top_k, lambda t: starts_with(t.category, c.category || ' > '))[1] AS deeper
-        FROM {CLASSIFICATIONS} c LEFT JOIN parents p ON p.parent = c.category
-        WHERE c.{NEEDS_REVIEW}
-    )
-    SELECT catalogue, approach, model, reranker, variant, product_id, category, confidence, levels,
-           CASE WHEN category IS NULL THEN 'no prediction: ' || coalesce(skipped, 'not classified')
-                WHEN has_deeper AND deeper IS NULL THEN
-                    'stopped at L' || levels || ': no L' || (levels + 1) || ' category below it scored above it '
-                    || printf('(%.3f); none is among its top ', score) || len(top_k) || ' candidates'
-                WHEN has_deeper THEN
-                    'stopped at L' || levels || ': no L' || (levels + 1) || ' category below it scored above it '
-                    || printf('(%.3f); the best, %s, scored %.3f', score, deeper.category, deeper.score)
-           END AS stop_reason,
-           category_products, top_k, shard, classified_at
-    FROM queued
-    ORDER BY confidence ASC NULLS FIRST, category_products DESC, catalogue, product_id
-"""
+NEEDS_REVIEW = "needs_review"  # the shard files' column, which the review_queue view reads
 
 
 def needs_review(confidence: np.ndarray, threshold: float | None, target_precision: float | None) -> np.ndarray | None:
@@ -81,13 +54,6 @@ def with_review(table: pa.Table, threshold: float | None, target_precision: floa
 def _by_model(table: pa.Table) -> np.ndarray:
     """Per row of a shard table: its category is the model's (not one a reviewer or the merchant set)."""
     return ~pc.is_in(table[SOURCE], value_set=pa.array([MERCHANT, REVIEWER])).to_numpy(zero_copy_only=False)
-
-
-def refresh_review_queue(warehouse: Warehouse) -> None:
-    """(Re)create `review_queue` once the classifications view and the taxonomy exist."""
-    if warehouse.table_exists(CLASSIFICATIONS) and warehouse.table_exists(TAXONOMY):
-        with warehouse.transaction() as con:
-            con.execute(f"CREATE OR REPLACE VIEW {VIEW} AS {VIEW_SQL}")
 
 
 def refresh_catalogue_views(warehouse: Warehouse, data_dir: Path) -> None:

@@ -29,7 +29,7 @@ from taxo_pipeline.classification.catalogue_labels import (
     read_labels,
 )
 from taxo_pipeline.classification.coverage import review_threshold
-from taxo_pipeline.classification.evaluated import choose, load_calibration, published_state
+from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.classification.product_catalogue import (
     CatalogueCheck,
     Shard,
@@ -61,8 +61,9 @@ from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import settings_fingerprint
 from taxo_pipeline.files import file_sha256
-from taxo_pipeline.sie.model_catalogue import load_catalogue
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.sie.model_catalogue import Catalogue, load_catalogue
+from taxo_pipeline.warehouse.publication import published_state
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -222,11 +223,11 @@ def _labels(products: Path, fingerprint: str, shard_size: int, taxonomy: Trimmed
     return _LABELS[key]
 
 
-def _check_model_settings(warehouse: Warehouse, key: ResultKey) -> None:
+def _check_model_settings(warehouse: Warehouse, model_catalogue: Catalogue, key: ResultKey) -> None:
     """The result's category vectors and calibration belong to the model settings it was computed with; a
     model whose catalogue entry or weights changed since cannot be paired with them."""
     recorded = published_state(warehouse, key).model_fingerprint
-    if recorded is not None and recorded != settings_fingerprint(load_catalogue(), key.model, key.reranker):
+    if recorded is not None and recorded != settings_fingerprint(model_catalogue, key.model, key.reranker):
         raise InputError(f"the settings of {key.model} (its catalogue entry or weights) changed after {key} was "
                          "evaluated, and its re-evaluation is not complete: run `taxo-pipeline materialize` (or let "
                          "`taxo-pipeline dev` rerun it), then classify")  # fmt: skip
@@ -237,14 +238,15 @@ def prepare_run(workspace: Workspace, products: Path, choices: Choices) -> Catal
     enabled models unless named), with the calibration stored when that approach was scored."""
     products, warehouse = Path(products), workspace.warehouse
     check_file(products)
-    enabled = [spec.id for spec in load_catalogue().enabled()]
+    model_catalogue = load_catalogue(workspace.settings.models)
+    enabled = [spec.id for spec in model_catalogue.enabled()]
     choice = choose(workspace, enabled, choices.approach, choices.model, choices.variant)  # the evaluation is there
     catalogue_fingerprint, taxonomy = file_sha256(products)[:16], load_trimmed_taxonomy(workspace)
     taxonomy_fingerprint = hashlib.sha256("\n".join(taxonomy.paths).encode()).hexdigest()[:16]
     labels = _labels(products, catalogue_fingerprint, choices.shard_size, taxonomy, taxonomy_fingerprint)
     if (preferred := _approach_for(workspace, enabled, choices, labels)) not in (None, choice.key.approach):
         choice = choose(workspace, enabled, preferred, choices.model, choices.variant)
-    _check_model_settings(warehouse, choice.key)
+    _check_model_settings(warehouse, model_catalogue, choice.key)
     log.info("classifying with %s (strict hF1 %.3f on the evaluation set)", choice.key, choice.strict_f1)
     calibration = load_calibration(warehouse, choice.key)
     target = choices.target_precision

@@ -3,7 +3,7 @@
 <catalogue> is the file's stem and a hash of its resolved path. A shard file records the fingerprint
 of its rows and of the run settings, so a rerun skips it when neither changed. Concurrent runs never
 share a file being written, and DuckDB's one-writer rule is kept: the warehouse reads the files
-through a view. The view reads only published snapshots: hard links to every shard of a catalogue,
+through a view (warehouse/classifications.py). The view reads only published snapshots: hard links to every shard of a catalogue,
 made once all of them are written, so a failed or partial run leaves the view as it was."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -31,9 +30,9 @@ from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.files import write_atomic, write_parquet_atomic
 from taxo_pipeline.processes import pid_alive
 from taxo_pipeline.sie.model_catalogue import model_slug
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.classifications import refresh_classifications
+from taxo_pipeline.warehouse.store import Warehouse
 
-VIEW = "classifications"
 SHARD_FILE = re.compile(r"shard-(\d{5,})\.parquet")
 CANDIDATE = pa.struct([("category", pa.string()), ("score", pa.float64())])
 SHARD_META = b"taxo/shard_fingerprint"
@@ -234,31 +233,16 @@ def refresh_view(warehouse: Warehouse, data_dir: Path) -> None:
     in progress or one that failed is not seen); before any run published one, no rows, with the columns
     of a shard file (so the view, and `review_queue` on it, exist from the first materialization)."""
     root = classifications_root(data_dir)
-    # what the two globs of the snapshots' query need to find (with no file, DuckDB fails to create the view)
+    shards, current = f"{root}/*/*/{SNAPSHOT}*/shard-*.parquet", f"{root}/*/*/{CURRENT}"
+    # what the two globs need to find (with no file, DuckDB fails to create the view)
     published = any(root.glob(f"*/*/{SNAPSHOT}*/shard-*.parquet")) and any(root.glob(f"*/*/{CURRENT}"))
-    with warehouse.transaction() as con:
-        con.execute(f"CREATE OR REPLACE VIEW {VIEW} AS {_snapshots_sql(root) if published else _no_rows_sql(con)}")
+    refresh_classifications(warehouse, shards if published else None, current, _no_rows())
 
 
-def _snapshots_sql(root: Path) -> str:
-    root = str(root).replace("'", "''")
-    return f"""SELECT * EXCLUDE (filename)
-               FROM read_parquet('{root}/*/*/{SNAPSHOT}*/shard-*.parquet', union_by_name = true, filename = true)
-               WHERE parse_dirpath(filename) IN (SELECT parse_dirpath(filename) || '/' || snapshot
-                                                 FROM read_json('{root}/*/*/{CURRENT}', filename = true,
-                                                                columns = {{snapshot: 'VARCHAR'}}))"""
-
-
-def _no_rows_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """A query with a shard file's columns (as run.write_shard writes them: needs_review last) and no row."""
+def _no_rows() -> pa.Table:
+    """A shard file's columns (as run.write_shard writes them: needs_review last), without a row."""
     empty = shard_table(ResultKey("", "", ""), "", "", 0, ShardRows([], [], np.empty(0), []))
-    empty = empty.append_column("needs_review", pa.array([], pa.bool_()))  # review.with_review's column
-    con.register("_shard_columns", empty)
-    try:
-        columns = con.execute("DESCRIBE SELECT * FROM _shard_columns").fetchall()
-    finally:
-        con.unregister("_shard_columns")
-    return "SELECT " + ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind, *_ in columns) + " WHERE false"
+    return empty.append_column("needs_review", pa.array([], pa.bool_()))  # review.with_review's column
 
 
 EXPORT_TYPES = (".parquet", ".csv", ".jsonl")

@@ -18,7 +18,7 @@ from taxo_pipeline.classification.catalogue_labels import MIN_LABELLED, refresh_
 from taxo_pipeline.classification.classifier import cached_learning, catalogue_classifier, learned_run
 from taxo_pipeline.classification.coverage import TARGETS, held_out
 from taxo_pipeline.classification.product_catalogue import is_export
-from taxo_pipeline.classification.review import accepted_categories, refresh_review_queue, run_summary
+from taxo_pipeline.classification.review import accepted_categories, run_summary
 from taxo_pipeline.classification.run import (
     CatalogueRun,
     Choices,
@@ -43,7 +43,9 @@ from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.sie.server import ensure_sie
+from taxo_pipeline.warehouse.classifications import refresh_review_queue
 from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger("taxo_pipeline")
@@ -115,11 +117,13 @@ def run_classify(args: argparse.Namespace) -> int:
     started, models = time.perf_counter(), [m for m in (run.key.model, run.key.reranker) if m]
     progress, pending = plan_shards(run)
     if args.dagster:
-        _through_dagster(run, models, progress, pending)
+        _through_dagster(workspace, run, models, progress, pending)
         run = cached_learning(run)
     elif pending or (run.learns and run.voters is None):
-        with ensure_sie(models=models, logger=log) as url:
-            with InferenceClient(url, cache=EmbeddingCache(warehouse, read_only=True), logger=log) as client:
+        catalogue = load_catalogue(workspace.settings.models)
+        with ensure_sie(workspace.sie, data_dir, catalogue, models, logger=log) as url:
+            cache = EmbeddingCache(warehouse, catalogue, read_only=True)
+            with InferenceClient(url, workspace.sie, cache=cache, logger=log) as client:
                 run = learned_run(run, workspace, client)
                 if pending:
                     classify_catalogue(run, progress, pending, catalogue_classifier(run, workspace, client))
@@ -145,7 +149,8 @@ def run_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _through_dagster(run: CatalogueRun, models: list[str], progress: Progress, pending: list[int]) -> None:
+def _through_dagster(workspace: Workspace, run: CatalogueRun, models: list[str], progress: Progress,
+                     pending: list[int]) -> None:  # fmt: skip
     """One in-process Dagster run of catalogue_classifications per new or changed shard of this part, in the
     instance the UI shows; the SIE server is started only if a shard needs classifying."""
     from taxo_pipeline.cli.common import command_instance, materialize
@@ -155,7 +160,7 @@ def _through_dagster(run: CatalogueRun, models: list[str], progress: Progress, p
     register_shards(command_instance(), progress.shards)
     if not pending:
         return
-    with ensure_sie(models=models, logger=log) as url:
+    with ensure_sie(workspace.sie, workspace.data_dir, workspace.settings.models, models, logger=log) as url:
         for index in pending:
             materialize(["catalogue_classifications"], sie_url=url, partition_key=shard_key(index),
                         ops_config=run_config(run)["ops"])  # fmt: skip

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from taxo_pipeline import settings
 from taxo_pipeline.defs.runner.runs import dagster_home
-from taxo_pipeline.processes import group_alive
+from taxo_pipeline.processes import child_environment, group_alive
 from taxo_pipeline.sie.dev_server import dev_sie
 from taxo_pipeline.sie.local_process import die_with_parent
+from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,11 @@ def dagster_dev_command(dagster_args: Sequence[str]) -> list[str]:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    home = dagster_home(settings.current().dagster_home)
-    with dev_sie(logger=logging.getLogger("taxo_pipeline")) as url:
-        env = settings.child_environment(SIE_BASE_URL=url, DAGSTER_HOME=str(home))
+    workspace = Workspace.from_env()
+    home = dagster_home(workspace.settings.dagster_home)
+    with dev_sie(workspace.sie, workspace.data_dir, workspace.settings.models,
+                 logger=logging.getLogger("taxo_pipeline")) as url:  # fmt: skip
+        env = child_environment(SIE_BASE_URL=url, DAGSTER_HOME=str(home))
         return run_group(dagster_dev_command(args.dagster_args), env=env, cwd=settings.PROJECT_ROOT)
 
 

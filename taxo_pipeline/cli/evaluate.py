@@ -98,7 +98,8 @@ def evaluate(approach: Approach, args: argparse.Namespace) -> ResultKey:
     models, store = partition_models(args), storage(args)
     runs = evaluation_runs(approach, models)
     check_sources(store, {"products": args.products, "taxonomy": args.taxonomy})
-    with ensure_sie(models=list(dict.fromkeys(m for run in runs for m in run.models.ids)), logger=log) as url:
+    workspace, called = store.workspace(), list(dict.fromkeys(m for run in runs for m in run.models.ids))
+    with ensure_sie(workspace.sie, workspace.data_dir, workspace.settings.models, called, logger=log) as url:
         sources = source_run_config(args.products, args.taxonomy)
         materialize(dg.AssetSelection.groups(DATA_GROUP), sie_url=None, ops_config=sources, storage=store)
         for run in runs:

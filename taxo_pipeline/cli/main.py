@@ -7,7 +7,6 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from taxo_pipeline import settings
 from taxo_pipeline.cli.arguments import model_id
 from taxo_pipeline.cli.common import run_command
 from taxo_pipeline.cli.dev import add_dev
@@ -17,8 +16,9 @@ from taxo_pipeline.cli.predict import add_predict
 from taxo_pipeline.cli.serve import add_serve
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.sie.server import lazy_sie
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.workspace import Workspace
 
 
 def add_encode(subparsers: argparse._SubParsersAction) -> None:
@@ -37,9 +37,14 @@ def add_encode(subparsers: argparse._SubParsersAction) -> None:
 def run_encode(args: argparse.Namespace) -> int:
     model = args.model
     log = logging.getLogger("taxo_pipeline")
-    cache = EmbeddingCache(Warehouse(settings.current().warehouse))
+    workspace = Workspace.from_env()
+    catalogue = load_catalogue(workspace.settings.models)
+    cache = EmbeddingCache(workspace.warehouse, catalogue)
     # The server starts only if a text is not in the cache.
-    with lazy_sie(models=[model], logger=log) as sie, InferenceClient(sie, cache=cache, logger=log) as client:
+    with (
+        lazy_sie(workspace.sie, workspace.data_dir, catalogue, [model], logger=log) as sie,
+        InferenceClient(sie, workspace.sie, cache=cache, logger=log) as client,
+    ):
         encoded = client.encode_detailed(model, args.texts, is_query=args.query)
     for text, vector, cached in zip(args.texts, encoded.vectors, encoded.from_cache):
         head = ", ".join(f"{x:+.4f}" for x in vector[:4])

@@ -10,9 +10,10 @@ from taxo_pipeline import settings
 from taxo_pipeline.cli.arguments import add_source_arguments
 from taxo_pipeline.cli.common import dagster_console_level
 from taxo_pipeline.defs.resources import WorkspaceResource
-from taxo_pipeline.evaluation.leaderboard import leaderboard, leaderboard_text
+from taxo_pipeline.evaluation.leaderboard import leaderboard_text
 from taxo_pipeline.sie.model_catalogue import load_catalogue
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.store import Warehouse
+from taxo_pipeline.warehouse.views import leaderboard
 
 log = logging.getLogger("taxo_pipeline")
 
@@ -38,7 +39,7 @@ def run_materialize(args: argparse.Namespace) -> int:
     setup = settings.current()
     launched = materialize_stale(
         command_instance(setup.dagster_home),
-        catalogue=load_catalogue(),
+        catalogue=load_catalogue(setup.models),
         storage=WorkspaceResource(),
         sources={"products": args.products, "taxonomy": args.taxonomy},
         warehouse=setup.warehouse,

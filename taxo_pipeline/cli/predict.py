@@ -106,17 +106,18 @@ def _build_indexes(approach: Approach, args: argparse.Namespace, store: Workspac
 def run_predict(approach: Approach, args: argparse.Namespace) -> int:
     models, store = partition_models(args), storage(args)
     workspace = store.workspace()
-    known = {spec.id: spec.family for spec in load_catalogue()}
+    catalogue = load_catalogue(workspace.settings.models)
+    known = {spec.id: spec.family for spec in catalogue}
     data = _data_to_build(approach, args, store)
     # The server starts when an index is missing or an input is not in the embedding cache.
-    with lazy_sie(models=list(models.ids), logger=log) as sie:
+    with lazy_sie(workspace.sie, workspace.data_dir, catalogue, list(models.ids), logger=log) as sie:
         if data:
             materialize(data[0], sie_url=None, ops_config=data[1], storage=store)
         _build_indexes(approach, args, store, sie)
         taxonomy = load_trimmed_taxonomy(workspace)
-        cache = EmbeddingCache(workspace.warehouse)
+        cache = EmbeddingCache(workspace.warehouse, catalogue)
         variant = models.variant or approach.documents
-        with InferenceClient(sie, cache=cache, logger=log) as client:
+        with InferenceClient(sie, workspace.sie, cache=cache, logger=log) as client:
             evidence = workspace_evidence(workspace, client, taxonomy, variant)
             request = ClassifyRequest(
                 _product(args), taxonomy, evidence, models.model, variant, known.get(models.model, "text"),
@@ -149,7 +150,7 @@ def _confidence(approach: Approach, models: PartitionModels, workspace: Workspac
     if approach.headline != HIERARCHICAL:
         return "confidence: none (an L1-only approach is not calibrated)"
     try:
-        enabled = [spec.id for spec in load_catalogue().enabled()]
+        enabled = [spec.id for spec in load_catalogue(workspace.settings.models).enabled()]
         key = choose(workspace, enabled, approach.name, models.model, models.variant or approach.documents).key
         confidence = load_calibration(workspace.warehouse, key).confidence(features([ranked]))[0]
     except (InputError, LookupError, FileNotFoundError) as exc:

@@ -80,9 +80,9 @@ def run_serve(args: argparse.Namespace) -> int:
     sock = http_server.bind(args.host, args.port)  # a used port fails before any SIE server starts
     log.info(f"serving {found.key} (strict hF1 {found.strict_f1:.3f}) on http://{args.host}:{args.port} (docs at /docs)")
     _stop_on_sigterm()
-    with sock, dev_sie(logger=log) as url:
+    with sock, dev_sie(workspace.sie, workspace.data_dir, setup.models, logger=log) as url:
         loader = Loader(partial(load_served, workspace, names, url, limits.deadline_s), partial(fingerprint, workspace, names),
                         setup.serve_reload_s, close_after_s=2 * limits.deadline_s)
-        backend = BackendMonitor(url, partial(settings_problem, loader))
+        backend = BackendMonitor(url, partial(settings_problem, workspace, loader))
         http_server.server(create_app(loader, limits, backend), server_limits).run(sockets=[sock])
     return 0

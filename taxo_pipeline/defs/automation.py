@@ -4,9 +4,9 @@ that evaluates them, running by default. The weekly data refresh that sets it of
 
 import dagster as dg
 
-from taxo_pipeline import settings
 from taxo_pipeline.defs.feedback.corrections import corrections_file
 from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES
+from taxo_pipeline.workspace import Workspace
 
 _AC = dg.AutomationCondition
 # The tag the daemon puts on the runs the automation requests; `taxo-pipeline materialize` puts it on its own.
@@ -39,12 +39,16 @@ _STALE_MODEL = (
 ).with_label("model changed since the automation last ran it")
 AUTOMATION = _AC.eager() | _AC.code_version_changed() | _MISSING | _STALE_MODEL
 
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "evaluation_automation",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=settings.current().automation_interval_s,
-    description="Runs what the automation requests: what is missing once its inputs are there, the partitions "
-    "of a model whose fingerprint changed, everything downstream of refreshed data, every partition of an "
-    "asset whose code_version changed.",
-)
+
+def build_automation_sensor(workspace: Workspace) -> dg.AutomationConditionSensorDefinition:
+    """The sensor that evaluates AUTOMATION every TAXO_AUTOMATION_INTERVAL_S (taxo_pipeline/definitions.py
+    builds it from the code location's one Workspace)."""
+    return dg.AutomationConditionSensorDefinition(
+        "evaluation_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=workspace.settings.automation_interval_s,
+        description="Runs what the automation requests: what is missing once its inputs are there, the partitions "
+        "of a model whose fingerprint changed, everything downstream of refreshed data, every partition of an "
+        "asset whose code_version changed.",
+    )

@@ -8,8 +8,8 @@ import polars as pl
 from taxo_pipeline.classification.calibration import ECE_BINS, Calibration, max_gap
 from taxo_pipeline.classification.coverage import LEVELS
 from taxo_pipeline.evaluation.charts import Bar, bar_chart, line_chart, markdown_image
-from taxo_pipeline.evaluation.store import headline_f1
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.results import headline_f1
+from taxo_pipeline.warehouse.store import Warehouse
 
 
 def table_metadata(frame: pl.DataFrame, preview_rows: int = 5) -> dict[str, dg.MetadataValue]:

@@ -16,8 +16,9 @@ from pydantic import Field, PrivateAttr
 from taxo_pipeline import settings
 from taxo_pipeline.sie.client import DEFAULT_BATCH_SIZE, InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
+from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.sie.server import ensure_sie, remote_url
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline.workspace import Workspace
 
 # The workspace's fields and the variables that set them.
@@ -52,8 +53,8 @@ class SIEResource(dg.ConfigurableResource):
     WorkspaceResource the assets get). The local server lives as long as the execution that
     initialised this resource (one run in-process, or one step with the multiprocess executor).
     Timeouts left unset follow TAXO_SIE_TIMEOUT_S, TAXO_SIE_CONNECT_TIMEOUT_S and
-    TAXO_SIE_PROVISION_TIMEOUT_S at run time. Pass the key as `dg.EnvVar("SIE_API_KEY")`, never as
-    a literal; unset, SIE_API_KEY is read at run time.
+    TAXO_SIE_PROVISION_TIMEOUT_S at run time (`storage`'s workspace, as the server and the catalogue do).
+    Pass the key as `dg.EnvVar("SIE_API_KEY")`, never as a literal; unset, SIE_API_KEY is read at run time.
     """
 
     storage: WorkspaceResource
@@ -68,24 +69,28 @@ class SIEResource(dg.ConfigurableResource):
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[SIEResource]:
-        with ensure_sie(base_url=self.base_url, logger=context.log) as url:
+        workspace = self.storage.workspace()
+        with ensure_sie(workspace.sie, workspace.data_dir, workspace.settings.models, base_url=self.base_url,
+                        logger=context.log) as url:  # fmt: skip
             self._url = url
             yield self
 
     def client(self, logger: Any = None, store_vectors: bool = True) -> InferenceClient:
         """A client with the warehouse embedding cache (looked up only, without `store_vectors`); pass
         context.log for progress in the UI."""
-        url = self._url or remote_url(self.base_url)
+        workspace = self.storage.workspace()
+        url = self._url or remote_url(workspace.sie, self.base_url)
         if not url:
             raise RuntimeError("SIEResource used outside a Dagster execution and without base_url or SIE_BASE_URL")
         return InferenceClient(
             url,
+            workspace.sie,
             api_key=self.api_key or None,
             batch_size=self.batch_size,
             timeout_s=self.timeout_s,
             connect_timeout_s=self.connect_timeout_s,
             provision_timeout_s=self.provision_timeout_s,
-            cache=EmbeddingCache(self.storage.warehouse(), read_only=not store_vectors),
+            cache=EmbeddingCache(workspace.warehouse, load_catalogue(workspace.settings.models), read_only=not store_vectors),
             logger=logger,
         )
 

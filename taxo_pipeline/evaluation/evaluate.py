@@ -8,16 +8,9 @@ from dataclasses import dataclass
 from taxo_pipeline.approaches.spec import L1, Approach, Classified, ClassifyRequest
 from taxo_pipeline.evaluation.keys import ResultKey, product_set_fingerprint
 from taxo_pipeline.evaluation.metrics import evaluate_l1, evaluate_paths
-from taxo_pipeline.evaluation.store import (
-    FULL,
-    dataset_depth,
-    latency,
-    latency_per_product,
-    save_metrics,
-    save_results,
-    top1_with_truth,
-)
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.evaluation.store import latency, save_metrics, save_results
+from taxo_pipeline.warehouse.results import FULL, dataset_depth, latency_per_product, top1_with_truth
+from taxo_pipeline.warehouse.store import Warehouse
 
 
 @dataclass(frozen=True)

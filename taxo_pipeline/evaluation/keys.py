@@ -41,12 +41,6 @@ class ResultKey:
         return f"{self.approach} {self.models} {self.variant}"
 
 
-def where(key: ResultKey, table: str | None = None) -> tuple[str, list]:
-    """SQL condition and parameters selecting one key's rows (NULL-safe: reranker is NULL for most)."""
-    prefix = f"{table}." if table else ""
-    return " AND ".join(f'{prefix}"{c}" IS NOT DISTINCT FROM ?' for c in KEY_COLUMNS), list(key.columns.values())
-
-
 def product_set_fingerprint(products: pl.DataFrame, depth: Depth = MAX_LEVEL) -> str:
     """Which products a result covers and what they say, independent of row order: ids alone are row
     numbers in some sources, so the texts and labels count too. Labels trimmed to another depth than 3

@@ -1,18 +1,9 @@
-"""The results table people read first: the `leaderboard` view, L3 approaches by hF1, then NLI by L1 F1."""
+"""The results table people read first, for a terminal: the `leaderboard` view's rows (warehouse/views.py),
+L3 approaches by hF1, then NLI by L1 F1."""
 
 from __future__ import annotations
 
 import polars as pl
-
-from taxo_pipeline.warehouse import Warehouse
-
-
-def leaderboard(warehouse: Warehouse) -> pl.DataFrame:
-    if not warehouse.table_exists("leaderboard"):
-        return pl.DataFrame()
-    with warehouse.connect(read_only=True) as con:
-        return con.sql("SELECT * FROM leaderboard").pl()
-
 
 # (column, header, width, format); text columns are cut to their width so a row fits 120 columns.
 _COLUMNS = (

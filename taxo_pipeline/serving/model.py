@@ -21,7 +21,7 @@ from taxo_pipeline.approaches.spec import Approach, ClassifyRequest
 from taxo_pipeline.classification.calibration import Calibration, features
 from taxo_pipeline.classification.classifier import classify_request
 from taxo_pipeline.classification.coverage import review_threshold
-from taxo_pipeline.classification.evaluated import choose, load_calibration, published_state
+from taxo_pipeline.classification.evaluated import choose, load_calibration
 from taxo_pipeline.classification.reviewer_labels import Reviews, reviewed_category, reviews
 from taxo_pipeline.classification.run import classify_chunk
 from taxo_pipeline.dataset.corrections import NONE, corrections_fingerprint
@@ -32,6 +32,7 @@ from taxo_pipeline.evaluation.publication import settings_fingerprint
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache
 from taxo_pipeline.sie.model_catalogue import load_catalogue
+from taxo_pipeline.warehouse.publication import published_state
 from taxo_pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -93,14 +94,14 @@ class Fingerprint:
 def fingerprint(workspace: Workspace, names: Names) -> Fingerprint:
     """The result the warehouse's published results pick now (raises InputError, naming the fix, when there
     is none): a rerun half-way changes nothing here until it is whole (evaluation/publication.py)."""
-    catalogue = load_catalogue()
+    catalogue = load_catalogue(workspace.settings.models)
     choice = choose(workspace, [spec.id for spec in catalogue.enabled()], names.approach, names.model, names.variant)
     state = published_state(workspace.warehouse, choice.key)
     return Fingerprint(choice.key, choice.strict_f1, state.computed_at, state.fitted_at,
                        corrections_fingerprint(workspace.settings.corrections), state.model_fingerprint)  # fmt: skip
 
 
-def settings_problem(loader: Loader) -> str | None:
+def settings_problem(workspace: Workspace, loader: Loader) -> str | None:
     """Why the served result cannot go with the model settings the SIE server runs now (None: it can). The
     local server follows the catalogue within seconds, so the catalogue's settings are the server's; a
     changed model serves no answers until its re-evaluation is complete and loaded."""
@@ -108,7 +109,7 @@ def settings_problem(loader: Loader) -> str | None:
     if served is None or served.fingerprint.model_settings is None:
         return None
     key = served.key
-    if settings_fingerprint(load_catalogue(), key.model, key.reranker) != served.fingerprint.model_settings:
+    if settings_fingerprint(load_catalogue(workspace.settings.models), key.model, key.reranker) != served.fingerprint.model_settings:
         return (f"the SIE server runs other settings of {key.model} than the served result was computed "
                 "with: waiting for its re-evaluation")  # fmt: skip
     return None
@@ -186,7 +187,8 @@ def load_served(workspace: Workspace, names: Names, sie_url: str, request_timeou
     found, warehouse = fingerprint(workspace, names), workspace.warehouse
     reviewed = reviews(load_corrections(workspace))  # a bad file fails before any model loads
     calibration = load_calibration(warehouse, found.key)
-    loader = InferenceClient(sie_url, cache=EmbeddingCache(warehouse, read_only=True), logger=quiet)
+    cache = EmbeddingCache(warehouse, load_catalogue(workspace.settings.models), read_only=True)
+    loader = InferenceClient(sie_url, workspace.sie, cache=cache, logger=quiet)
     try:
         approach, request = classify_request(found.key, workspace, loader, names.top_k)
         target = names.target_precision
@@ -196,7 +198,7 @@ def load_served(workspace: Workspace, names: Names, sie_url: str, request_timeou
         served = Served(found, calibration, approach, request, names, workspace.settings.max_text_chars, below, reviewed)
         served.classify([WARM_UP])
         # a request's SIE calls wait no longer than its deadline, whatever the SDK retries (TAXO_SERVE_DEADLINE_S)
-        request.evidence.client = InferenceClient(sie_url, logger=quiet, timeout_s=request_timeout_s)
+        request.evidence.client = InferenceClient(sie_url, workspace.sie, logger=quiet, timeout_s=request_timeout_s)
     finally:
         loader.close()
     served.classify([WARM_UP])  # the serving client's first request checks the server and opens the connection

@@ -4,11 +4,11 @@ The SDK sends one HTTP request per call, so long input lists are split here into
 progress goes to the logger passed in (Dagster's context.log works). SIE_API_KEY and credentials
 inside the URL never appear in a message, a log line or a repr (`redaction.redact`).
 
-Every wait is bounded (seconds, each an env var): TAXO_SIE_CONNECT_TIMEOUT_S for connecting and the
-first answer (a server that accepts connections but never answers fails after it),
-TAXO_SIE_TIMEOUT_S for one request, TAXO_SIE_PROVISION_TIMEOUT_S for a model that is still loading
-(or a remote cluster scaling up). A server on this machine that refuses connections fails at once,
-naming the exit code and log of the local server when this process started it.
+Every wait is bounded (seconds, each an env var the caller's `SIESettings` carries):
+TAXO_SIE_CONNECT_TIMEOUT_S for connecting and the first answer (a server that accepts connections but
+never answers fails after it), TAXO_SIE_TIMEOUT_S for one request, TAXO_SIE_PROVISION_TIMEOUT_S for a
+model that is still loading (or a remote cluster scaling up). A server on this machine that refuses
+connections fails at once, naming the exit code and log of the local server when this process started it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from sie_sdk import (
     SIEError,
 )
 
-from taxo_pipeline import settings
+from taxo_pipeline.sie.config import SIESettings
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
 from taxo_pipeline.sie.latency import LatencyRecord
 from taxo_pipeline.sie.local_process import exit_report
@@ -107,13 +107,14 @@ class InferenceClient:
     With a cache, encode only sends inputs the warehouse has not seen for that model (and weights).
     `base_url` may be a function that returns it (`server.lazy_sie`), called at the first request: a
     command whose every input is cached starts no server.
-    Timeouts left None come from TAXO_SIE_TIMEOUT_S, TAXO_SIE_CONNECT_TIMEOUT_S and
-    TAXO_SIE_PROVISION_TIMEOUT_S, else the defaults above.
+    Timeouts left None come from `sie` (TAXO_SIE_TIMEOUT_S, TAXO_SIE_CONNECT_TIMEOUT_S and
+    TAXO_SIE_PROVISION_TIMEOUT_S), as does the key to scrub from messages (SIE_API_KEY).
     """
 
     def __init__(
         self,
         base_url: str | Callable[[], str],
+        sie: SIESettings,
         *,
         api_key: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -127,7 +128,6 @@ class InferenceClient:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-        sie = settings.current().sie
         self.timeout_s = timeout_s or sie.timeout_s
         self.connect_timeout_s = connect_timeout_s or sie.connect_timeout_s
         self.provision_timeout_s = provision_timeout_s or sie.provision_timeout_s

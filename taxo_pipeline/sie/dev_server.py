@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from taxo_pipeline import settings
+from taxo_pipeline.sie.config import SIESettings
 from taxo_pipeline.sie.local_process import LocalSIEServer
-from taxo_pipeline.sie.model_catalogue import Catalogue, ModelSpec, catalogue_path, fingerprint, load_catalogue
+from taxo_pipeline.sie.model_catalogue import PACKAGED_CATALOGUE, Catalogue, ModelSpec, fingerprint, load_catalogue
 from taxo_pipeline.sie.model_yaml import server_config, sync_models_dir
 from taxo_pipeline.sie.redaction import redact
 from taxo_pipeline.sie.server import remote_url, served_specs
@@ -44,14 +44,17 @@ DEV_ENV_DEFAULTS = {"SIE_IDLE_EVICT_S": "300"}
 
 
 @contextmanager
-def dev_sie(logger: Any = None, poll_s: float = POLL_S, owner: str = "taxo-pipeline dev") -> Iterator[str]:
-    """Yield SIE_BASE_URL when set, else the URL of a local server that follows the catalogue, published
-    for every command as `owner`'s warm server."""
-    if url := remote_url():
+def dev_sie(
+    sie: SIESettings, data_dir: Path, catalogue: Path | None, logger: Any = None, poll_s: float = POLL_S,
+    owner: str = "taxo-pipeline dev",
+) -> Iterator[str]:  # fmt: skip
+    """Yield SIE_BASE_URL when set, else the URL of a local server that follows the catalogue file
+    (TAXO_MODELS; None: the packaged models.yaml), published for every command as `owner`'s warm server."""
+    if url := remote_url(sie):
         (logger or log).info(f"using the SIE server at {redact(url)}")
         yield url
         return
-    follower = CatalogueFollower(logger=logger, poll_s=poll_s, owner=owner)
+    follower = CatalogueFollower(sie, data_dir, catalogue, logger=logger, poll_s=poll_s, owner=owner)
     try:
         yield follower.start()
     finally:
@@ -59,18 +62,20 @@ def dev_sie(logger: Any = None, poll_s: float = POLL_S, owner: str = "taxo-pipel
 
 
 class CatalogueFollower:
-    """A local server plus the thread that keeps its models those enabled in the catalogue file."""
+    """A local server plus the thread that keeps its models those enabled in the catalogue file (None: the
+    packaged models.yaml); its files live in <data_dir>/sie-dev and its log in <data_dir>/logs."""
 
     def __init__(
-        self, catalogue: Path | None = None, *, logger: Any = None, poll_s: float = POLL_S,
-        owner: str = "taxo-pipeline dev",
+        self, sie: SIESettings, data_dir: Path, catalogue: Path | None, *, logger: Any = None,
+        poll_s: float = POLL_S, owner: str = "taxo-pipeline dev",
     ):  # fmt: skip
-        self.catalogue_path = catalogue or catalogue_path()
+        self.catalogue_path = catalogue or PACKAGED_CATALOGUE
+        self.sie, self.data_dir = sie, data_dir
         self.log = logger or log
         self.poll_s = poll_s
-        self.device = settings.current().sie.device
-        self.publisher = Publisher(owner, logger=self.log)
-        parent = settings.current().data_dir / "sie-dev"
+        self.device = sie.device
+        self.publisher = Publisher(owner, sie.state_file, logger=self.log)
+        parent = data_dir / "sie-dev"
         parent.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="server-", dir=parent))
         self.server: LocalSIEServer | None = None
@@ -84,7 +89,7 @@ class CatalogueFollower:
         self.sync(catalogue)
         # No HF_HUB_OFFLINE default: a model enabled later may need its weights from the hub.
         self.server = LocalSIEServer(
-            specs, device=self.device, logger=self.log, models_dir=self.root / "models",
+            specs, self.sie, self.data_dir, logger=self.log, models_dir=self.root / "models",
             env_defaults=DEV_ENV_DEFAULTS, offline_if_local=False,
         )  # fmt: skip
         self.server.start()

@@ -24,8 +24,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taxo_pipeline import settings
 from taxo_pipeline.errors import InputError
+from taxo_pipeline.processes import child_environment
+from taxo_pipeline.sie.config import SIESettings
 from taxo_pipeline.sie.model_catalogue import ModelSpec
 from taxo_pipeline.sie.model_yaml import write_models_dir
 
@@ -72,10 +73,11 @@ def free_port() -> int:
 
 
 class LocalSIEServer:
-    """One `sie-server serve` process (in its own process group) for the given models.
+    """One `sie-server serve` process (in its own process group) for the given models, on `sie`'s device,
+    with its log in <data_dir>/logs.
 
-    `port` and `models_dir` default to a free port and a folder written for `specs`; the dev server
-    passes its own (a fixed port across restarts, a folder it keeps in step with the catalogue).
+    `port` and `models_dir` default to a free port and a folder written for `specs` (in <data_dir>/sie-models);
+    the dev server passes its own (a fixed port across restarts, a folder it keeps in step with the catalogue).
     `env_defaults` are server variables that the environment may override. With `offline_if_local`,
     HF_HUB_OFFLINE defaults to 1 when every model has local weights.
     """
@@ -83,9 +85,9 @@ class LocalSIEServer:
     def __init__(
         self,
         specs: Sequence[ModelSpec],
+        sie: SIESettings,
+        data_dir: Path,
         *,
-        device: str | None = None,
-        start_timeout_s: float | None = None,
         logger: Any = None,
         port: int | None = None,
         models_dir: Path | None = None,
@@ -95,9 +97,9 @@ class LocalSIEServer:
         if not specs:
             raise InputError("the local SIE server needs at least one model")
         self.specs = list(specs)
-        sie = settings.current().sie
-        self.device = device or sie.device
-        self.start_timeout_s = start_timeout_s or sie.start_timeout_s
+        self.device = sie.device
+        self.start_timeout_s = sie.start_timeout_s
+        self.data_dir = data_dir
         self.log = logger or log
         self.port = port
         self.models_dir = models_dir
@@ -126,7 +128,7 @@ class LocalSIEServer:
     def start(self) -> None:
         ids = [spec.id for spec in self.specs]
         command = self._command(ids)
-        logs = settings.current().data_dir / "logs"
+        logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"sie-server-{self.port}.log"
         self.log.info(f"starting a local SIE server for {', '.join(ids)} on {self.base_url} (log: {self.log_path})")
@@ -151,7 +153,7 @@ class LocalSIEServer:
 
     def _command(self, ids: list[str]) -> list[str]:
         executable = sie_server_executable()
-        models_dir = self.models_dir or write_models_dir(self.specs, self.device)
+        models_dir = self.models_dir or write_models_dir(self.specs, self.device, self.data_dir / "sie-models")
         self.port = self.port or free_port()
         return [
             str(executable), "serve", "--device", self.device, "--host", "127.0.0.1", "--port", str(self.port),
@@ -164,7 +166,7 @@ class LocalSIEServer:
         env = {
             **ONE_CLIENT_DEFAULTS,
             **self.env_defaults,
-            **settings.child_environment(
+            **child_environment(
                 SIE_TELEMETRY_DISABLED="1", SIE_IPC_SOCKET_PATH=os.path.join(self._ipc_dir, "ipc.sock")
             ),
         }

@@ -4,15 +4,22 @@
 (which SIE call evaluates it), its size, whether it is enabled, where local weights come from
 (optional) and `server:`, the model's SIE server config as sie-server ships it. That config is
 only used to start the local server; a remote server (SIE_BASE_URL) brings its own.
+
+An entry with a `train:` block is an encoder taxo-pipeline fine-tunes from another entry, its `base`
+(the `fine_tuned_encoder` asset trains it). Its `weights: {path: DIR}` is where the trained weights are
+linked, and its `server:` is the base's unless given. It counts as enabled (partitions, serving,
+evaluation) only once it is trained: until then only its training runs.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,9 +28,9 @@ from typing import Any
 
 import yaml
 
-from taxo_pipeline import settings
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.files import file_sha256
+from taxo_pipeline.training.encoder import TrainingSettings
 
 PACKAGED_CATALOGUE = Path(__file__).resolve().parent.parent / "models.yaml"
 FAMILIES = ("nli", "text", "image", "rerank")
@@ -36,8 +43,9 @@ MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]
 # plus a temp suffix) within the usual 255-byte limit.
 MAX_MODEL_ID_CHARS = 100
 SLUG_SEPARATOR = "__"
-_ENTRY_KEYS = {"id", "family", "size", "enabled", "weights", "server"}
-_REQUIRED_KEYS = {"id", "family", "size", "enabled", "server"}
+_ENTRY_KEYS = {"id", "family", "size", "enabled", "weights", "server", "train"}
+_REQUIRED_KEYS = {"id", "family", "size", "enabled"}
+_TRAIN_KEYS = {f.name: f.default for f in dataclasses.fields(TrainingSettings) if f.name != "log_every"}
 
 
 class CatalogueError(InputError):
@@ -70,6 +78,14 @@ def model_slug(model_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class TrainSpec:
+    """A fine-tuned entry's `train:` block: the entry it starts from and how it is trained."""
+
+    base: str
+    settings: TrainingSettings
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     id: str
     family: str
@@ -79,7 +95,13 @@ class ModelSpec:
     # Local weights, resolved at run time: a package exposing get_model_path(), or a directory.
     weights_package: str | None = None
     weights_dir: Path | None = None
+    train: TrainSpec | None = None
     source: Path = field(default=PACKAGED_CATALOGUE, compare=False)
+
+    @property
+    def ready(self) -> bool:
+        """False for a fine-tuned entry not trained yet: it has no weights to serve."""
+        return self.train is None or (self.weights_dir is not None and self.weights_dir.is_dir())
 
     @property
     def slug(self) -> str:
@@ -132,16 +154,17 @@ class Catalogue:
     def enabled(self, family: str | None = None) -> list[ModelSpec]:
         if family is not None and family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}: expected one of {', '.join(FAMILIES)}")
-        return [m for m in self.models if m.enabled and (family is None or m.family == family)]
+        return [m for m in self.models if m.enabled and m.ready and (family is None or m.family == family)]
+
+    def to_train(self) -> list[ModelSpec]:
+        """The enabled fine-tuned entries, trained yet or not."""
+        return [m for m in self.models if m.enabled and m.train is not None]
 
 
-def catalogue_path() -> Path:
-    """TAXO_MODELS (an alternative catalogue, e.g. in tests) or the packaged models.yaml."""
-    return settings.current().models or PACKAGED_CATALOGUE
-
-
-def load_catalogue(path: str | Path | None = None) -> Catalogue:
-    path = Path(path).expanduser().resolve() if path else catalogue_path()
+def load_catalogue(path: str | Path | None) -> Catalogue:
+    """The catalogue in `path` (the workspace's TAXO_MODELS: another catalogue, e.g. in tests) or, for None,
+    the packaged models.yaml. Required, so no caller silently reads the packaged one instead of TAXO_MODELS."""
+    path = Path(path).expanduser().resolve() if path else PACKAGED_CATALOGUE
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -156,7 +179,7 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
         if any(s.id == spec.id for s in specs):
             raise CatalogueError(f"{path}: model {spec.id!r} is listed twice")
         specs.append(spec)
-    return Catalogue(path=path, models=tuple(specs))
+    return Catalogue(path=path, models=tuple(_with_bases(path, specs)))
 
 
 def _parse_entry(path: Path, index: int, entry: object) -> ModelSpec:
@@ -175,32 +198,74 @@ def _parse_entry(path: Path, index: int, entry: object) -> ModelSpec:
         validate_model_id(entry["id"])
     except InputError as exc:
         raise fail(str(exc)) from None
-    family, server = entry["family"], entry["server"]
+    family, server = entry["family"], entry.get("server")
     if family not in FAMILIES:
         raise fail(f"family {family!r} is not one of {', '.join(FAMILIES)}")
     if not isinstance(entry["enabled"], bool):
         raise fail(f"enabled must be true or false, got {entry['enabled']!r}")
-    if not isinstance(server, dict) or not isinstance(server.get("profiles"), dict):
-        raise fail("server must be the model's SIE config with `tasks` and `profiles`")
-    if server.get("sie_id", entry["id"]) != entry["id"]:
-        raise fail(f"server.sie_id {server['sie_id']!r} differs from the id")
-    if (server.get("tasks") or {}).get(FAMILY_TASK[family]) is None:
-        raise fail(f"family {family} needs server.tasks.{FAMILY_TASK[family]}")
+    train = _train_block(entry["train"], fail) if "train" in entry else None
+    if server is not None or train is None:
+        _check_server(server, entry["id"], family, fail)
     weights = entry.get("weights") or {}
     if not isinstance(weights, dict) or len(weights) > 1 or not weights.keys() <= {"python_package", "path"}:
         raise fail("weights must be {python_package: NAME} or {path: DIR}")
+    if train is not None and (family != "text" or "path" not in weights):
+        raise fail("a fine-tuned entry (train:) is a text model with weights: {path: DIR}, where its trained weights go")
     weights_dir = weights.get("path")
     return ModelSpec(
         id=entry["id"],
         family=family,
         size=str(entry["size"]),
         enabled=entry["enabled"],
-        server=copy.deepcopy(server),
+        server=copy.deepcopy(server or {}),
         weights_package=weights.get("python_package"),
-        # Relative weight directories are relative to the catalogue file, not the working dir.
-        weights_dir=(path.parent / weights_dir).resolve() if weights_dir else None,
+        # Relative weight directories are relative to the catalogue file, not the working dir; a fine-tuned
+        # entry's is a link that each training re-points, so it is kept, not resolved.
+        weights_dir=_weights_dir(path.parent / weights_dir, train is not None) if weights_dir else None,
+        train=train,
         source=path,
     )
+
+
+def _check_server(server: object, model_id: str, family: str, fail) -> None:
+    if not isinstance(server, dict) or not isinstance(server.get("profiles"), dict):
+        raise fail("server must be the model's SIE config with `tasks` and `profiles`")
+    if server.get("sie_id", model_id) != model_id:
+        raise fail(f"server.sie_id {server['sie_id']!r} differs from the id")
+    if (server.get("tasks") or {}).get(FAMILY_TASK[family]) is None:
+        raise fail(f"family {family} needs server.tasks.{FAMILY_TASK[family]}")
+
+
+def _weights_dir(path: Path, link: bool) -> Path:
+    return Path(os.path.abspath(path)) if link else path.resolve()
+
+
+def _train_block(block: object, fail) -> TrainSpec:
+    if not isinstance(block, dict) or not isinstance(block.get("base"), str):
+        raise fail("train must be a mapping with `base`: the id of the entry it is fine-tuned from")
+    if unknown := sorted(block.keys() - {"base", *_TRAIN_KEYS}):
+        raise fail(f"unknown train keys {', '.join(unknown)} (allowed: base, {', '.join(_TRAIN_KEYS)})")
+    for key, value in block.items():
+        kind = type(_TRAIN_KEYS.get(key, ""))
+        if type(value) is not kind and not (kind is float and type(value) is int):  # true is no number here
+            raise fail(f"train.{key} must be {kind.__name__}, got {value!r}")
+    return TrainSpec(block["base"], TrainingSettings(**{k: v for k, v in block.items() if k != "base"}))
+
+
+def _with_bases(path: Path, specs: list[ModelSpec]) -> list[ModelSpec]:
+    """Fine-tuned entries checked against their base, and given its server config unless they have one."""
+    known = {spec.id: spec for spec in specs}
+    for position, spec in enumerate(specs):
+        if spec.train is None:
+            continue
+        base = known.get(spec.train.base)
+        if base is None or base.family != "text" or base.train is not None:
+            raise CatalogueError(f"{path}: model {spec.id!r}: train.base {spec.train.base!r} must be a text model of "
+                                 "this catalogue that is not fine-tuned itself")  # fmt: skip
+        if not spec.server:
+            server = {key: value for key, value in copy.deepcopy(dict(base.server)).items() if key != "sie_id"}
+            specs[position] = dataclasses.replace(spec, server=server)
+    return specs
 
 
 def fingerprint(spec: ModelSpec) -> str:
@@ -211,6 +276,8 @@ def fingerprint(spec: ModelSpec) -> str:
     """
     digest = hashlib.sha256()
     entry = {"id": spec.id, "family": spec.family, "size": spec.size, "server": spec.server}
+    if spec.train:  # only then: every other model keeps the fingerprint its results were recorded with
+        entry["train"] = dataclasses.asdict(spec.train)
     digest.update(json.dumps(entry, sort_keys=True, default=str).encode())
     if spec.weights_package:
         try:

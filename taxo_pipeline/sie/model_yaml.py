@@ -12,7 +12,6 @@ from typing import Any
 
 import yaml
 
-from taxo_pipeline import settings
 from taxo_pipeline.sie.model_catalogue import ModelSpec
 
 
@@ -37,11 +36,12 @@ def server_config(spec: ModelSpec, device: str = "cpu", weights_path: Path | Non
     return config
 
 
-def write_models_dir(specs: Sequence[ModelSpec], device: str = "cpu", root: Path | None = None) -> Path:
-    """One YAML per model in a folder named by the content, so concurrent servers never clash."""
+def write_models_dir(specs: Sequence[ModelSpec], device: str, root: Path) -> Path:
+    """One YAML per model in a folder of `root` (<data_dir>/sie-models) named by the content, so concurrent
+    servers never clash."""
     configs = {spec.slug: server_config(spec, device) for spec in specs}
     digest = hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
-    folder = (root or settings.current().data_dir / "sie-models") / digest
+    folder = root / digest
     folder.mkdir(parents=True, exist_ok=True)
     for slug, config in configs.items():
         _write(folder, slug, config)

@@ -1,6 +1,6 @@
 """The warm SIE server: the local server `taxo-pipeline dev` (or `serve`) runs, shared with every command.
 
-Its owner PUBLISHES it in a state file (settings' sie.state_file, written atomically, removed when the
+Its owner PUBLISHES it in a state file (`SIESettings.state_file`, written atomically, removed when the
 owner stops): the URL, the owner's pid with its start time and host, the catalogue it follows, the
 device, and the fingerprint (catalogue entry and weights) of every model it serves now. A command's
 ensure_sie() uses that server when
@@ -32,10 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from taxo_pipeline import settings
 from taxo_pipeline.files import write_atomic
 from taxo_pipeline.locks import file_lock
 from taxo_pipeline.processes import process_start
+from taxo_pipeline.sie.config import SIESettings
 from taxo_pipeline.sie.model_catalogue import ModelSpec, fingerprint
 
 log = logging.getLogger(__name__)
@@ -90,13 +90,13 @@ class WarmServer:
         return None
 
 
-def find_warm_server(specs: Sequence[ModelSpec], device: str, logger: Any = None) -> WarmServer | None:
-    """The published warm server when it is alive and serves `specs` on `device`; else None, with one
-    log line saying why (nothing is logged when no server is published)."""
+def find_warm_server(specs: Sequence[ModelSpec], sie: SIESettings, logger: Any = None) -> WarmServer | None:
+    """The warm server published in `sie.state_file` when it is alive and serves `specs` on `sie.device`;
+    else None, with one log line saying why (nothing is logged when no server is published)."""
     logger = logger or log
-    if not settings.current().sie.warm:
+    if not sie.warm:
         return None
-    path = settings.current().sie.state_file
+    path, device = sie.state_file, sie.device
     deadline = time.monotonic() + CATCH_UP_S
     while True:
         state, problem = _read(path)
@@ -154,12 +154,12 @@ def _lock_path(path: Path) -> Path:
 
 
 class Publisher:
-    """The owner's side: publishes its server in the state file, never over a live owner's."""
+    """The owner's side: publishes its server in `state_file`, never over a live owner's."""
 
-    def __init__(self, owner: str, logger: Any = None):
+    def __init__(self, owner: str, state_file: Path, logger: Any = None):
         self.owner = owner
         self.log = logger or log
-        self.path = settings.current().sie.state_file
+        self.path = state_file
         self.published = False
         self._pid, self._pid_start = os.getpid(), process_start(os.getpid()) or ""
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import yaml
 
+from taxo_pipeline.sie.config import SIESettings
+from taxo_pipeline.sie.model_catalogue import Catalogue
+from taxo_pipeline.workspace import Workspace
+
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 TINY_CLIP = "tiny/clip"
 TINY_CROSS_ENCODER = "tiny/cross-encoder"
@@ -92,3 +96,10 @@ def tiny_entry(model_id: str, family: str, weights: Path, tasks: dict, adapter: 
 def write_catalogue(path: Path, entries: list[dict]) -> Path:
     path.write_text(yaml.safe_dump({"models": entries}, sort_keys=False))
     return path
+
+
+def server_args(catalogue: Catalogue | Path | None = None) -> tuple[SIESettings, Path, Catalogue | Path | None]:
+    """What a command hands ensure_sie(), lazy_sie() and dev_sie(): its workspace's SIE settings and data
+    folder, and its catalogue file (TAXO_MODELS) unless `catalogue` is given."""
+    workspace = Workspace.from_env()
+    return workspace.sie, workspace.data_dir, catalogue or workspace.settings.models

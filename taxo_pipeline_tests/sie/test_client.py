@@ -12,6 +12,8 @@ from PIL import Image
 
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.sie.client import InferenceClient, ModelNotServedError, SIEUnavailableError
+from taxo_pipeline.sie.config import SIESettings
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, TINY_CROSS_ENCODER, TINY_NLI
 
 HAT = "Handwoven straw Panama hat with a cotton ribbon."
@@ -31,7 +33,7 @@ def jpeg(color, size=48) -> bytes:
 
 @pytest.fixture
 def client(sie_server):
-    with InferenceClient(sie_server, batch_size=2) as client:
+    with InferenceClient(sie_server, SIESettings(), batch_size=2) as client:
         yield client
 
 
@@ -93,7 +95,7 @@ def test_progress_is_logged_with_rate_and_eta(sie_server):
         def info(self, message):
             lines.append(message)
 
-    client = InferenceClient(sie_server, batch_size=2, progress_every=2, logger=Recorder())
+    client = InferenceClient(sie_server, SIESettings(), batch_size=2, progress_every=2, logger=Recorder())
     client.encode(MINILM, [f"product {i}" for i in range(9)])
     progress = [line for line in lines if "items/s" in line]
     assert [line.split(":")[1].split("items")[0].strip() for line in progress] == ["4/9", "8/9", "9/9"]
@@ -114,7 +116,7 @@ def test_a_server_that_is_down_is_named_and_fails_fast():
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, not listening: refused
         started = time.monotonic()
         with pytest.raises(SIEUnavailableError) as error:
-            InferenceClient(url).encode(MINILM, ["x"])
+            InferenceClient(url, SIESettings()).encode(MINILM, ["x"])
     assert time.monotonic() - started < 5
     assert f"the SIE server at {url} is down or unreachable" in str(error.value)
     assert "Unset SIE_BASE_URL" in str(error.value)
@@ -123,8 +125,8 @@ def test_a_server_that_is_down_is_named_and_fails_fast():
 def test_the_api_key_never_shows(sie_server, monkeypatch, caplog):
     monkeypatch.setenv("SIE_API_KEY", SECRET)
     caplog.set_level(logging.DEBUG)
-    texts = []
-    for client in (InferenceClient(sie_server, api_key=SECRET), InferenceClient(sie_server)):
+    texts, sie = [], Workspace.from_env().sie
+    for client in (InferenceClient(sie_server, sie, api_key=SECRET), InferenceClient(sie_server, sie)):
         texts.append(repr(client))
         with pytest.raises(ModelNotServedError) as error:
             client.encode("nobody/no-such-model", ["x"])
@@ -132,7 +134,7 @@ def test_the_api_key_never_shows(sie_server, monkeypatch, caplog):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         with pytest.raises(SIEUnavailableError) as error:
-            InferenceClient(f"http://127.0.0.1:{sock.getsockname()[1]}", api_key=SECRET).encode(MINILM, ["x"])
+            InferenceClient(f"http://127.0.0.1:{sock.getsockname()[1]}", sie, api_key=SECRET).encode(MINILM, ["x"])
     texts.append(str(error.value))
     texts.append(caplog.text)
     assert "api_key=***" in texts[0]
@@ -167,7 +169,7 @@ def silent_server():
 def test_a_server_that_never_answers_fails_within_the_connect_timeout_naming_the_url(silent_server, monkeypatch):
     port, accepted = silent_server
     monkeypatch.setenv("TAXO_SIE_CONNECT_TIMEOUT_S", "1")
-    client = InferenceClient(f"http://user:{SECRET}@127.0.0.1:{port}")
+    client = InferenceClient(f"http://user:{SECRET}@127.0.0.1:{port}", Workspace.from_env().sie)
     started = time.monotonic()
     with pytest.raises(SIEUnavailableError) as error:
         client.encode(MINILM, ["x"])
@@ -182,12 +184,13 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout_naming_the
 def test_timeouts_are_settings_checked_when_read(monkeypatch):
     monkeypatch.setenv("TAXO_SIE_TIMEOUT_S", "45")
     monkeypatch.setenv("TAXO_SIE_PROVISION_TIMEOUT_S", "120")
-    client = InferenceClient("http://127.0.0.1:1")
+    sie = Workspace.from_env().sie
+    client = InferenceClient("http://127.0.0.1:1", sie)
     assert (client.timeout_s, client.connect_timeout_s, client.provision_timeout_s) == (45, 10, 120)
-    assert InferenceClient("http://127.0.0.1:1", timeout_s=5).timeout_s == 5  # resource config wins
+    assert InferenceClient("http://127.0.0.1:1", sie, timeout_s=5).timeout_s == 5  # resource config wins
     monkeypatch.setenv("TAXO_SIE_TIMEOUT_S", "soon")
     with pytest.raises(InputError, match=r"TAXO_SIE_TIMEOUT_S='soon': expected a number of seconds greater than 0"):
-        InferenceClient("http://127.0.0.1:1")
+        Workspace.from_env()  # as every front door builds it, before any client
 
 
 def test_credentials_in_the_url_show_in_no_error_and_no_log_line(sie_server, caplog):
@@ -195,7 +198,7 @@ def test_credentials_in_the_url_show_in_no_error_and_no_log_line(sie_server, cap
     caplog.set_level(logging.DEBUG, logger="httpx")  # a command run earlier in this process quietened it
     with_userinfo = sie_server.replace("http://", f"http://user:{SECRET}@")
     with pytest.raises(ModelNotServedError) as not_served:
-        InferenceClient(with_userinfo).encode("nobody/no-such-model", ["x"])
+        InferenceClient(with_userinfo, SIESettings()).encode("nobody/no-such-model", ["x"])
     assert str(not_served.value).startswith(
         f"model 'nobody/no-such-model' is not served by the SIE server at {sie_server.replace('http://', 'http://***@')};"
     )
@@ -204,7 +207,7 @@ def test_credentials_in_the_url_show_in_no_error_and_no_log_line(sie_server, cap
         port = sock.getsockname()[1]
         url = f"http://{SECRET}@127.0.0.1:{port}/sie?key={SECRET}&region=eu"
         with pytest.raises(SIEUnavailableError) as refused:
-            InferenceClient(url).encode(MINILM, ["x"])
+            InferenceClient(url, SIESettings()).encode(MINILM, ["x"])
     assert f"the SIE server at http://***@127.0.0.1:{port}/sie?key=***&region=*** is down" in str(refused.value)
     assert "HTTP Request: GET http://***@127.0.0.1:" in caplog.text  # httpx's own request lines
     assert all(SECRET not in text for text in (str(not_served.value), str(refused.value), caplog.text))

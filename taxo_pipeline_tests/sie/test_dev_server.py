@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from taxo_pipeline.sie.client import InferenceClient, ModelNotServedError, SIEUnavailableError
+from taxo_pipeline.sie.config import SIESettings
 from taxo_pipeline.sie.dev_server import CatalogueFollower
+from taxo_pipeline.workspace import Workspace
 from taxo_pipeline_tests.sie.sie_testkit import NLI_LABELS, TINY_CLIP, TINY_NLI, build_tiny_models, write_catalogue
 
 BOUND_S = 60  # every change must show well before the sensor (every 60 s) launches runs
@@ -28,6 +30,12 @@ def within[T](bound_s: float, attempt: Callable[[], T], *retry_on: type[Exceptio
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def following() -> CatalogueFollower:
+    """A follower of the workspace's catalogue (TAXO_MODELS), as `dev` starts it."""
+    workspace = Workspace.from_env()
+    return CatalogueFollower(workspace.sie, workspace.data_dir, workspace.settings.models, poll_s=0.5)
 
 
 def served(follower: CatalogueFollower) -> dict[str, bool]:
@@ -58,9 +66,9 @@ def test_changed_weights_are_reloaded_enabled_models_served_and_disabled_ones_un
     write, clip_weights = catalogue
     build_tiny_models(tmp_path / "retrained", seed=1)  # the same models with other weights
     caplog.set_level(logging.INFO)
-    follower = CatalogueFollower(poll_s=0.5)
+    follower = following()
     try:
-        client = InferenceClient(follower.start())
+        client = InferenceClient(follower.start(), SIESettings())
         before = client.encode(TINY_CLIP, ["a straw hat"])
 
         shutil.copytree(tmp_path / "retrained" / "clip", clip_weights, dirs_exist_ok=True)
@@ -94,11 +102,11 @@ def logged(caplog: pytest.LogCaptureFixture, line: str) -> None:
 
 def test_a_dev_server_that_dies_is_reported_and_started_again_on_its_port(catalogue, caplog):
     caplog.set_level(logging.INFO)
-    follower = CatalogueFollower(poll_s=0.5)
+    follower = following()
     try:
         url = follower.start()
         os.kill(follower.server.pid, signal.SIGKILL)
-        client = InferenceClient(url)
+        client = InferenceClient(url, SIESettings())
         vector = within(BOUND_S, lambda: client.encode(TINY_CLIP, ["a straw hat"]), SIEUnavailableError)
         assert vector.shape == (1, 16) and follower.server.base_url == url
         assert f"the local SIE server on {url} exited with code -9 (killed by SIGKILL)" in caplog.text

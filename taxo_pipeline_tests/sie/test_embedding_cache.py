@@ -11,15 +11,20 @@ from PIL import Image
 from taxo_pipeline import settings
 from taxo_pipeline.sie.client import InferenceClient
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
-from taxo_pipeline.sie.model_catalogue import fingerprint, load_catalogue
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.sie.model_catalogue import Catalogue, fingerprint, load_catalogue
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline_tests.sie.sie_testkit import MINILM, TINY_CLIP, write_catalogue
 
 TEXTS = ["Straw hat", "Dome tent", "Coat rack", "Wool scarf", "Straw hat"]
 
 
+def active_catalogue() -> Catalogue:
+    return load_catalogue(settings.current().models)
+
+
 def cached_client(url: str) -> InferenceClient:
-    return InferenceClient(url, batch_size=2, cache=EmbeddingCache(Warehouse(settings.current().warehouse)))
+    cache = EmbeddingCache(Warehouse(settings.current().warehouse), active_catalogue())
+    return InferenceClient(url, settings.current().sie, batch_size=2, cache=cache)
 
 
 def cache_connection():
@@ -83,7 +88,7 @@ def test_images_are_cached_by_their_bytes(sie_server):
     first = client.encode(TINY_CLIP, [image], is_query=True)
     assert first.shape == (1, 16) and client.request_count == 1
     np.testing.assert_array_equal(cached_client(sie_server).encode(TINY_CLIP, [image], is_query=True), first)
-    assert EmbeddingCache(Warehouse(settings.current().warehouse)).lookup(TINY_CLIP, True, [input_sha256(image)])
+    assert EmbeddingCache(Warehouse(settings.current().warehouse), active_catalogue()).lookup(TINY_CLIP, True, [input_sha256(image)])
 
 
 def cache_rows(model: str) -> list[tuple[str, int]]:
@@ -103,18 +108,18 @@ def test_changed_weights_are_encoded_again_and_their_old_vectors_deleted(
     first = cached_client(sie_server)
     first.encode(TINY_CLIP, TEXTS[:4])
     first.encode(MINILM, TEXTS[:1])
-    before = fingerprint(load_catalogue()[TINY_CLIP])
+    before = fingerprint(active_catalogue()[TINY_CLIP])
 
     with (weights / "config.json").open("a") as config:  # retrained weights, say
         config.write("\n")
-    after = fingerprint(load_catalogue()[TINY_CLIP])
+    after = fingerprint(active_catalogue()[TINY_CLIP])
     assert after != before
     second = cached_client(sie_server)
     again = second.encode_detailed(TINY_CLIP, TEXTS[:4])
     assert not again.from_cache.any() and second.request_count == 2  # from SIE, in two batches of 2
     assert before not in dict(cache_rows(TINY_CLIP))
     assert cache_rows(TINY_CLIP) == [(after, 4)]  # the old vectors are gone
-    assert cache_rows(MINILM) == [(fingerprint(load_catalogue()[MINILM]), 1)]  # another model keeps its own
+    assert cache_rows(MINILM) == [(fingerprint(active_catalogue()[MINILM]), 1)]  # another model keeps its own
 
     third = cached_client(sie_server)
     assert third.encode_detailed(TINY_CLIP, TEXTS[:4]).from_cache.all() and third.request_count == 0
@@ -140,13 +145,13 @@ def test_a_cache_from_before_fingerprints_is_migrated_and_kept_only_for_models_o
                 "INSERT INTO embedding_cache VALUES (?, false, ?, 2, [0.6, 0.8], 'old-request', 1, 5.0)",
                 [model, input_sha256("Straw hat")],
             )
-    cache = EmbeddingCache(Warehouse(settings.current().warehouse))
+    cache = EmbeddingCache(Warehouse(settings.current().warehouse), active_catalogue())
     # A model only a remote server knows is keyed by its id alone: its old vector still counts.
     (vector, request) = cache.lookup("remote/only-model", False, [input_sha256("Straw hat")])[input_sha256("Straw hat")]
     np.testing.assert_allclose(vector, [0.6, 0.8])
     assert request.request_id == "old-request"
     # A catalogue model's vector of unknown weights is not used, and goes when the new one is stored.
-    client = InferenceClient(sie_server, cache=cache)
+    client = InferenceClient(sie_server, settings.current().sie, cache=cache)
     encoded = client.encode_detailed(MINILM, ["Straw hat"])
     assert not encoded.from_cache.any() and encoded.vectors.shape == (1, 384)
     assert cache_rows(MINILM) == [(cache.fingerprint(MINILM), 1)]

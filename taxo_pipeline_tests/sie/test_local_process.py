@@ -19,7 +19,15 @@ from taxo_pipeline.sie.client import InferenceClient, SIEUnavailableError
 from taxo_pipeline.sie.local_process import LocalServerError, LocalSIEServer
 from taxo_pipeline.sie.model_catalogue import load_catalogue
 from taxo_pipeline.sie.server import ensure_sie, lazy_sie
-from taxo_pipeline_tests.sie.sie_testkit import MINILM, NLI_LABELS, TINY_CROSS_ENCODER, TINY_NLI, write_catalogue
+from taxo_pipeline.workspace import Workspace
+from taxo_pipeline_tests.sie.sie_testkit import (
+    MINILM,
+    NLI_LABELS,
+    TINY_CROSS_ENCODER,
+    TINY_NLI,
+    server_args,
+    write_catalogue,
+)
 
 CLI = Path(sys.executable).parent / "taxo-pipeline"
 
@@ -51,7 +59,7 @@ def local_only(monkeypatch, test_catalogue):
 
 def test_process_group_is_gone_after_the_block_even_when_it_raises(local_only):
     with pytest.raises(KeyboardInterrupt):
-        with ensure_sie(models=[TINY_NLI]) as url:
+        with ensure_sie(*server_args(), [TINY_NLI]) as url:
             pids = server_pids(port_of(url))
             assert len(pids) == 1 and os.getpgid(pids[0]) == pids[0]  # a group of its own
             assert (Path(os.environ["TAXO_DATA_DIR"]) / "logs" / f"sie-server-{port_of(url)}.log").exists()
@@ -69,7 +77,7 @@ def test_a_model_the_server_drops_is_named_with_the_log_tail(local_only, tiny_ca
     dropped = {**entry, "id": "tiny/dropped", "server": {**entry["server"], "profiles": {"default": profile}}}
     catalogue = load_catalogue(write_catalogue(tmp_path / "models.yaml", [dropped]))
     with pytest.raises(LocalServerError) as error:
-        with ensure_sie(catalogue):
+        with ensure_sie(*server_args(catalogue)):
             pytest.fail("the server should not be reported ready")
     message = str(error.value)
     assert "'tiny/dropped' was dropped by the server" in message and "cross_encoder:CrossEncoderAdapter" in message
@@ -79,29 +87,29 @@ def test_a_model_the_server_drops_is_named_with_the_log_tail(local_only, tiny_ca
 
 def test_sie_base_url_wins_and_starts_nothing(monkeypatch):
     monkeypatch.setenv("SIE_BASE_URL", "http://sie.example:8080/")
-    with ensure_sie() as url:
+    with ensure_sie(*server_args()) as url:
         assert url == "http://sie.example:8080"
-    with ensure_sie(base_url="http://other:1") as url:
+    with ensure_sie(*server_args(), base_url="http://other:1") as url:
         assert url == "http://other:1"
 
 
 def test_disabled_models_and_a_missing_server_are_clear_errors(local_only, monkeypatch, test_catalogue):
     with pytest.raises(InputError, match=rf"'openai/clip-vit-base-patch32' not enabled in {re.escape(str(test_catalogue))}"):
-        with ensure_sie(models=["openai/clip-vit-base-patch32"]):
+        with ensure_sie(*server_args(), ["openai/clip-vit-base-patch32"]):
             pass
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(FileNotFoundError, match="run `uv sync`"):
-        with ensure_sie(models=[TINY_NLI]):
+        with ensure_sie(*server_args(), [TINY_NLI]):
             pass
 
 
 def test_lazy_sie_checks_the_models_at_once_and_starts_the_server_at_the_first_request(local_only):
     with pytest.raises(InputError, match="'openai/clip-vit-base-patch32' not enabled"):
-        with lazy_sie(models=["openai/clip-vit-base-patch32"]):
+        with lazy_sie(*server_args(), ["openai/clip-vit-base-patch32"]):
             pass
     logs = Path(os.environ["TAXO_DATA_DIR"]) / "logs"
-    with lazy_sie(models=[TINY_NLI]) as sie, InferenceClient(sie) as client:
+    with lazy_sie(*server_args(), [TINY_NLI]) as sie, InferenceClient(sie, Workspace.from_env().sie) as client:
         assert not sie.started and not list(logs.glob("sie-server-*.log"))
         assert client.extract(TINY_NLI, [], NLI_LABELS) == []  # nothing to send: still no server
         assert not sie.started
@@ -195,15 +203,18 @@ SIGTERM_IN_A_FINALIZER = f"""
 import os, signal, time
 from taxo_pipeline.sie import local_process
 from taxo_pipeline.sie.model_catalogue import load_catalogue
+from taxo_pipeline.workspace import Workspace
 
 local_process.TERM_GRACE_S = 2.0
+workspace = Workspace.from_env()
 
 class Finalized:
     def __del__(self):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.1)
 
-with local_process.LocalSIEServer([load_catalogue()[{TINY_NLI!r}]]) as server:
+spec = load_catalogue(workspace.settings.models)[{TINY_NLI!r}]
+with local_process.LocalSIEServer([spec], workspace.sie, workspace.data_dir) as server:
     print(server.port, flush=True)
     Finalized()
     print("SystemExit dropped", flush=True)
@@ -224,8 +235,11 @@ def test_a_sigterm_whose_exit_python_drops_still_ends_the_process_and_its_server
 
 
 def test_a_local_server_killed_mid_run_is_named_at_the_next_call(test_catalogue):
-    catalogue = load_catalogue(test_catalogue)
-    with LocalSIEServer([catalogue[TINY_NLI]]) as server, InferenceClient(server.base_url) as client:
+    catalogue, workspace = load_catalogue(test_catalogue), Workspace.from_env()
+    with (
+        LocalSIEServer([catalogue[TINY_NLI]], workspace.sie, workspace.data_dir) as server,
+        InferenceClient(server.base_url, workspace.sie) as client,
+    ):
         assert len(client.extract(TINY_NLI, ["a straw hat"], NLI_LABELS)) == 1
         os.kill(server.pid, signal.SIGKILL)
         started = time.monotonic()
@@ -244,6 +258,6 @@ def test_a_local_server_killed_mid_run_is_named_at_the_next_call(test_catalogue)
 def test_the_url_of_a_remote_server_is_logged_without_its_credentials(monkeypatch, caplog):
     caplog.set_level(logging.INFO)
     monkeypatch.setenv("SIE_BASE_URL", "https://team:s3cr3t-token@sie.example:8443/?key=abc123")
-    with ensure_sie() as url:
+    with ensure_sie(*server_args()) as url:
         assert url == "https://team:s3cr3t-token@sie.example:8443/?key=abc123"  # the client still needs them
     assert caplog.messages == ["using the SIE server at https://***@sie.example:8443/?key=***"]

@@ -6,7 +6,8 @@ import numpy as np
 from taxo_pipeline import settings
 from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource, pipeline_resources
 from taxo_pipeline.sie.embedding_cache import EmbeddingCache, input_sha256
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.sie.model_catalogue import load_catalogue
+from taxo_pipeline.warehouse.store import Warehouse
 from taxo_pipeline_tests.sie.sie_testkit import MINILM
 
 SECRET = "sk-test-resource-7777"
@@ -29,7 +30,8 @@ def test_resource_serves_an_asset_and_fills_the_warehouse_cache(sie_env, monkeyp
     metadata = result.asset_materializations_for_node("hat_vector")[0].metadata
     assert metadata["dim"].value == 384 and metadata["requests"].value == 2
     assert abs(metadata["norm"].value - 1.0) < 1e-4
-    cached = EmbeddingCache(Warehouse(settings.current().warehouse)).lookup(MINILM, False, [input_sha256("Straw hat")])
+    cache = EmbeddingCache(Warehouse(settings.current().warehouse), load_catalogue(settings.current().models))
+    cached = cache.lookup(MINILM, False, [input_sha256("Straw hat")])
     assert len(cached) == 1
 
     # A second run is served from the cache; the key shows nowhere.
@@ -48,7 +50,8 @@ def test_the_cache_lives_in_the_warehouse_of_the_storage_resource(sie_env, tmp_p
     storage = WorkspaceResource(warehouse_path=str(tmp_path / "elsewhere" / "taxo.duckdb"))
     result = dg.materialize([hat_vector], resources=pipeline_resources(storage))
     assert result.success
-    assert EmbeddingCache(storage.warehouse()).lookup(MINILM, False, [input_sha256("Straw hat")])
+    cache = EmbeddingCache(storage.warehouse(), load_catalogue(settings.current().models))
+    assert cache.lookup(MINILM, False, [input_sha256("Straw hat")])
     assert not settings.current().warehouse.exists()  # TAXO_WAREHOUSE was not used
 
 

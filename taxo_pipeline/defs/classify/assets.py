@@ -6,11 +6,9 @@ The catalogue is validated whole first, and the run that completes it publishes 
 import dagster as dg
 from pydantic import Field
 
-from taxo_pipeline import settings
 from taxo_pipeline.classification.catalogue_labels import refresh_learning_view
 from taxo_pipeline.classification.classifier import catalogue_classifier, learned_run
-from taxo_pipeline.classification.review import VIEW as REVIEW_VIEW
-from taxo_pipeline.classification.review import known_products, refresh_review_queue
+from taxo_pipeline.classification.review import known_products
 from taxo_pipeline.classification.run import (
     CatalogueRun,
     Choices,
@@ -24,6 +22,8 @@ from taxo_pipeline.classification.shards import MERCHANT, REVIEWER, classificati
 from taxo_pipeline.defs.classify.partitions import catalogue_shards
 from taxo_pipeline.defs.ingest.assets import products_experiment, taxonomy_full_depth, taxonomy_trimmed
 from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
+from taxo_pipeline.warehouse.classifications import REVIEW_QUEUE, refresh_review_queue
+from taxo_pipeline.workspace import Workspace
 
 GROUP = "classify"
 
@@ -47,11 +47,11 @@ class ClassifyConfig(dg.Config):
         "the evaluation's threshold instead of sending every one to review.",
     )
 
-    def choices(self) -> Choices:
+    def choices(self, workspace: Workspace) -> Choices:
         return Choices(
             self.approach, self.model, self.variant, self.top_k,
-            self.shard_size or settings.current().shard_size,
-            self.chunk_size or settings.current().classify_chunk, target_precision=self.target_precision,
+            self.shard_size or workspace.settings.shard_size,
+            self.chunk_size or workspace.settings.classify_chunk, target_precision=self.target_precision,
             trust_evaluation=self.trust_evaluation,
         )  # fmt: skip
 
@@ -76,7 +76,7 @@ def catalogue_classifications(
     context: dg.AssetExecutionContext, config: ClassifyConfig, storage: WorkspaceResource, sie: SIEResource
 ) -> dg.MaterializeResult:
     workspace = storage.workspace()
-    run = prepare_run(workspace, catalogue_setting(workspace, config.products), config.choices())
+    run = prepare_run(workspace, catalogue_setting(workspace, config.products), config.choices(workspace))
     shard, check = find_shard(run, int(context.partition_key))
     with sie.client(logger=context.log, store_vectors=False) as client:
         run = learned_run(run, workspace, client)  # the first shard run learns the catalogue's labels, the rest read it
@@ -85,7 +85,7 @@ def catalogue_classifications(
     if publish_run(run, check.fingerprints):
         refresh_view(workspace.warehouse, workspace.data_dir)
         refresh_learning_view(workspace.warehouse, classifications_root(workspace.data_dir))
-    if not workspace.warehouse.table_exists(REVIEW_VIEW):
+    if not workspace.warehouse.table_exists(REVIEW_QUEUE):
         refresh_review_queue(workspace.warehouse)
     context.log.info(f"shard {context.partition_key}: {'classified' if outcome.classified else 'kept'} -> {outcome.path}")
     return dg.MaterializeResult(

@@ -7,7 +7,6 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from taxo_pipeline import settings
 from taxo_pipeline.approaches.evidence import workspace_evidence
 from taxo_pipeline.approaches.registry import approaches
 from taxo_pipeline.approaches.spec import (
@@ -45,11 +44,11 @@ from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.evaluate import classify_and_store, score_and_store
 from taxo_pipeline.evaluation.keys import ResultKey
-from taxo_pipeline.evaluation.publication import settings_fingerprint
-from taxo_pipeline.evaluation.store import clear_results
-from taxo_pipeline.evaluation.views import refresh_views
+from taxo_pipeline.evaluation.publication import refresh_views, settings_fingerprint
 from taxo_pipeline.retrieval.variants import VARIANTS
 from taxo_pipeline.sie.model_catalogue import Catalogue, load_catalogue
+from taxo_pipeline.warehouse.results import clear_results
+from taxo_pipeline.workspace import Workspace
 
 CODE_VERSION = "3"
 METRICS_CODE_VERSION = "5"  # 4: also stores the confidence calibration of path approaches; 5: chosen on dev, held out
@@ -118,7 +117,7 @@ def classify_partition(
     variant = models.variant or approach.documents or config.variant
     if variant not in (*VARIANTS, approach.documents):
         raise InputError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
-    catalogue = load_catalogue()
+    catalogue = load_catalogue(workspace.settings.models)
     key, family = ResultKey(approach.name, models.model, variant, models.reranker), _family(catalogue, models.model)
     if family not in approach.families:
         reason = f"{approach.name} needs a {' or '.join(approach.families)} model; {models.model} is a {family} model"
@@ -164,8 +163,9 @@ def score_partition(approach: Approach, storage: WorkspaceResource, result: dict
     """Metrics of the stored top-1 for the product set the predictions covered, and (path approaches) the
     calibration fitted on them; then the views are refreshed and, when every result is whole, published
     (after a skipped or empty partition too: it may be the last one a rerun was waiting for)."""
-    metadata = _score(approach, storage, result)
-    refresh_views(storage.warehouse(), load_catalogue(), [a.name for a in approaches(settings.current().approaches)])
+    metadata, workspace = _score(approach, storage, result), storage.workspace()
+    refresh_views(workspace.warehouse, load_catalogue(workspace.settings.models),
+                  [a.name for a in approaches(workspace.settings.approaches)])  # fmt: skip
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -216,9 +216,8 @@ def evaluation_assets(approach: Approach, registered: dict[str, Approach]) -> li
     return [predictions, metrics]
 
 
-def _all() -> list[dg.AssetsDefinition]:
-    registered = {approach.name: approach for approach in approaches(settings.current().approaches)}
+def registered_evaluation_assets(workspace: Workspace) -> list[dg.AssetsDefinition]:
+    """Every registered approach's assets: the built-in ones and the workspace's TAXO_APPROACHES
+    (taxo_pipeline/definitions.py adds them to the code location)."""
+    registered = {approach.name: approach for approach in approaches(workspace.settings.approaches)}
     return [asset for approach in registered.values() for asset in evaluation_assets(approach, registered)]
-
-
-EVALUATION_ASSETS = _all()

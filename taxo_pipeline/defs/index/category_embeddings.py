@@ -23,11 +23,12 @@ from taxo_pipeline.defs.models.fingerprints import encoder_model_fingerprint
 from taxo_pipeline.defs.models.partitions import MODEL_DIMENSION, model_variant, partition_models
 from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
 from taxo_pipeline.evaluation.keys import ResultKey
-from taxo_pipeline.evaluation.store import DEPTH, LATENCIES, add_depth_column, latency_rows
+from taxo_pipeline.evaluation.store import latency_rows
 from taxo_pipeline.retrieval.chroma_index import CategoryIndex
 from taxo_pipeline.retrieval.variants import variant_documents
 from taxo_pipeline.sie.model_catalogue import model_slug
-from taxo_pipeline.warehouse import replace_rows, vector_column
+from taxo_pipeline.warehouse.results import DEPTH, LATENCIES
+from taxo_pipeline.warehouse.store import vector_column
 
 GROUP = "category_index"
 TABLE = "category_embeddings"
@@ -78,9 +79,7 @@ def category_embeddings(
         }
     )
     warehouse = storage.warehouse()
-    with warehouse.transaction() as con:
-        add_depth_column(con, TABLE)
-        replace_rows(con, TABLE, {"model": model, "variant": variant, DEPTH: depth}, rows)
+    warehouse.replace_partition(TABLE, {"model": model, "variant": variant, DEPTH: depth}, rows)
     key = ResultKey(INDEX_APPROACH, model, variant)
     warehouse.replace_partition(LATENCIES, key.columns, latency_rows(key, {CATEGORY_STAGE: encoded.requests}))
     index = CategoryIndex(storage.index_path(), model_slug(model), variant, taxonomy.depth)

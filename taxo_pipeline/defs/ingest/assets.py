@@ -32,6 +32,7 @@ from taxo_pipeline.dataset.taxonomy import (
 )
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.defs.automation import AUTOMATION
+from taxo_pipeline.defs.location import location_workspace
 from taxo_pipeline.defs.metadata import table_metadata
 from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.errors import InputError
@@ -50,30 +51,31 @@ class SourceConfig(dg.Config):
     refresh: bool = Field(default=False, description="Download again even when data/ holds a cached copy.")
 
 
-# what -> (env var, default source, the reference's URL, the seed's cache file name)
+# what (the Settings field of its source) -> (env var, the reference's URL, the seed's cache file name)
 _SOURCES = {
-    "products": ("TAXO_PRODUCTS", lambda: settings.current().products, settings.PRODUCTS_URL, settings.RAW_PRODUCTS_FILE),
-    "taxonomy": ("TAXO_TAXONOMY", lambda: settings.current().taxonomy, settings.TAXONOMY_URL, settings.RAW_TAXONOMY_FILE),
+    "products": ("TAXO_PRODUCTS", settings.PRODUCTS_URL, settings.RAW_PRODUCTS_FILE),
+    "taxonomy": ("TAXO_TAXONOMY", settings.TAXONOMY_URL, settings.RAW_TAXONOMY_FILE),
 }
 
 
 def depth_code_version(version: str) -> str:
     """An asset's code version at the configured depth: `version` itself at depth 3 (what existing instances
     recorded), `version+depth-full` etc. otherwise."""
-    depth = settings.current().depth
+    depth = location_workspace().depth
     return version if depth == MAX_LEVEL else f"{version}+depth-{depth_label(depth)}"
 
 
 def source_file(storage: WorkspaceResource, what: str, source: str | None = None, refresh: bool = False) -> tuple[str, Path]:
     """The `what` ("products" or "taxonomy") source, `source` else its env var else the reference's,
     and its local path (a URL is downloaded into data/ once)."""
-    env_var, default_source, default_url, default_name = _SOURCES[what]
-    source = source or default_source()
+    env_var, default_url, default_name = _SOURCES[what]
+    workspace = storage.workspace()
+    source = source or getattr(workspace.settings, what)
     path = resolve_source(
         source,
         what=what,
         env_var=env_var,
-        cache_dir=storage.workspace().data_dir,
+        cache_dir=workspace.data_dir,
         cache_name=cache_name_for(source, default_url, default_name),
         refresh=refresh,
     )

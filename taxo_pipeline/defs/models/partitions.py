@@ -16,6 +16,9 @@ encoder_models = dg.DynamicPartitionsDefinition(name="encoder_model")
 variants = dg.StaticPartitionsDefinition(list(VARIANTS))
 model_variant = dg.MultiPartitionsDefinition({"model": encoder_models, "variant": variants})
 nli_models = dg.DynamicPartitionsDefinition(name="nli_model")
+# The fine-tuned entries (models.yaml's `train:` blocks) that are enabled: their encoder's training runs. Once
+# trained, a fine-tuned model is an encoder_model like any other.
+trained_encoders = dg.DynamicPartitionsDefinition(name="trained_encoder")
 rerank_models = dg.DynamicPartitionsDefinition(name="rerank_model")
 # The retriever dimension shares encoder_models, so it maps one-to-one onto retrieval partitions.
 reranker_retriever = dg.MultiPartitionsDefinition({"reranker": rerank_models, "retriever": encoder_models})
@@ -34,13 +37,12 @@ FAMILIES_BY_PARTITIONS = {
 }
 
 
-def enabled_models(catalogue: Catalogue, *families: str) -> list[str]:
-    return sorted(spec.id for spec in catalogue if spec.enabled and spec.family in families)
-
-
 def enabled_by_partitions(catalogue: Catalogue) -> dict[str, list[str]]:
     """{dynamic partitions definition: the enabled model ids it should hold}."""
-    return {name: enabled_models(catalogue, *families) for name, families in FAMILIES_BY_PARTITIONS.items()}
+    found = {name: sorted(spec.id for spec in catalogue.enabled() if spec.family in families)
+             for name, families in FAMILIES_BY_PARTITIONS.items()}  # fmt: skip
+    found[trained_encoders.name] = sorted(spec.id for spec in catalogue.to_train())
+    return found
 
 
 @dataclass(frozen=True)

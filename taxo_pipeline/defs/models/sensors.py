@@ -11,10 +11,15 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from taxo_pipeline import settings
-from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES, model_fingerprints
-from taxo_pipeline.defs.models.partitions import PartitionChanges, enabled_by_partitions, model_partition_changes
+from taxo_pipeline.defs.models.fingerprints import FINGERPRINT_SOURCES, fingerprints_of
+from taxo_pipeline.defs.models.partitions import (
+    PartitionChanges,
+    enabled_by_partitions,
+    model_partition_changes,
+    trained_encoders,
+)
 from taxo_pipeline.sie.model_catalogue import Catalogue, load_catalogue
+from taxo_pipeline.workspace import Workspace
 
 # Observations carry their data version in this tag, as the ones an observe run records.
 DATA_VERSION_TAG = "dagster/data_version"
@@ -46,13 +51,14 @@ def recorded_version(instance: dg.DagsterInstance, key: dg.AssetKey, partition: 
     return records[0].asset_observation.tags.get(DATA_VERSION_TAG) if records else None
 
 
-def model_sync(instance: dg.DagsterInstance, catalogue: Catalogue) -> ModelSync:
+def model_sync(instance: dg.DagsterInstance, catalogue: Catalogue, workspace: Workspace) -> ModelSync:
     """The partition changes and fingerprint observations that bring the instance in line with the catalogue."""
     observations, fingerprints = [], {}
     for name, models in enabled_by_partitions(catalogue).items():
         key = FINGERPRINT_SOURCES[name].key
-        for model, value in model_fingerprints(catalogue, models).items():
-            fingerprints[model] = value
+        for model, value in fingerprints_of(name)(workspace, catalogue, models).items():
+            if name != trained_encoders.name:
+                fingerprints[model] = value
             if recorded_version(instance, key, model) != value:
                 observations.append(
                     dg.AssetObservation(
@@ -73,14 +79,20 @@ def apply_model_sync(instance: dg.DagsterInstance, sync: ModelSync) -> None:
         instance.report_runless_asset_event(observation)
 
 
-@dg.sensor(
-    minimum_interval_seconds=settings.current().sensor_interval_s,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Syncs the model partitions with models.yaml and records model fingerprints; the automation "
-    "sensor then runs a new or changed model's partitions.",
-)
-def model_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    sync = model_sync(context.instance, load_catalogue())
-    if not sync:
-        return dg.SkipReason("every enabled model has its partitions and an unchanged fingerprint")
-    return dg.SensorResult(dynamic_partitions_requests=sync.partition_requests(), asset_events=sync.observations)
+def build_model_partitions_sensor(workspace: Workspace) -> dg.SensorDefinition:
+    """The sensor, every TAXO_SENSOR_INTERVAL_S, for the workspace's catalogue (taxo_pipeline/definitions.py
+    builds it from the code location's one Workspace)."""
+
+    @dg.sensor(
+        minimum_interval_seconds=workspace.settings.sensor_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Syncs the model partitions with models.yaml and records model fingerprints; the automation "
+        "sensor then runs a new or changed model's partitions.",
+    )
+    def model_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        sync = model_sync(context.instance, load_catalogue(workspace.settings.models), workspace)
+        if not sync:
+            return dg.SkipReason("every enabled model has its partitions and an unchanged fingerprint")
+        return dg.SensorResult(dynamic_partitions_requests=sync.partition_requests(), asset_events=sync.observations)
+
+    return model_partitions_sensor

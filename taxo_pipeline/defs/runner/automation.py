@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +71,11 @@ def materialize_stale(
     from taxo_pipeline.definitions import defs  # loading definitions is slow; only commands that run need it
 
     # The same partitions and fingerprints the sensor keeps: disabled models leave the automation's view.
-    apply_model_sync(instance, model_sync(instance, catalogue))
-    for observation in corrections_observations(instance):  # as corrections_sensor records it
+    def sync_models() -> None:
+        apply_model_sync(instance, model_sync(instance, catalogue, storage.workspace()))
+
+    sync_models()
+    for observation in corrections_observations(instance, storage.workspace()):  # as corrections_sensor records it
         instance.report_runless_asset_event(observation)
     graph = defs.resolve_asset_graph()
     check_sources(storage, sources)
@@ -80,7 +83,7 @@ def materialize_stale(
     with runner:
         if changed := changed_sources(instance, graph, sources, storage, warehouse_exists=warehouse.exists()):
             runner.launch(PlannedRun(None, tuple(changed), frozenset()))
-        run_automation(defs, instance, runner)
+        run_automation(defs, instance, runner, sync_models)
     return runner.launched
 
 
@@ -181,7 +184,7 @@ class InProcessRuns:
 
     def __init__(
         self, instance: dg.DagsterInstance, graph, sie_keys: frozenset[dg.AssetKey], ops_config: dict[str, dict],
-        storage: WorkspaceResource | None = None, console_level: str = "CRITICAL",
+        storage: WorkspaceResource, console_level: str = "CRITICAL",
     ):  # fmt: skip
         self.instance, self.graph, self.sie_keys, self.ops_config = instance, graph, sie_keys, ops_config
         self.storage, self.console_level = storage, console_level
@@ -200,7 +203,10 @@ class InProcessRuns:
         if not models <= self._served:
             self._server.close()
             self._served |= models
-            self._url = self._server.enter_context(ensure_sie(models=sorted(self._served), logger=log))
+            workspace = self.storage.workspace()
+            self._url = self._server.enter_context(
+                ensure_sie(workspace.sie, workspace.data_dir, workspace.settings.models, sorted(self._served), logger=log)
+            )
 
     def launch(self, run: PlannedRun) -> None:
         self.serve(run.models)
@@ -228,9 +234,11 @@ def dynamic_partitions_read_once(instance: dg.DagsterInstance) -> Iterator[None]
         del instance.get_dynamic_partitions  # the class's method again
 
 
-def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, runner: InProcessRuns) -> None:
+def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, runner: InProcessRuns,
+                   sync_models: Callable[[], None]) -> None:  # fmt: skip
     """Evaluate AUTOMATION, run what it requests, and again until it requests nothing: a partition
-    downstream of another is requested once that one has run.
+    downstream of another is requested once that one has run. After each round the model partitions and
+    fingerprints are synced again, as the sensor would: a fine-tuned encoder just trained joins the encoders.
 
     As the daemon saves its cursor once it has submitted a tick's runs, the cursor is saved once every
     run of an evaluation was launched, whatever their outcome: a command stopped before (Ctrl-C, a
@@ -241,8 +249,8 @@ def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, runner: I
     saved = instance.run_storage.get_cursor_values({CURSOR_KEY}).get(CURSOR_KEY)
     cursor = dg.deserialize_value(saved) if saved else None
     # Each evaluation after the first requests what the previous runs updated, one level further down
-    # the graph; more evaluations than levels means a condition that never settles.
-    evaluations = len(graph.toposorted_asset_keys_by_level) + 1
+    # the graph (a trained encoder's new fingerprint one more); more means a condition that never settles.
+    evaluations = len(graph.toposorted_asset_keys_by_level) + 2
     for _ in range(evaluations):
         with dynamic_partitions_read_once(instance):
             result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
@@ -258,6 +266,7 @@ def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, runner: I
                 failures.append(exc)
         cursor = result.cursor
         instance.run_storage.set_cursor_values({CURSOR_KEY: dg.serialize_value(cursor)})
+        sync_models()
         if failures:
             more = f" ({len(failures) - 1} more runs failed: see the Dagster UI)" if len(failures) > 1 else ""
             raise RunFailedError(f"{failures[0]}{more}\n{RETRY_HINT}") from failures[0]

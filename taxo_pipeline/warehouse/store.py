@@ -11,7 +11,8 @@ The embedding cache, most of the bytes and of no use to a reader, has a file of 
 
 Inside the pipeline, connections to a file queue on a file lock beside it (shared for readers), and
 every write (a whole table or one partition) is one transaction: a failure leaves the previous rows in
-place and publishes nothing.
+place and publishes nothing. The first connection a process makes to a writer file brings its schema to
+the code's (schema.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pyarrow as pa
 
 from taxo_pipeline.files import write_atomic
 from taxo_pipeline.locks import file_lock
+from taxo_pipeline.warehouse import schema
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ CACHE_TABLE = "embedding_cache"
 # Files are created in this storage format, so DuckDB 1.4 and later (the `duckdb` CLI from PyPI, BI tools
 # bundling an older DuckDB) can read the published copy; a file keeps the format it was created with.
 STORAGE_VERSION = "v1.4.0"
+# The writer files this process found at the code's schema version, as (device, inode): checked once per file.
+_CURRENT: dict[Path, tuple[int, int]] = {}
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -99,12 +103,14 @@ class Store:
         if not self.exists():
             return False
         with self.connect(read_only=True) as con:
-            return _has_table(con, table)
+            return has_table(con, table)
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+def has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether `table` is a table or view (information_schema lists both)."""
+    # fetchall: a result left unfinished blocks the caller's next register() on this connection
     return bool(
-        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]
+        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]
     )
 
 
@@ -144,6 +150,7 @@ class Warehouse:
         if read_only and not self.exists():
             raise FileNotFoundError(f"warehouse {self.path} does not exist yet: materialize the pipeline first")
         self._adopt_or_reset()
+        self._migrate(read_only)
         with self.writer.connect(read_only, lock_wait_s) as con:
             yield con
 
@@ -161,7 +168,7 @@ class Warehouse:
         if not self.exists():
             return False
         with self.connect(read_only=True) as con:
-            return _has_table(con, table)
+            return has_table(con, table)
 
     def embedding_store(self) -> Store:
         """The embedding cache's file, once an earlier version's warehouse (which held the cache) is taken over."""
@@ -211,6 +218,7 @@ class Warehouse:
                 log.warning("%s was deleted: starting a new warehouse (removing %s)", self.path, self.writer.path)
                 for stale in (self.writer.path, self.writer.path.with_name(self.writer.path.name + ".wal")):
                     stale.unlink(missing_ok=True)
+                _CURRENT.pop(self.writer.path, None)  # the new file may get the old one's inode
         self.publish()
 
     def _adopt(self) -> None:
@@ -223,6 +231,27 @@ class Warehouse:
         # The earlier versions' lock, and a log a killed writer left: DuckDB would replay it on the new copy.
         for stale in (".lock", ".wal"):
             self.path.with_name(self.path.name + stale).unlink(missing_ok=True)
+
+    def _migrate(self, read_only: bool) -> None:
+        """Bring the writer file to the code's schema (schema.py), once per process and file: a read-only
+        look, then, for a file that is behind or new, the migrations under the writer lock, published. A
+        reader never creates the file. Like _adopt_or_reset, never call it holding the writer lock."""
+        found = _identity(self.writer.path)
+        if (found is None and read_only) or (found is not None and _CURRENT.get(self.writer.path) == found):
+            return
+        name = f"{self.writer.path} (the pipeline's file of the warehouse {self.path})"
+        current = False
+        if found is not None:
+            with self.writer.connect(read_only=True) as con:
+                current = schema.is_current(con, name)
+        if not current:
+            with self.writer.connect() as con:
+                if schema.migrate(con, name):
+                    con.execute("CHECKPOINT")
+                    # a writer file is never left unpublished: _adopt_or_reset would take it for a deleted warehouse's
+                    self._unpublished.touch()
+            self.publish()
+        _CURRENT[self.writer.path] = _identity(self.writer.path)
 
     def replace_table(self, table: str, rows: pa.Table) -> None:
         with self.transaction() as con:
@@ -245,12 +274,12 @@ def copy_database(source: Path, target: Path, keep: Callable[[str], bool] = lamb
         con.execute(f"ATTACH {_quote(source)} AS source (READ_ONLY)")
         con.execute(f"ATTACH {_quote(target)} AS target (STORAGE_VERSION '{STORAGE_VERSION}')")
         con.execute("COPY FROM DATABASE source TO target (SCHEMA)")
-        for kind, schema, name in con.execute(
+        for kind, schema_name, name in con.execute(
             "SELECT 'TABLE', schema_name, table_name FROM duckdb_tables() WHERE database_name = 'source' "
             "UNION ALL SELECT 'VIEW', schema_name, view_name FROM duckdb_views() "
             "WHERE database_name = 'source' AND NOT internal"
         ).fetchall():
-            qualified = f'"{schema}"."{name}"'
+            qualified = f'"{schema_name}"."{name}"'
             if not keep(name):
                 con.execute(f"DROP {kind} target.{qualified}")
             elif kind == "TABLE":
@@ -260,6 +289,14 @@ def copy_database(source: Path, target: Path, keep: Callable[[str], bool] = lamb
         con.close()
     with open(target, "rb+") as handle:
         os.fsync(handle.fileno())
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _quote(path: Path) -> str:
@@ -288,7 +325,14 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, keys: Mapping[str, 
     for name, column_type, *_ in con.execute("DESCRIBE SELECT * FROM _rows").fetchall():
         if name not in existing:
             con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {column_type}')
-    where = " AND ".join(f'"{k}" IS NOT DISTINCT FROM ?' for k in keys)
-    con.execute(f'DELETE FROM "{table}" WHERE {where}', list(keys.values()))
+    condition, params = matching(keys)
+    con.execute(f'DELETE FROM "{table}" WHERE {condition}', params)
     con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _rows')
     con.unregister("_rows")
+
+
+def matching(columns: Mapping[str, object], alias: str | None = None) -> tuple[str, list]:
+    """SQL condition and parameters selecting the rows with these column values, NULL-safe (a result
+    key's reranker is NULL for most); `alias`: the table's name in the query."""
+    prefix = f"{alias}." if alias else ""
+    return " AND ".join(f'{prefix}"{c}" IS NOT DISTINCT FROM ?' for c in columns), list(columns.values())

@@ -2,25 +2,23 @@
 
 The leaderboard, metrics_by_level, product_predictions, confusions and precision_at_coverage read the
 published copies of the results (publication.py): a rerun's metrics and predictions show there together,
-once it is whole. latencies reads the working table: every request measured, a rerun's included."""
+once it is whole. latencies reads the working table: every request measured, a rerun's included.
+The catalogue runs' views are classifications.py's."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+import polars as pl
 import pyarrow as pa
 
-from taxo_pipeline.classification.coverage import HELD_OUT, coverage_sql
-from taxo_pipeline.classification.coverage import VIEW as COVERAGE_VIEW
-from taxo_pipeline.evaluation.publication import current_dataset, publish, source
-from taxo_pipeline.evaluation.store import DATASETS, METRICS, add_depth_column
-from taxo_pipeline.sie.model_catalogue import Catalogue
-from taxo_pipeline.warehouse import Warehouse
+from taxo_pipeline.warehouse.calibrations import HELD_OUT
+from taxo_pipeline.warehouse.publication import Live, current_dataset, publish, source
+from taxo_pipeline.warehouse.results import METRICS
+from taxo_pipeline.warehouse.store import Warehouse
 
 MODELS_TABLE = "models"
 # The taxonomy depth of the latest results: the experiment table's (TAXO_DEPTH), which products_experiment holds.
 CURRENT_DEPTH = "(SELECT depth FROM datasets ORDER BY recorded_at DESC LIMIT 1)"
-
+COVERAGE_VIEW = "precision_at_coverage"
 
 
 def leaderboard_sql(metrics: str, dataset: str) -> str:
@@ -90,6 +88,27 @@ VIEWS = {
 }
 
 
+def coverage_sql(held_out: str) -> str:
+    """precision_at_coverage over `held_out` (the published copy of heldout_confidences): for each threshold
+    (every held-out confidence), the products at or above it and their precision at L1, L2 and the exact
+    path (classification/coverage.py computes the same for one key)."""
+    return f"""
+    WITH accepted AS (
+        SELECT approach, model, reranker, variant, dataset, confidence AS threshold,
+               count(*) OVER above AS products, count(*) OVER key AS labelled,
+               avg(correct_l1::DOUBLE) OVER above AS precision_l1, avg(correct_l2::DOUBLE) OVER above AS precision_l2,
+               avg(correct_exact::DOUBLE) OVER above AS precision_exact
+        FROM {held_out}
+        WINDOW key AS (PARTITION BY approach, model, reranker, variant, dataset),
+               above AS (key ORDER BY confidence DESC RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+    )
+    SELECT DISTINCT approach, model, reranker, variant, dataset, threshold, products,
+           products / labelled AS coverage, precision_l1, precision_l2, precision_exact
+    FROM accepted
+    ORDER BY approach, model, reranker NULLS FIRST, variant, dataset, threshold DESC
+"""
+
+
 def _bound(sql: str, tables: dict[str, str]) -> str:
     """`sql` reading `tables` ({placeholder: table}): the published copies once results were published."""
     for placeholder, table in tables.items():
@@ -97,28 +116,16 @@ def _bound(sql: str, tables: dict[str, str]) -> str:
     return sql
 
 
-def refresh_views(warehouse: Warehouse, catalogue: Catalogue, registered: Sequence[str] | None = None) -> bool:
-    """Rewrite the `models` table from the catalogue, publish the results if they are whole
+def refresh_views(warehouse: Warehouse, models: pa.Table, live: Live) -> bool:
+    """Replace the `models` table (id, family, size, enabled), publish the results if they are whole
     (publication.py) and (re)create every view, in one transaction: the one step after a result is
     written, so a rerun shows as soon as its last partition is done. Views need the result tables; they
-    are created once those exist. `registered`: the approaches' names (None: the built-in ones). Returns
-    whether the results were published."""
-    models = pa.table(
-        {
-            "id": [spec.id for spec in catalogue],
-            "family": [spec.family for spec in catalogue],
-            "size": [spec.size for spec in catalogue],
-            "enabled": [spec.enabled for spec in catalogue],
-        }
-    )
+    are created once those exist. Returns whether the results were published."""
     with warehouse.transaction() as con:
         con.register("_models", models)
         con.execute(f"CREATE OR REPLACE TABLE {MODELS_TABLE} AS SELECT * FROM _models")
         existing = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment"} <= existing:
-            add_depth_column(con, METRICS)  # a warehouse from before TAXO_DEPTH: its rows are depth 3
-            add_depth_column(con, DATASETS)
-        published = publish(con, catalogue, registered)
+        published = publish(con, live)
         if {"metrics", "predictions", "request_latencies", "datasets", "products_experiment"} <= existing:
             # bound now: until the first publication (an older warehouse) the working table
             if metrics := source(con, METRICS):
@@ -129,3 +136,11 @@ def refresh_views(warehouse: Warehouse, catalogue: Catalogue, registered: Sequen
         if held_out := source(con, HELD_OUT):
             con.execute(f"CREATE OR REPLACE VIEW {COVERAGE_VIEW} AS {coverage_sql(held_out)}")
     return published
+
+
+def leaderboard(warehouse: Warehouse) -> pl.DataFrame:
+    """The `leaderboard` view's rows (none before the first results)."""
+    if not warehouse.table_exists("leaderboard"):
+        return pl.DataFrame()
+    with warehouse.connect(read_only=True) as con:
+        return con.sql("SELECT * FROM leaderboard").pl()
