@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import polars as pl
+
 from taxo_pipeline.approaches.spec import L1, Approach, Classified, ClassifyRequest
 from taxo_pipeline.evaluation.keys import ResultKey, product_set_fingerprint
 from taxo_pipeline.evaluation.metrics import evaluate_l1, evaluate_paths
+from taxo_pipeline.evaluation.protocol import TEST, split_of
 from taxo_pipeline.evaluation.store import latency, save_metrics, save_results
 from taxo_pipeline.warehouse.results import FULL, dataset_depth, latency_per_product, top1_with_truth
 from taxo_pipeline.warehouse.store import Warehouse
@@ -45,10 +48,18 @@ class Scored:
     latency: dict
 
 
-def score_and_store(warehouse: Warehouse, approach: Approach, key: ResultKey, l1_labels: list[str]) -> Scored | None:
+# How a fine-tuned model's figures are obtained: it learnt from the protocol's dev part, so only the test part counts.
+TEST_PART_ONLY = "test part only (fine-tuned on the dev part)"
+
+
+def score_and_store(warehouse: Warehouse, approach: Approach, key: ResultKey, l1_labels: list[str],
+                    test_part_only: bool = False) -> Scored | None:  # fmt: skip
     """Score the key's stored top-1 and replace its metrics; None when it has no predictions to score
-    (e.g. no product has an image): no figures rather than zeros."""
+    (e.g. no product has an image): no figures rather than zeros. `test_part_only`: score the protocol's
+    test part alone, for a model trained on its dev part."""
     scored = top1_with_truth(warehouse, key)
+    if test_part_only:
+        scored = scored.filter(pl.Series([split_of(p) == TEST for p in scored["product_id"].to_list()], dtype=pl.Boolean))
     if scored.height == 0:
         return None
     predictions = scored["prediction"].to_list()
@@ -61,7 +72,8 @@ def score_and_store(warehouse: Warehouse, approach: Approach, key: ResultKey, l1
         result = evaluate_paths(predictions, truths, potentials, depth)
     latency_block = {**latency(warehouse, key, approach.stage),
                      "per_product": latency_per_product(warehouse, key, scored.height)}  # fmt: skip
-    save_metrics(warehouse, key, result, scored.height, latency_block, approach.evaluation, approach.headline, depth)
+    evaluation = f"{approach.evaluation}, {TEST_PART_ONLY}" if test_part_only else approach.evaluation
+    save_metrics(warehouse, key, result, scored.height, latency_block, evaluation, approach.headline, depth)
     return Scored(result, scored.height, latency_block)
 
 

@@ -245,11 +245,24 @@ def _train_block(block: object, fail) -> TrainSpec:
         raise fail("train must be a mapping with `base`: the id of the entry it is fine-tuned from")
     if unknown := sorted(block.keys() - {"base", *_TRAIN_KEYS}):
         raise fail(f"unknown train keys {', '.join(unknown)} (allowed: base, {', '.join(_TRAIN_KEYS)})")
-    for key, value in block.items():
-        kind = type(_TRAIN_KEYS.get(key, ""))
-        if type(value) is not kind and not (kind is float and type(value) is int):  # true is no number here
-            raise fail(f"train.{key} must be {kind.__name__}, got {value!r}")
-    return TrainSpec(block["base"], TrainingSettings(**{k: v for k, v in block.items() if k != "base"}))
+    values = {key: _train_value(key, value, fail) for key, value in block.items() if key != "base"}
+    settings = TrainingSettings(**values)
+    if settings.batch_size < 2 or settings.epochs < 1 or settings.per_source_cap < 1 or not 0 <= settings.warmup_ratio < 1:
+        raise fail("train: batch_size must be at least 2 (the other pairs of a batch are the negatives), epochs and "
+                   "per_source_cap at least 1, warmup_ratio in [0, 1)")  # fmt: skip
+    return TrainSpec(block["base"], settings)
+
+
+def _train_value(key: str, value: object, fail) -> object:
+    kind = type(_TRAIN_KEYS[key])
+    if kind is float and isinstance(value, str):  # YAML reads 5e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if type(value) is kind or kind is float and type(value) is int:  # `true` is no number here
+        return value
+    raise fail(f"train.{key} must be {kind.__name__}, got {value!r}")
 
 
 def _with_bases(path: Path, specs: list[ModelSpec]) -> list[ModelSpec]:
@@ -259,9 +272,9 @@ def _with_bases(path: Path, specs: list[ModelSpec]) -> list[ModelSpec]:
         if spec.train is None:
             continue
         base = known.get(spec.train.base)
-        if base is None or base.family != "text" or base.train is not None:
+        if base is None or base.family != "text" or base.train is not None or not (base.weights_package or base.weights_dir):
             raise CatalogueError(f"{path}: model {spec.id!r}: train.base {spec.train.base!r} must be a text model of "
-                                 "this catalogue that is not fine-tuned itself")  # fmt: skip
+                                 "this catalogue with local weights (`weights:`), not fine-tuned itself")  # fmt: skip
         if not spec.server:
             server = {key: value for key, value in copy.deepcopy(dict(base.server)).items() if key != "sie_id"}
             specs[position] = dataclasses.replace(spec, server=server)
@@ -275,9 +288,9 @@ def fingerprint(spec: ModelSpec) -> str:
     version and every weight file's content. Hub weights are pinned by `server.hf_revision`.
     """
     digest = hashlib.sha256()
+    # Not a fine-tuned entry's `train:` block: its weights say what it was trained with, and only once they
+    # are trained again (an edited block alone would rerun its partitions with the old weights).
     entry = {"id": spec.id, "family": spec.family, "size": spec.size, "server": spec.server}
-    if spec.train:  # only then: every other model keeps the fingerprint its results were recorded with
-        entry["train"] = dataclasses.asdict(spec.train)
     digest.update(json.dumps(entry, sort_keys=True, default=str).encode())
     if spec.weights_package:
         try:

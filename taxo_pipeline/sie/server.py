@@ -111,6 +111,12 @@ def served_specs(catalogue: Catalogue, models: Sequence[str] | None = None) -> l
     """The catalogue entries a local server loads: `models` (each must be enabled), else every enabled one."""
     enabled = {spec.id: spec for spec in catalogue.enabled()}
     if models is not None:
+        untrained = [spec.id for spec in catalogue.to_train() if spec.id in models and not spec.ready]
+        if untrained:
+            raise InputError(
+                f"fine-tuned model(s) {', '.join(map(repr, untrained))} of {catalogue.path} are not trained yet (no "
+                "weights at their `weights: path`): run `taxo-pipeline materialize`, which trains them first"
+            )
         if disabled := [m for m in models if m not in enabled]:
             raise InputError(
                 f"model(s) {', '.join(map(repr, disabled))} not enabled in {catalogue.path}: "

@@ -93,8 +93,8 @@ def train_encoder(base: Path, pairs: pl.DataFrame, target: Path, settings: Train
     started = time.monotonic()
     result = trainer.train()
     model.save(str(work / "model"))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(work / "model", target)
+    if not target.is_dir():  # another process that trained the same fingerprint meanwhile keeps its folder
+        os.replace(work / "model", target)
     shutil.rmtree(work, ignore_errors=True)
     seconds = time.monotonic() - started
     logger.info("fine-tuned %s on %d pairs: %d steps in %.0f s, mean loss %.4f -> %s",

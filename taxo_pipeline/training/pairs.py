@@ -38,19 +38,32 @@ def read_labelled(path: Path, taxonomy: TrimmedTaxonomy) -> pl.DataFrame:
     label is no node of it are left out."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"training products file {path} does not exist")
-    if path.suffix == ".jsonl" and MERCHANT_COLUMNS <= _first_record(path).keys():
-        return _merchant_rows(path, taxonomy)
-    labels = read_labels(path, READ_SHARD, taxonomy).products
-    return labels.select(pl.lit(path.name).alias("source"), "product_title", "product_description",
-                         pl.col("ground_truth_category").alias("category"))  # fmt: skip
+        raise InputError(f"training products file {path} (TAXO_TRAINING_PRODUCTS) does not exist")
+    try:
+        if path.suffix == ".jsonl" and MERCHANT_COLUMNS <= _first_record(path).keys():
+            rows = _merchant_rows(path, taxonomy)
+        else:
+            labels = read_labels(path, READ_SHARD, taxonomy).products
+            rows = labels.select(pl.lit(path.name).alias("source"), "product_title", "product_description",
+                                 pl.col("ground_truth_category").alias("category"))  # fmt: skip
+    except InputError:  # the catalogue reader's own error names the file and the row
+        raise
+    except (ValueError, pl.exceptions.PolarsError) as exc:  # json and polars parse errors
+        raise InputError(f"training products file {path} (TAXO_TRAINING_PRODUCTS) cannot be read: {exc}") from exc
+    if not rows.height:
+        raise InputError(f"training products file {path} (TAXO_TRAINING_PRODUCTS) has no product labelled with a node of "
+                         f"the {taxonomy.name}: a `category` column of taxonomy paths is needed")  # fmt: skip
+    return rows
 
 
 def _first_record(path: Path) -> dict:
     with path.open(encoding="utf-8") as lines:
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             if line.strip():
-                record = json.loads(line)
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"line {number} is not JSON ({exc})") from exc
                 return record if isinstance(record, dict) else {}
     return {}
 
@@ -75,11 +88,26 @@ def evaluation_rows(experiment: pl.DataFrame, corrections: pl.DataFrame | None =
     part of the evaluation table, and reviewers' corrections except those of products in its test part, so
     no figure reported on the test part was trained on."""
     dev = pl.Series([split_of(p) == DEV for p in experiment["product_id"].to_list()], dtype=pl.Boolean)
-    frames = [_labelled(experiment.filter(dev), "evaluation dev part")]
-    if corrections is not None and corrections.height:
-        tested = experiment.filter(~dev)["product_id"]
-        frames.append(_labelled(corrections.filter(~pl.col("product_id").is_in(tested)), "corrections"))
-    return pl.concat(frames)
+    if corrections is None or not corrections.height:
+        return _labelled(experiment.filter(dev), "evaluation dev part")
+    # a corrected product learns its corrected label only; a tested one none
+    corrected, tested = corrections["product_id"], experiment.filter(~dev)["product_id"]
+    return pl.concat([_labelled(experiment.filter(dev).filter(~pl.col("product_id").is_in(corrected)), "evaluation dev part"),
+                      _labelled(corrections.filter(~pl.col("product_id").is_in(tested)), "corrections")])  # fmt: skip
+
+
+def without_tested(rows: pl.DataFrame, experiment: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """`rows` less those whose title and description are a product's of the protocol's test part (a training
+    file may hold the evaluation's own products), and how many were dropped."""
+    tested = experiment.filter(pl.Series([split_of(p) != DEV for p in experiment["product_id"].to_list()], dtype=pl.Boolean))
+    texts = tested.select(_text_key("product_title", "product_description").alias("key"))["key"]
+    kept = rows.filter(~_text_key("product_title", "product_description").is_in(texts))
+    return kept, rows.height - kept.height
+
+
+def _text_key(title: str, description: str) -> pl.Expr:
+    return pl.concat_str([pl.col(title).fill_null("").str.strip_chars().str.to_lowercase(),
+                          pl.col(description).fill_null("").str.strip_chars().str.to_lowercase()], separator="\n")  # fmt: skip
 
 
 def _labelled(frame: pl.DataFrame, source: str) -> pl.DataFrame:

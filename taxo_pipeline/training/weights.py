@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,9 @@ def point(link: Path, folder: Path, keep: int = KEEP) -> None:
     staged.unlink(missing_ok=True)
     staged.symlink_to(folder.name)
     os.replace(staged, link)
-    trained = sorted((p for p in link.parent.glob(f"{link.name}-*") if p.is_dir() and p != folder),
-                     key=lambda p: p.stat().st_mtime, reverse=True)  # fmt: skip
+    # Only this link's folders: its name and a fingerprint, never another model's that shares the prefix.
+    own = re.compile(re.escape(link.name) + r"-[0-9a-f]{16}")
+    trained = sorted((p for p in link.parent.iterdir() if own.fullmatch(p.name) and not p.is_symlink() and p.is_dir()
+                      and p != folder), key=lambda p: p.stat().st_mtime, reverse=True)  # fmt: skip
     for old in trained[keep - 1 :]:
         shutil.rmtree(old, ignore_errors=True)

@@ -42,7 +42,7 @@ from taxo_pipeline.defs.models.partitions import (
 )
 from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.evaluation.evaluate import classify_and_store, score_and_store
+from taxo_pipeline.evaluation.evaluate import TEST_PART_ONLY, classify_and_store, score_and_store
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import refresh_views, settings_fingerprint
 from taxo_pipeline.retrieval.variants import VARIANTS
@@ -176,7 +176,9 @@ def _score(approach: Approach, storage: WorkspaceResource, result: dict) -> dict
         return {"skipped": result["skipped"], "count": 0}
     workspace = storage.workspace()
     key, warehouse = ResultKey(**result), workspace.warehouse
-    scored = score_and_store(warehouse, approach, key, load_trimmed_taxonomy(workspace).l1_labels())
+    catalogue = load_catalogue(workspace.settings.models)
+    tuned = any(spec.train is not None for spec in catalogue if spec.id in (key.model, key.reranker))
+    scored = score_and_store(warehouse, approach, key, load_trimmed_taxonomy(workspace).l1_labels(), test_part_only=tuned)
     if scored is None:
         return {"count": 0, "skipped": "no predictions to score"}
     # Path approaches are what classify-products runs: their confidence is calibrated on these rows.
@@ -185,7 +187,7 @@ def _score(approach: Approach, storage: WorkspaceResource, result: dict) -> dict
     return {
         **metrics_metadata(scored.result, scored.count, scored.latency),
         **(calibration_metadata(calibration, coverage) if calibration else {}),
-        "evaluation": approach.evaluation,
+        "evaluation": f"{approach.evaluation}, {TEST_PART_ONLY}" if tuned else approach.evaluation,
         **hf1_chart_metadata(warehouse, key.model, key.dataset),
     }
 

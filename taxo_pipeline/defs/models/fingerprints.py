@@ -36,10 +36,15 @@ def training_fingerprints(workspace: Workspace, catalogue: Catalogue, model_ids:
     own weights: those are what the training writes. A missing training file is read as none, and the
     training run names it."""
     known = {spec.id: spec for spec in catalogue.to_train()}
-    files = [[str(f), file_sha256(f) if f.is_file() else None] for f in workspace.settings.training_products]
-    shared = {"files": files, "corrections": corrections_fingerprint(workspace.settings.corrections)}
+    wanted = [m for m in model_ids if m in known]
+    if not wanted:  # nothing to train: the files and corrections are not read (a bad one is the training's error)
+        return {}
+    settings = workspace.settings
+    files = [[str(f), file_sha256(f) if f.is_file() else None] for f in settings.training_products]
+    shared = {"files": files, "corrections": corrections_fingerprint(settings.corrections),
+              "max_text_chars": settings.max_text_chars}  # fmt: skip
     found = {}
-    for model in (m for m in model_ids if m in known):
+    for model in wanted:
         spec = known[model]
         parts = {**shared, "base": fingerprint(catalogue[spec.train.base]), "train": dataclasses.asdict(spec.train)}
         found[model] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -23,12 +23,14 @@ import dagster as dg
 from taxo_pipeline.defs.automation import AUTOMATION_RUN_TAGS
 from taxo_pipeline.defs.feedback.corrections import corrections_observations
 from taxo_pipeline.defs.ingest.assets import SOURCE_METADATA, source_data_version, source_file
+from taxo_pipeline.defs.models.fingerprints import model_fingerprints
 from taxo_pipeline.defs.models.partitions import PARTITIONS, partition_models
 from taxo_pipeline.defs.models.sensors import DATA_VERSION_TAG, apply_model_sync, model_sync
 from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
 from taxo_pipeline.defs.runner.runs import check_sources, materialize
+from taxo_pipeline.defs.training.assets import fine_tuned_encoder
 from taxo_pipeline.errors import RunFailedError
-from taxo_pipeline.sie.model_catalogue import Catalogue
+from taxo_pipeline.sie.model_catalogue import Catalogue, load_catalogue
 from taxo_pipeline.sie.server import ensure_sie
 
 log = logging.getLogger("taxo_pipeline")
@@ -71,8 +73,10 @@ def materialize_stale(
     from taxo_pipeline.definitions import defs  # loading definitions is slow; only commands that run need it
 
     # The same partitions and fingerprints the sensor keeps: disabled models leave the automation's view.
-    def sync_models() -> None:
-        apply_model_sync(instance, model_sync(instance, catalogue, storage.workspace()))
+    def sync_models() -> dict[str, str]:
+        sync = model_sync(instance, catalogue, storage.workspace())
+        apply_model_sync(instance, sync)
+        return sync.fingerprints
 
     sync_models()
     for observation in corrections_observations(instance, storage.workspace()):  # as corrections_sensor records it
@@ -191,6 +195,7 @@ class InProcessRuns:
         self.launched = 0
         self._server = contextlib.ExitStack()
         self._served: frozenset[str] = frozenset()
+        self._fingerprints: dict[str, str] = {}
         self._url: str | None = None
 
     def __enter__(self) -> InProcessRuns:
@@ -200,10 +205,14 @@ class InProcessRuns:
         self._server.close()
 
     def serve(self, models: frozenset[str]) -> None:
-        if not models <= self._served:
+        """A server for `models` too; started again when one it serves has changed (a fine-tuned encoder
+        trained by an earlier run of this command has new weights)."""
+        workspace = self.storage.workspace()
+        wanted = self._served | models
+        fingerprints = model_fingerprints(workspace, load_catalogue(workspace.settings.models), wanted)
+        if wanted != self._served or fingerprints != self._fingerprints:
             self._server.close()
-            self._served |= models
-            workspace = self.storage.workspace()
+            self._served, self._fingerprints = wanted, fingerprints
             self._url = self._server.enter_context(
                 ensure_sie(workspace.sie, workspace.data_dir, workspace.settings.models, sorted(self._served), logger=log)
             )
@@ -234,8 +243,31 @@ def dynamic_partitions_read_once(instance: dg.DagsterInstance) -> Iterator[None]
         del instance.get_dynamic_partitions  # the class's method again
 
 
+def launch_round(runner: InProcessRuns, runs: list[PlannedRun], sync_models: Callable[[], dict[str, str]]) -> list[RunFailedError]:
+    """Launch one evaluation's runs, the encoder trainings first. A model whose weights they changed sits the
+    rest of the round out: the next evaluation requests its partitions for the new fingerprint, where run now
+    they would read the old weights and count as done."""
+    training = [run for run in runs if fine_tuned_encoder.key in run.assets]
+    before = sync_models() if training else {}
+    failures = _launch(runner, training)
+    changed = {model for model, value in sync_models().items() if before.get(model) != value} if training else set()
+    if changed:
+        log.info("new weights for %s: their partitions run in the next round", ", ".join(sorted(changed)))
+    return failures + _launch(runner, [run for run in runs if run not in training and not run.models & changed])
+
+
+def _launch(runner: InProcessRuns, runs: list[PlannedRun]) -> list[RunFailedError]:
+    failures = []
+    for run in runs:
+        try:
+            runner.launch(run)
+        except RunFailedError as exc:
+            failures.append(exc)
+    return failures
+
+
 def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, runner: InProcessRuns,
-                   sync_models: Callable[[], None]) -> None:  # fmt: skip
+                   sync_models: Callable[[], dict[str, str]]) -> None:  # fmt: skip
     """Evaluate AUTOMATION, run what it requests, and again until it requests nothing: a partition
     downstream of another is requested once that one has run. After each round the model partitions and
     fingerprints are synced again, as the sensor would: a fine-tuned encoder just trained joins the encoders.
@@ -258,12 +290,7 @@ def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, runner: I
         log.info("automation: %d runs requested", len(runs))
         if any(run.models for run in runs):
             runner.serve(models_downstream(instance, graph, runs, runner.sie_keys))
-        failures = []
-        for run in runs:
-            try:
-                runner.launch(run)
-            except RunFailedError as exc:
-                failures.append(exc)
+        failures = launch_round(runner, runs, sync_models)
         cursor = result.cursor
         instance.run_storage.set_cursor_values({CURSOR_KEY: dg.serialize_value(cursor)})
         sync_models()

@@ -15,7 +15,7 @@ from taxo_pipeline.defs.models.fingerprints import training_inputs
 from taxo_pipeline.defs.models.partitions import trained_encoders
 from taxo_pipeline.defs.resources import WorkspaceResource
 from taxo_pipeline.sie.model_catalogue import fingerprint, load_catalogue
-from taxo_pipeline.training.pairs import evaluation_rows, training_rows, training_set
+from taxo_pipeline.training.pairs import evaluation_rows, training_rows, training_set, without_tested
 from taxo_pipeline.training.weights import fine_tune
 
 GROUP = "training"
@@ -37,16 +37,19 @@ def fine_tuned_encoder(context: dg.AssetExecutionContext, storage: WorkspaceReso
     catalogue = load_catalogue(workspace.settings.models)
     spec = catalogue[context.partition_key]
     base, taxonomy = catalogue[spec.train.base], load_trimmed_taxonomy(workspace)
-    rows = pl.concat([evaluation_rows(load_experiment(workspace), load_corrections(workspace)),
-                      training_rows(workspace.settings.training_products, taxonomy)])  # fmt: skip
+    experiment = load_experiment(workspace)
+    files, tested = without_tested(training_rows(workspace.settings.training_products, taxonomy), experiment)
+    rows = pl.concat([evaluation_rows(experiment, load_corrections(workspace)), files])
     training = training_set(rows, taxonomy, spec.train.settings, workspace.settings.max_text_chars)
-    context.log.info(f"{spec.id}: {training.height} pairs from {training['source'].n_unique()} sources, base {base.id}")
+    context.log.info(f"{spec.id}: {training.height} pairs from {training['source'].n_unique()} sources, base {base.id}; "
+                     f"{tested} rows of the training files left out: products of the evaluation's test part")  # fmt: skip
     tuned = fine_tune(base.resolve_weights(), fingerprint(base), spec.weights_dir, training, spec.train.settings, context.log)
     sources = training.group_by("source", maintain_order=True).len("pairs").sort("pairs", descending=True)
     report = tuned.report
     return dg.MaterializeResult(
         metadata={
             "pairs": training.height,
+            "test_products_left_out": tested,  # rows of TAXO_TRAINING_PRODUCTS that are evaluation test products
             "sources": dg.MetadataValue.md(markdown_table(sources.head(30))),
             "base": base.id,
             "weights": dg.MetadataValue.path(str(tuned.folder)),
