@@ -16,7 +16,8 @@ from taxo_pipeline import settings
 from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.dataset.trimming import trim_products
 from taxo_pipeline.definitions import defs
-from taxo_pipeline.defs.ingest.assets import depth_code_version
+from taxo_pipeline.defs.ingest.assets import code_version_at, depth_code_version
+from taxo_pipeline.defs.location import location_workspace
 from taxo_pipeline.errors import InputError
 from taxo_pipeline.evaluation.keys import ResultKey, product_set_fingerprint
 from taxo_pipeline.evaluation.metrics import evaluate_paths
@@ -67,10 +68,11 @@ def test_depth_3_keeps_the_reference_file_names_and_code_versions_others_get_the
     assert (settings.taxonomy_file(None), settings.experiment_file(None)) == (
         "shopify-taxonomy-full.parquet", "shopify-products-experiment-full.parquet")  # fmt: skip
     assert settings.taxonomy_file(5) == "shopify-taxonomy-l5.parquet"
-    monkeypatch.delenv("TAXO_DEPTH", raising=False)
-    assert depth_code_version("1") == "1"  # an instance's recorded versions stay current at depth 3
-    monkeypatch.setenv("TAXO_DEPTH", "full")
-    assert depth_code_version("1") == "1+depth-full"  # a switch reruns the data assets, then what reads them
+    assert code_version_at("1", 3) == "1"  # an instance's recorded versions stay current at depth 3
+    assert code_version_at("1", None) == "1+depth-full"  # a switch reruns the data assets, then what reads them
+    assert code_version_at("1", 5) == "1+depth-5"
+    # the definitions take the depth the code location loaded with
+    assert depth_code_version("1") == code_version_at("1", location_workspace().depth)
 
 
 def test_trimming_at_full_depth_keeps_every_level_and_at_4_cuts_there():

@@ -338,5 +338,5 @@ def test_definitions_validate_and_show_every_asset():
         "score_fusion_predictions", "score_fusion_metrics", "hierarchical_cascade_predictions",
         "hierarchical_cascade_metrics", "label_transfer_predictions", "label_transfer_metrics",
         "encoder_model_fingerprint", "nli_model_fingerprint", "rerank_model_fingerprint", "catalogue_classifications",
-        "corrections_file",
+        "corrections_file", "training_inputs", "fine_tuned_encoder",
     }  # fmt: skip

@@ -24,6 +24,7 @@ from taxo_pipeline.dataset.products import IMAGE, read_products
 from taxo_pipeline.dataset.tables import load_trimmed_taxonomy
 from taxo_pipeline.dataset.taxonomy import (
     MAX_LEVEL,
+    Depth,
     TrimmedTaxonomy,
     depth_label,
     level_counts,
@@ -58,11 +59,15 @@ _SOURCES = {
 }
 
 
-def depth_code_version(version: str) -> str:
-    """An asset's code version at the configured depth: `version` itself at depth 3 (what existing instances
-    recorded), `version+depth-full` etc. otherwise."""
-    depth = location_workspace().depth
+def code_version_at(version: str, depth: Depth) -> str:
+    """An asset's code version at `depth`: `version` itself at depth 3 (what existing instances recorded),
+    `version+depth-full` etc. otherwise."""
     return version if depth == MAX_LEVEL else f"{version}+depth-{depth_label(depth)}"
+
+
+def depth_code_version(version: str) -> str:
+    """The code version at the code location's depth (TAXO_DEPTH when the definitions loaded)."""
+    return code_version_at(version, location_workspace().depth)
 
 
 def source_file(storage: WorkspaceResource, what: str, source: str | None = None, refresh: bool = False) -> tuple[str, Path]:
