@@ -66,7 +66,8 @@ class Trainer:
         self.runs: list[dict] = []
 
     def __call__(self, shops: pl.DataFrame, settings: TrainingSettings) -> ModelSpec:
-        rows = pl.concat([shops.select(evaluation_rows(self.data.products).columns), evaluation_rows(self.data.products)])
+        dev = evaluation_rows(self.data.products)
+        rows = pl.concat([shops.select(dev.columns), dev])
         training = training_set(rows, self.data.taxonomy, settings, DEFAULT_MAX_TEXT_CHARS)
         name = weights_fingerprint(self.base_fingerprint, pairs_fingerprint(training), settings)[:16]
         target = MODELS / f"{self.base.id.split('/')[-1]}-ft-{name}"

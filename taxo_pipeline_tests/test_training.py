@@ -54,8 +54,8 @@ def test_merchant_rows_are_read_as_they_are_trimmed_to_depth_and_unknown_labels_
 def test_a_catalogue_with_a_category_column_is_one_source_named_by_its_file(tmp_path):
     catalogue = tmp_path / "mine.csv"
     catalogue.write_text(f"product_id,product_title,product_description,category\n1,Scarf,Silk,{SCARVES}\n2,Hat,,\n")
-    rows = training_rows([catalogue], TAXONOMY, pl.DataFrame(
-        {"source": ["dev"], "product_title": ["Chinos"], "product_description": ["Cotton"], "category": [PANTS]}))
+    rows = pl.concat([training_rows([catalogue], TAXONOMY), pl.DataFrame(
+        {"source": ["dev"], "product_title": ["Chinos"], "product_description": ["Cotton"], "category": [PANTS]})])
     assert rows.rows() == [("mine.csv", "Scarf", "Silk", SCARVES), ("dev", "Chinos", "Cotton", PANTS)]
     with pytest.raises(InputError, match=r"missing.jsonl \(TAXO_TRAINING_PRODUCTS\) does not exist"):
         read_labelled(tmp_path / "missing.jsonl", TAXONOMY)

@@ -46,6 +46,7 @@ class Scored:
     result: dict  # the reference's strict/lenient blocks
     count: int
     latency: dict
+    evaluation: str  # how the figures were obtained (the metrics' `evaluation` column)
 
 
 # How a fine-tuned model's figures are obtained: it learnt from the protocol's dev part, so only the test part counts.
@@ -74,7 +75,7 @@ def score_and_store(warehouse: Warehouse, approach: Approach, key: ResultKey, l1
                      "per_product": latency_per_product(warehouse, key, scored.height)}  # fmt: skip
     evaluation = f"{approach.evaluation}, {TEST_PART_ONLY}" if test_part_only else approach.evaluation
     save_metrics(warehouse, key, result, scored.height, latency_block, evaluation, approach.headline, depth)
-    return Scored(result, scored.height, latency_block)
+    return Scored(result, scored.height, latency_block, evaluation)
 
 
 def headline(result: dict, mode: str) -> float:

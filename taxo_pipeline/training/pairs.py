@@ -22,7 +22,7 @@ from taxo_pipeline.classification.catalogue_labels import label_at_depth, read_l
 from taxo_pipeline.dataset.taxonomy import TrimmedTaxonomy
 from taxo_pipeline.dataset.texts import truncate_for_model
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.evaluation.protocol import DEV, split_of
+from taxo_pipeline.evaluation.protocol import DEV, TEST, split_mask
 from taxo_pipeline.retrieval.queries import title_and_description_queries
 from taxo_pipeline.training.encoder import TrainingSettings
 
@@ -87,7 +87,7 @@ def evaluation_rows(experiment: pl.DataFrame, corrections: pl.DataFrame | None =
     """The labelled products the evaluation protocol lets a model learn from (ROWS_SCHEMA): the development
     part of the evaluation table, and reviewers' corrections except those of products in its test part, so
     no figure reported on the test part was trained on."""
-    dev = pl.Series([split_of(p) == DEV for p in experiment["product_id"].to_list()], dtype=pl.Boolean)
+    dev = pl.Series(split_mask(experiment["product_id"].to_list(), DEV))
     if corrections is None or not corrections.height:
         return _labelled(experiment.filter(dev), "evaluation dev part")
     # a corrected product learns its corrected label only; a tested one none
@@ -99,7 +99,7 @@ def evaluation_rows(experiment: pl.DataFrame, corrections: pl.DataFrame | None =
 def without_tested(rows: pl.DataFrame, experiment: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     """`rows` less those whose title and description are a product's of the protocol's test part (a training
     file may hold the evaluation's own products), and how many were dropped."""
-    tested = experiment.filter(pl.Series([split_of(p) != DEV for p in experiment["product_id"].to_list()], dtype=pl.Boolean))
+    tested = experiment.filter(pl.Series(split_mask(experiment["product_id"].to_list(), TEST)))
     texts = tested.select(_text_key("product_title", "product_description").alias("key"))["key"]
     kept = rows.filter(~_text_key("product_title", "product_description").is_in(texts))
     return kept, rows.height - kept.height
@@ -115,9 +115,9 @@ def _labelled(frame: pl.DataFrame, source: str) -> pl.DataFrame:
                         pl.col("product_description").fill_null(""), pl.col("ground_truth_category").alias("category"))  # fmt: skip
 
 
-def training_rows(files: Iterable[Path], taxonomy: TrimmedTaxonomy, *frames: pl.DataFrame) -> pl.DataFrame:
-    """Every file's labelled products and the frames given (ROWS_SCHEMA), in order."""
-    parts = [read_labelled(f, taxonomy) for f in files] + [f.select(list(ROWS_SCHEMA)) for f in frames]
+def training_rows(files: Iterable[Path], taxonomy: TrimmedTaxonomy) -> pl.DataFrame:
+    """Every file's labelled products (ROWS_SCHEMA), in order."""
+    parts = [read_labelled(f, taxonomy) for f in files]
     return pl.concat(parts) if parts else pl.DataFrame(schema=ROWS_SCHEMA)
 
 

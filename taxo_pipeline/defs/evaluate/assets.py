@@ -42,7 +42,7 @@ from taxo_pipeline.defs.models.partitions import (
 )
 from taxo_pipeline.defs.resources import SIEResource, WorkspaceResource
 from taxo_pipeline.errors import InputError
-from taxo_pipeline.evaluation.evaluate import TEST_PART_ONLY, classify_and_store, score_and_store
+from taxo_pipeline.evaluation.evaluate import classify_and_store, score_and_store
 from taxo_pipeline.evaluation.keys import ResultKey
 from taxo_pipeline.evaluation.publication import refresh_views, settings_fingerprint
 from taxo_pipeline.retrieval.variants import VARIANTS
@@ -187,7 +187,7 @@ def _score(approach: Approach, storage: WorkspaceResource, result: dict) -> dict
     return {
         **metrics_metadata(scored.result, scored.count, scored.latency),
         **(calibration_metadata(calibration, coverage) if calibration else {}),
-        "evaluation": f"{approach.evaluation}, {TEST_PART_ONLY}" if tuned else approach.evaluation,
+        "evaluation": scored.evaluation,
         **hf1_chart_metadata(warehouse, key.model, key.dataset),
     }
 

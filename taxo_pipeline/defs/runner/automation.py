@@ -269,8 +269,9 @@ def _launch(runner: InProcessRuns, runs: list[PlannedRun]) -> list[RunFailedErro
 def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, runner: InProcessRuns,
                    sync_models: Callable[[], dict[str, str]]) -> None:  # fmt: skip
     """Evaluate AUTOMATION, run what it requests, and again until it requests nothing: a partition
-    downstream of another is requested once that one has run. After each round the model partitions and
-    fingerprints are synced again, as the sensor would: a fine-tuned encoder just trained joins the encoders.
+    downstream of another is requested once that one has run. A round that trains encoders syncs the model
+    partitions and fingerprints again after them, as the sensor would (launch_round): a fine-tuned encoder
+    just trained joins the encoders.
 
     As the daemon saves its cursor once it has submitted a tick's runs, the cursor is saved once every
     run of an evaluation was launched, whatever their outcome: a command stopped before (Ctrl-C, a
@@ -293,7 +294,6 @@ def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, runner: I
         failures = launch_round(runner, runs, sync_models)
         cursor = result.cursor
         instance.run_storage.set_cursor_values({CURSOR_KEY: dg.serialize_value(cursor)})
-        sync_models()
         if failures:
             more = f" ({len(failures) - 1} more runs failed: see the Dagster UI)" if len(failures) > 1 else ""
             raise RunFailedError(f"{failures[0]}{more}\n{RETRY_HINT}") from failures[0]
